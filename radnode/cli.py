@@ -1,0 +1,233 @@
+"""The ``radnode`` command. Each subcommand loads settings once, configures
+logging, builds its dependencies and runs one role (listen, serve, …)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from radnode import __version__
+from radnode.logconfig import configure_logging
+from radnode.settings import Settings, SettingsError, load, masked_dump
+
+
+class _Ctx:
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """Load settings once; an invalid file ends the process with the key and reason."""
+        if self._settings is None:
+            try:
+                self._settings = load(self.config)
+            except SettingsError as exc:
+                click.echo(f"radnode: invalid configuration:\n{exc}", err=True)
+                sys.exit(2)
+            configure_logging(self._settings.logging.level, self._settings.logging.format)
+        return self._settings
+
+
+pass_ctx = click.make_pass_decorator(_Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="radnode")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Settings YAML (else $RADNODE_CONFIG, else ./radnode.yaml).")
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """radnode: a DICOM AI node beside your PACS.
+
+    Receive studies (DICOM C-STORE), route them to analyses, and send
+    standard DICOM results back.
+    """
+    ctx.obj = _Ctx(config)
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the effective settings."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
+@pass_ctx
+def config_show(obj: _Ctx, as_json: bool) -> None:
+    """Print the effective settings, secrets masked."""
+    data = masked_dump(obj.settings())
+    click.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False))
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+@main.command("listen")
+@pass_ctx
+def listen(obj: _Ctx) -> None:
+    """Run the DICOM listener (C-ECHO, C-STORE) and study assembly."""
+    from radnode.listener.service import ListenerService
+
+    service = ListenerService(obj.settings())
+    service.start()
+    try:
+        _wait_for_signal()
+    finally:
+        service.stop()
+
+
+@main.command("serve")
+@pass_ctx
+def serve(obj: _Ctx) -> None:
+    """Run every stage on this machine (embedded defaults)."""
+    from radnode.listener.service import ListenerService
+
+    service = ListenerService(obj.settings())
+    service.start()
+    try:
+        _wait_for_signal()
+    finally:
+        service.stop()
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+@main.command("studies")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=50, show_default=True)
+@pass_ctx
+def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
+    """List recent studies and their state."""
+    from radnode.store.db import create_schema, make_engine, make_sessionmaker
+    from radnode.store.studies import list_studies
+
+    settings = obj.settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    with make_sessionmaker(engine)() as session:
+        rows = list_studies(session, limit)
+    out: list[dict[str, Any]] = [
+        {
+            "study_instance_uid": row.study_instance_uid,
+            "state": row.state,
+            "generation": row.generation,
+            "calling_ae": row.calling_ae,
+            "called_ae": row.called_ae,
+            "first_received_at": _iso(row.first_received_at),
+            "last_received_at": _iso(row.last_received_at),
+            "completed_at": _iso(row.completed_at),
+            "series": [
+                {
+                    "series_instance_uid": s.series_instance_uid,
+                    "instances": s.instances,
+                    "modality": s.modality,
+                    "series_number": s.series_number,
+                    "series_description": s.series_description,
+                }
+                for s in series
+            ],
+        }
+        for row, series in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    if not out:
+        click.echo("no studies")
+    for st in out:
+        n = sum(s["instances"] for s in st["series"])
+        click.echo(f"{st['study_instance_uid']}  {st['state']:<9}  {len(st['series'])} series, {n} instances  from {st['calling_ae']} to {st['called_ae']}  last {st['last_received_at']}")
+        for s in st["series"]:
+            click.echo(f"    #{s['series_number'] if s['series_number'] is not None else '-':<4} {s['modality']:<3} {s['instances']:>5}  {s['series_description']}")
+
+
+@main.command("demo")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Default: a fresh temporary folder.")
+@click.option("--port", type=int, default=0, help="0 picks a free port.")
+@click.option("--seed", type=int, default=1)
+def demo(data_dir: Path | None, port: int, seed: int) -> None:
+    """Start a node with embedded defaults, send it a generated study, show the result."""
+    import socket
+    import tempfile
+
+    from radnode.listener.service import ListenerService
+    from radnode.sr_writer.send import send_files
+    from radnode.store.studies import StudyCompleted
+    from radnode.synth.mr_study import generate_mr_study
+
+    configure_logging("info", "console")
+    work = Path(tempfile.mkdtemp(prefix="radnode-demo-")) if data_dir is None else data_dir
+    if port == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    settings = Settings(data_dir=work / "data", port=port, quiet_seconds=2.0)
+    done = threading.Event()
+    received: list[StudyCompleted] = []
+
+    class _Sink:
+        def study_completed(self, event: StudyCompleted) -> None:
+            received.append(event)
+            done.set()
+
+    service = ListenerService(settings, sink=_Sink())
+    service.start()
+    try:
+        study = generate_mr_study(work / "generated", seed=seed)
+        files = sorted((work / "generated").rglob("*.dcm"))
+        click.echo(f"generated study {study.study_instance_uid}: {len(files)} instances in {len(study.series)} series")
+        t0 = time.monotonic()
+        report = send_files(files, "127.0.0.1", port, settings.ae_title, calling_ae="DEMO_PACS")
+        click.echo(f"sent {len(report.sent)} instances ({len(report.failed)} failed) in {time.monotonic() - t0:.2f} s; waiting {settings.quiet_seconds:g} s of quiet for completion")
+        if not done.wait(60):
+            raise click.ClickException("the study did not complete within 60 s")
+        ev = received[0]
+        click.echo(f"\nassembled study {ev.study_instance_uid} (from {ev.calling_ae} to {ev.called_ae}, generation {ev.generation}):")
+        for s in ev.series:
+            click.echo(f"  series #{s.series_number} {s.modality} {s.series_description!r}: {s.instances} instances")
+        click.echo(f"spool: {settings.spool_dir}")
+    finally:
+        service.stop()
+
+
+def _register_optional() -> None:
+    """Attach the commands that other stages contribute."""
+    import importlib
+
+    for module, names in (
+        ("radnode.synth.commands", ("synth",)),
+        ("radnode.routing.commands", ("classify", "classifier")),
+        ("radnode.routing.rules_commands", ("routing",)),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        for name in names:
+            cmd = getattr(mod, name, None)
+            if cmd is not None:
+                main.add_command(cmd, name)
+
+
+_register_optional()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

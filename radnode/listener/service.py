@@ -1,0 +1,87 @@
+"""The listener stage as a restartable service: reconcile the spool with the
+index, start the SCP (in one or several processes sharing the port), and run
+study assembly. ``radnode listen`` and ``radnode serve`` both use this.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from typing import Any
+
+import structlog
+
+from radnode.listener.assembly import Assembler, LogSink, StudySink
+from radnode.listener.index_writer import IndexWriter, reconcile
+from radnode.listener.server import start_scp
+from radnode.listener.spool import Spool
+from radnode.settings import Settings
+from radnode.store.db import create_schema, make_engine, make_sessionmaker
+
+log = structlog.get_logger(__name__)
+
+
+def _child_main(settings: Settings, log_level: str, log_format: str) -> None:
+    """Entry point of an extra listener process (spawned, shares the port)."""
+    from radnode.logconfig import configure_logging
+
+    configure_logging(log_level, log_format)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    engine = make_engine(settings.database_url)
+    writer = IndexWriter(make_sessionmaker(engine))
+    ae, _server = start_scp(settings, Spool(settings.spool_dir, fsync=settings.listener.fsync), writer, reuse_port=True)
+    stop.wait()
+    ae.shutdown()
+    writer.close()
+
+
+class ListenerService:
+    """Owns the spool, the index writer, the SCP(s) and the assembler."""
+
+    def __init__(self, settings: Settings, sink: StudySink | None = None) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings.database_url)
+        create_schema(self.engine)
+        self.sessions = make_sessionmaker(self.engine)
+        self.spool = Spool(settings.spool_dir, fsync=settings.listener.fsync)
+        self.assembler = Assembler(self.sessions, sink or LogSink(), settings.listener.assembly_interval)
+        self._writer: IndexWriter | None = None
+        self._ae: Any = None
+        self._children: list[multiprocessing.process.BaseProcess] = []
+
+    def start(self) -> None:
+        reconcile(self.spool, self.sessions, self.settings.quiet_seconds_for)
+        self._writer = IndexWriter(self.sessions)
+        extra = self.settings.listener.processes - 1
+        self._ae, _ = start_scp(self.settings, self.spool, self._writer, reuse_port=extra > 0)
+        if extra:
+            ctx = multiprocessing.get_context("spawn")
+            lvl, fmt = self.settings.logging.level, self.settings.logging.format
+            for _ in range(extra):
+                proc = ctx.Process(
+                    target=_child_main, args=(self.settings, lvl, fmt), daemon=True
+                )
+                proc.start()
+                self._children.append(proc)
+        self.assembler.start()
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def stop(self) -> None:
+        for proc in self._children:
+            proc.terminate()
+        if self._ae is not None:
+            self._ae.shutdown()
+        for proc in self._children:
+            proc.join(timeout=15)
+        if self._writer is not None:
+            self._writer.close()
+        self.assembler.stop()
+        self.engine.dispose()
+        log.info("dicom listener stopped")

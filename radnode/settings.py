@@ -1,0 +1,189 @@
+"""One typed settings object for every radnode process.
+
+Settings are read once per process, in this order of precedence: explicit
+arguments, ``RADNODE_*`` environment variables (nested keys with ``__``, e.g.
+``RADNODE_LISTENER__MAX_ASSOCIATIONS``), the YAML file (``--config``, else
+``RADNODE_CONFIG``, else ``./radnode.yaml`` when it exists), then defaults.
+An invalid value fails at start with the key and the reason; nothing is
+silently clamped, and a change means a restart (only the routing YAML
+hot-reloads).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = Path("radnode.yaml")
+
+_AE_RE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
+
+
+def _check_ae_title(value: str) -> str:
+    """AE titles are 1–16 printable ASCII characters, no backslash (PS3.5 6.2)."""
+    if not _AE_RE.match(value):
+        raise ValueError("an AE title is 1-16 printable ASCII characters without backslash or edge spaces")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CalledAE(_Section):
+    """A called AE title radnode answers to.
+
+    A radiologist's "send to AI node" picks the application by the AE title
+    the study is sent to, so each title may be bound to an application and to
+    its own quiet period.
+    """
+
+    ae_title: str
+    application: str | None = None
+    quiet_seconds: float | None = Field(default=None, gt=0)
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class ListenerSettings(_Section):
+    """The DICOM SCP (C-ECHO, C-STORE)."""
+
+    host: str = "0.0.0.0"
+    extra_called_aes: list[CalledAE] = Field(
+        default_factory=list,
+        description="Called AE titles accepted besides the main one, each optionally bound to an application.",
+    )
+    allowed_calling_aes: list[str] | None = Field(
+        default=None, description="If set, only these calling AE titles may associate."
+    )
+    allowed_hosts: list[str] | None = Field(
+        default=None, description="If set, only these source IP addresses may associate."
+    )
+    max_associations: int = Field(default=16, ge=1, le=1000)
+    max_pdu_size: int = Field(default=0, ge=0, description="0 means unlimited.")
+    processes: int = Field(
+        default=1, ge=1, le=64, description="Listener processes sharing the port (SO_REUSEPORT)."
+    )
+    fsync: bool = Field(
+        default=True, description="fsync every instance before acknowledging it (safe default)."
+    )
+    network_timeout: float = Field(default=60.0, gt=0)
+    assembly_interval: float = Field(default=1.0, gt=0, description="How often study completeness is checked.")
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class DatabaseSettings(_Section):
+    url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL; default is a SQLite file in the data folder."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything a radnode process needs to know, validated once at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RADNODE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default=Path("radnode-data"), description="Spool, index and work folders.")
+    ae_title: str = "RADNODE"
+    port: int = Field(default=11112, ge=1, le=65535)
+    quiet_seconds: float = Field(default=10.0, gt=0, description="Quiet period after which a study is complete.")
+    listener: ListenerSettings = Field(default_factory=ListenerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url is not None:
+            return self.database.url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'radnode.sqlite3').resolve()}"
+
+    def called_aes(self) -> list[CalledAE]:
+        """The main AE title plus the extra ones, main first."""
+        return [CalledAE(ae_title=self.ae_title), *self.listener.extra_called_aes]
+
+    def quiet_seconds_for(self, called_ae: str) -> float:
+        for called in self.called_aes():
+            if called.ae_title == called_ae and called.quiet_seconds is not None:
+                return called.quiet_seconds
+        return self.quiet_seconds
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives through init_settings (see load()), so the
+        # environment must win over it: env first, then the file's values.
+        return env_settings, init_settings
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message names the key and reason."""
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """``--config``, else ``RADNODE_CONFIG``, else ``./radnode.yaml`` if present."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("RADNODE_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+def load(config: str | os.PathLike[str] | None = None) -> Settings:
+    """Load and validate settings once; raise SettingsError naming the key."""
+    path = resolve_config_path(config)
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SettingsError(f"{path}: configuration file not found") from exc
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{path}: the top level must be a mapping of settings")
+        data = loaded
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{source}: {key}: {err['msg']}")
+        raise SettingsError("\n".join(lines)) from None
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, with secrets masked."""
+    return settings.model_dump(mode="json")  # SecretStr dumps as '**********'

@@ -1,0 +1,43 @@
+"""Database engine and session factory shared by every stage.
+
+SQLite (a file in the data folder) is the embedded default; PostgreSQL is
+used by URL when several machines share the state. SQLite runs in WAL mode
+with a busy timeout so that several listener processes can write at once.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every radnode table."""
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; for SQLite, enable WAL and a generous busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables (import the table modules first)."""
+    from radnode.store import studies  # noqa: F401  (registers tables)
+
+    Base.metadata.create_all(engine)
