@@ -20,6 +20,7 @@ import structlog
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pynetdicom.dsutils import encode_file_meta
+from pynetdicom import evt
 from pynetdicom.events import Event
 
 from radnode.listener.spool import Spool, UnsafeUIDError
@@ -81,14 +82,19 @@ def handle_requested(event: Event, policy: PeerPolicy) -> None:
     called = str(primitive.called_ae_title).strip()  # type: ignore[union-attr]
     host = assoc.requestor.address
     if not policy.host_allowed(host):
-        log.warning("association rejected", reason="source address not allowed", calling_ae=calling, host=host)
-        assoc.acse.send_reject(0x01, 0x01, 0x01)
+        reason, diagnostic = "source address not allowed", 0x01
     elif policy.allowed_calling_aes is not None and calling not in policy.allowed_calling_aes:
-        log.warning("association rejected", reason="calling AE title not allowed", calling_ae=calling, host=host)
-        assoc.acse.send_reject(0x01, 0x01, 0x03)
+        reason, diagnostic = "calling AE title not allowed", 0x03
     elif called not in policy.called_aes:
-        log.warning("association rejected", reason="called AE title unknown", called_ae=called, calling_ae=calling)
-        assoc.acse.send_reject(0x01, 0x01, 0x07)
+        reason, diagnostic = "called AE title unknown", 0x07
+    else:
+        return
+    log.warning("association rejected", reason=reason, calling_ae=calling, called_ae=called, host=host)
+    # Rejected-permanent by the service user; kill() lets the DUL flush the
+    # A-ASSOCIATE-RJ before the socket closes (as pynetdicom's own checks do).
+    assoc.acse.send_reject(0x01, 0x01, diagnostic)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
 
 
 def handle_echo(event: Event) -> int:

@@ -63,6 +63,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     create_model,
+    model_validator,
 )
 
 log = structlog.get_logger(__name__)
@@ -245,6 +246,15 @@ class RoutingConfig(_Strict):
     destinations: dict[DestinationName, DicomNode] = Field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extension_keys(cls, data: Any) -> Any:
+        """Top-level ``x-...`` keys hold YAML anchors for reuse (as in
+        docker-compose); they are not part of the schema."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+        return data
+
     def ordered_rules(self) -> list[Rule]:
         """Rules in evaluation order: priority descending, then file order."""
         return sorted(self.rules, key=lambda r: -r.priority)  # sort is stable
@@ -351,6 +361,8 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
 
 def _normalize_known(known: KnownApplications) -> dict[str, type[BaseModel] | None]:
     """Turn the caller's application registry into name -> options model."""
+    if isinstance(known, str):
+        known = [known]
     if not isinstance(known, Mapping):
         return {str(name): None for name in known}
     out: dict[str, type[BaseModel] | None] = {}
@@ -485,6 +497,8 @@ def _pydantic_issues(
             msg = msg[len("Value error, ") :]
         elif isinstance(err.get("input"), (str, int, float, bool)) and kind != "string_pattern_mismatch":
             msg = f"{msg}, got {err['input']!r}"
+        if kind == "string_type" and isinstance(err.get("input"), bool | None):
+            msg += " (YAML reads unquoted yes/no/on/off/true/false/null as non-strings; quote the value)"
         if kind == "string_pattern_mismatch":
             msg = f"invalid name {err.get('input')!r}: use letters, digits, '_', '.', '-'"
         rep.add(loc, msg)
@@ -805,7 +819,8 @@ def _check_conditions(cond: Conditions, facts: StudyFacts) -> list[ConditionResu
         value = getattr(facts, name)
         want = ", ".join(patterns)
         if not value:
-            out.append(ConditionResult(name, False, f"no {name.replace('_', ' ')} known (wanted {want})"))
+            label = "calling AE title" if name == "calling_ae" else "called AE title"
+            out.append(ConditionResult(name, False, f"no {label} known (wanted {want})"))
             continue
         which = next((p for p in patterns if fnmatch.fnmatchcase(value, p)), None)
         out.append(

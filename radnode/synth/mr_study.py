@@ -43,8 +43,9 @@ from pydicom.uid import (
     JPEGLSLossless,
     MRImageStorage,
     UID,
-    generate_uid,
 )
+
+from radnode.uids import derive_uid
 
 log = structlog.get_logger(__name__)
 
@@ -221,8 +222,13 @@ def _ds(value: float) -> str:
 
 
 def _uid(key: str, *parts: object) -> str:
-    """Deterministic UID: PS3.5 B.2 2.25 UUID form from hashed *parts*."""
-    return str(generate_uid(prefix=None, entropy_srcs=[key, *map(str, parts)]))
+    """Deterministic UID under radnode's ``2.25.`` root (UUID5 of *parts*).
+
+    Not ``pydicom.uid.generate_uid(prefix=None, entropy_srcs=...)``: with
+    ``prefix=None`` pydicom ignores ``entropy_srcs`` and returns a random
+    UUID4 UID, which would break determinism.
+    """
+    return derive_uid("radnode.synth.mr", key, *map(str, parts))
 
 
 @dataclass(frozen=True)

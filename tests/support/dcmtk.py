@@ -25,9 +25,10 @@ import pytest
 DCMTK_BIN = Path(os.environ.get("RADNODE_DCMTK_BIN", "/usr/bin"))
 
 #: storescu flags that make it propose a given transfer syntax (plus the
-#: uncompressed ones). storescu also adds a presentation context for each
-#: file's own transfer syntax, but proposing it explicitly is what lets the
-#: SCP pick the compressed one rather than forcing a decode.
+#: uncompressed ones). Measured with DCMTK 3.6.7 against Orthanc and storescp
+#: (``+xa``): without the flag storescu negotiates only uncompressed syntaxes
+#: and every compressed file fails ("unable to convert dataset"), except
+#: deflated, which it inflates and sends as Explicit VR Little Endian.
 STORESCU_PROPOSE: dict[str, tuple[str, ...]] = {
     "uncompressed": ("-xe",),
     "jpeg-lossless": ("-xs",),  # 1.2.840.10008.1.2.4.70
@@ -82,22 +83,80 @@ def echoscu(host: str, port: int, called_ae: str, calling_ae: str = "ECHOSCU",
                  host, str(port)], timeout + 5)
 
 
+#: Transfer syntax UID → key of :data:`STORESCU_PROPOSE`, for ``propose="auto"``.
+_TS_TO_PROPOSE = {
+    "1.2.840.10008.1.2.4.70": "jpeg-lossless",
+    "1.2.840.10008.1.2.4.50": "jpeg-baseline",
+    "1.2.840.10008.1.2.4.90": "jpeg2000",
+    "1.2.840.10008.1.2.4.80": "jpegls",
+    "1.2.840.10008.1.2.5": "rle",
+    "1.2.840.10008.1.2.1.99": "deflated",
+}
+_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        out.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
+    return out
+
+
+def propose_for(paths: Sequence[Path | str]) -> str | None:
+    """Pick the :data:`STORESCU_PROPOSE` key for files (dirs are walked).
+
+    storescu cannot propose two compressed syntaxes without a config file, so
+    a mix of compressed syntaxes is an error; all-uncompressed gives None.
+    """
+    import pydicom  # local: only needed for "auto"
+
+    keys: set[str] = set()
+    for f in _expand([Path(p) for p in paths]):
+        try:
+            ts = str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        except Exception:  # noqa: BLE001 - non-DICOM files are storescu's problem
+            continue
+        if ts in _UNCOMPRESSED:
+            continue
+        if ts not in _TS_TO_PROPOSE:
+            raise ValueError(f"{f}: no storescu propose flag for transfer syntax {ts}")
+        keys.add(_TS_TO_PROPOSE[ts])
+    if len(keys) > 1:
+        raise ValueError(f"files mix compressed transfer syntaxes {sorted(keys)}; send them separately")
+    return keys.pop() if keys else None
+
+
+def store_failures(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """storescu's error lines (``E: ...``).
+
+    With ``-nh`` (``keep_going=True``) storescu exits 0 even when stores
+    failed (e.g. a compressed file whose syntax was not proposed: "unable to
+    convert dataset ... Store Failed"), so tests must check these lines.
+    """
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(("E:", "F:"))]
+
+
 def storescu(host: str, port: int, files_or_dir: Path | str | Iterable[Path | str], called_ae: str,
-             calling_ae: str = "STORESCU", *, propose: str | None = None,
+             calling_ae: str = "STORESCU", *, propose: str | None = None, keep_going: bool = False,
              extra_args: Sequence[str] = (), timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """C-STORE files or whole directories (recursive ``+sd +r``) in one association.
 
-    ``propose`` is a key of :data:`STORESCU_PROPOSE` (e.g. ``"jpeg2000"``) to
-    propose that compressed syntax so files travel in their own encoding.
-    ``-nh`` keeps going after a failed store so one bad file does not hide
-    the rest; rc is still non-zero then.
+    By default storescu proposes only uncompressed syntaxes and then FAILS to
+    send compressed files (it cannot transcode them). ``propose`` is a key of
+    :data:`STORESCU_PROPOSE` (e.g. ``"jpeg2000"`` → ``-xv``) so files travel in
+    their own encoding, or ``"auto"`` to pick it from the files' meta headers.
+    ``keep_going`` adds ``-nh`` (do not halt after a failed store) — then the
+    exit status is 0 even on failures; use :func:`store_failures`.
     """
     if isinstance(files_or_dir, (str, Path)):
         paths = [Path(files_or_dir)]
     else:
         paths = [Path(p) for p in files_or_dir]
-    cmd = [tool("storescu"), "-v", "-aet", calling_ae, "-aec", called_ae, "-nh",
-           "-to", "10", "-ta", "30"]
+    if propose == "auto":
+        propose = propose_for(paths)
+    cmd = [tool("storescu"), "-v", "-aet", calling_ae, "-aec", called_ae, "-to", "10", "-ta", "30"]
+    if keep_going:
+        cmd.append("-nh")
     if any(p.is_dir() for p in paths):
         cmd += ["+sd", "+r"]
     if propose is not None:
