@@ -1,0 +1,105 @@
+"""The broker interface that the router (producer) and workers (consumers)
+share, with two implementations chosen by settings: RabbitMQ through pika
+(``rabbitmq.py``) and an embedded in-process queue (``embedded.py``).
+
+Semantics both implementations keep:
+
+- ``publish`` returns only once the broker has taken responsibility for the
+  message (RabbitMQ: persistent message + publisher confirm).
+- One queue per application (``queue_name(app)``); a worker consumes the
+  queues of the applications it serves with prefetch 1.
+- A consumer's handler returns an ``Outcome``: ``ACK`` (done — results are
+  stored), ``RETRY`` (requeue after a growing delay, attempt + 1) or ``DEAD``
+  (dead-letter with a reason). The message is acknowledged only after the
+  handler returns, so a worker that dies mid-job gets its job redelivered.
+- A message whose attempt count reaches ``max_attempts`` on RETRY is
+  dead-lettered instead.
+- Producers and consumers reconnect with backoff after a broker failure.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+EXCHANGE = "radnode.jobs"
+DEAD_LETTER_EXCHANGE = "radnode.dlx"
+DEAD_LETTER_QUEUE = "radnode.dead"
+ATTEMPT_HEADER = "x-radnode-attempt"
+REASON_HEADER = "x-radnode-reason"
+
+
+def queue_name(application: str) -> str:
+    """The durable queue of one application's analyze jobs."""
+    return f"radnode.analyze.{application}"
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    outcome: Outcome
+    reason: str = ""
+
+    @classmethod
+    def ack(cls) -> "HandlerResult":
+        return cls(Outcome.ACK)
+
+    @classmethod
+    def retry(cls, reason: str) -> "HandlerResult":
+        return cls(Outcome.RETRY, reason)
+
+    @classmethod
+    def dead(cls, reason: str) -> "HandlerResult":
+        return cls(Outcome.DEAD, reason)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message handed to a consumer."""
+
+    body: bytes
+    message_id: str
+    application: str
+    #: 1 for the first delivery; incremented on each RETRY.
+    attempt: int = 1
+    #: True when the broker re-delivers after a consumer died without ack.
+    redelivered: bool = False
+    headers: dict[str, object] = field(default_factory=dict)
+
+
+Handler = Callable[[Delivery], HandlerResult]
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker could not take the message now (the outbox will retry)."""
+
+
+class Broker(Protocol):
+    """What producers and consumers need from a message broker."""
+
+    max_attempts: int
+
+    def publish(self, application: str, body: bytes, message_id: str, attempt: int = 1) -> None:
+        """Publish durably (confirmed). Raises BrokerUnavailable on failure."""
+        ...
+
+    def consume(self, applications: list[str], handler: Handler, stop: threading.Event) -> None:
+        """Run *handler* for each delivery until *stop* is set (blocking).
+
+        Reconnects with backoff on broker failure; acknowledges according to
+        the handler's result only after it returns.
+        """
+        ...
+
+    def dead_letters(self) -> list[Delivery]:
+        """Messages in the dead-letter queue, with their reason header (for ops and tests)."""
+        ...
+
+    def close(self) -> None: ...
