@@ -137,6 +137,7 @@ def orthanc_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
     servers: list[OrthancServer] = []
 
     def make(**kwargs) -> OrthancServer:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("fast_stop", True)  # per-test folder: no need for a graceful stop
         server = OrthancServer(tmp_path / f"orthanc{len(servers)}", **kwargs)
         servers.append(server)
         return server.start()

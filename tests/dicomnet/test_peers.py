@@ -17,7 +17,6 @@ import pytest
 
 from radnode.synth.mr_study import COMPRESS_TRANSFER_SYNTAX, GeneratedStudy, compress
 from tests.support import dcmtk
-from tests.support.fixtures import generated_study, orthanc  # noqa: F401  (until conftest loads the plugin)
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port
 
@@ -37,7 +36,7 @@ def test_orthanc_starts_fast_and_echo_succeeds(orthanc: OrthancServer) -> None:
 
 
 def test_upload_then_find_by_accession_rest_and_cfind(
-    orthanc: OrthancServer, generated_study: GeneratedStudy, tmp_path: Path  # noqa: F811
+    orthanc: OrthancServer, generated_study: GeneratedStudy, tmp_path: Path
 ) -> None:
     uploaded = orthanc.upload_dir(generated_study.out_dir)
     assert len(uploaded) == generated_study.instance_count
@@ -62,7 +61,7 @@ def test_upload_then_find_by_accession_rest_and_cfind(
 
 
 def test_storescu_directory_into_orthanc(
-    orthanc: OrthancServer, generated_study: GeneratedStudy  # noqa: F811
+    orthanc: OrthancServer, generated_study: GeneratedStudy
 ) -> None:
     t0 = time.monotonic()
     result = dcmtk.storescu(HOST, orthanc.dicom_port, generated_study.out_dir, "ORTHANC")
@@ -78,7 +77,7 @@ def test_storescu_directory_into_orthanc(
 
 
 def test_storescu_delivers_each_compressed_syntax(
-    orthanc: OrthancServer, generated_study: GeneratedStudy, tmp_path: Path  # noqa: F811
+    orthanc: OrthancServer, generated_study: GeneratedStudy, tmp_path: Path
 ) -> None:
     src = generated_study.by_label("t1").files[4]
     for syntax, ts in COMPRESS_TRANSFER_SYNTAX.items():
@@ -93,7 +92,7 @@ def test_storescu_delivers_each_compressed_syntax(
 
 
 def test_storescu_without_propose_flag_fails_on_compressed(
-    orthanc: OrthancServer, generated_study: GeneratedStudy, tmp_path: Path  # noqa: F811
+    orthanc: OrthancServer, generated_study: GeneratedStudy, tmp_path: Path
 ) -> None:
     """Documents the DCMTK pitfall: rc 0 with -nh, yet the file was not stored."""
     path = compress(generated_study.files[3], tmp_path / "rle.dcm", "rle")
@@ -104,7 +103,7 @@ def test_storescu_without_propose_flag_fails_on_compressed(
 
 
 def test_orthanc_sends_to_storescp_and_answers_cmove(
-    orthanc: OrthancServer, generated_study: GeneratedStudy, tmp_path: Path  # noqa: F811
+    orthanc: OrthancServer, generated_study: GeneratedStudy, tmp_path: Path
 ) -> None:
     port = free_port()
     proc = dcmtk.storescp_process(port, tmp_path / "scp", aet="RECEIVER")
@@ -137,7 +136,7 @@ def test_orthanc_sends_to_storescp_and_answers_cmove(
 
 
 def test_graceful_stop_waits_and_restart_keeps_data(
-    tmp_path: Path, generated_study: GeneratedStudy  # noqa: F811
+    tmp_path: Path, generated_study: GeneratedStudy
 ) -> None:
     """Restart on the same folder works because stop() waits for the exit."""
     from tests.support.fixtures import require_orthanc
