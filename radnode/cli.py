@@ -4,7 +4,6 @@ logging, builds its dependencies and runs one role (listen, serve, …)."""
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 import time
@@ -67,24 +66,17 @@ def config_show(obj: _Ctx, as_json: bool) -> None:
     click.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False))
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(1.0):
-        pass
-
-
 @main.command("listen")
 @pass_ctx
 def listen(obj: _Ctx) -> None:
     """Run the DICOM listener (C-ECHO, C-STORE) and study assembly."""
     from radnode.listener.service import ListenerService
+    from radnode.services import wait_for_signal
 
     service = ListenerService(obj.settings())
     service.start()
     try:
-        _wait_for_signal()
+        wait_for_signal()
     finally:
         service.stop()
 
@@ -92,15 +84,82 @@ def listen(obj: _Ctx) -> None:
 @main.command("serve")
 @pass_ctx
 def serve(obj: _Ctx) -> None:
-    """Run every stage on this machine (embedded defaults)."""
-    from radnode.listener.service import ListenerService
+    """Run every stage on this machine: listener, router, queue, workers.
 
-    service = ListenerService(obj.settings())
-    service.start()
+    With no broker URL set, jobs go through the embedded queue and the
+    SQLite job store: nothing else to install.
+    """
+    from radnode.listener.service import ListenerService
+    from radnode.routing.setup import build_router
+    from radnode.services import (
+        WorkerPool,
+        broker_for,
+        build_registry,
+        make_outbox,
+        open_store,
+        recover_interrupted,
+        wait_for_signal,
+    )
+
+    settings = obj.settings()
+    engine, sessions = open_store(settings)
+    registry = build_registry(settings)
+    broker = broker_for(settings)
+    recover_interrupted(sessions, embedded=settings.broker_url is None)
+    outbox = make_outbox(settings, sessions, broker)
+    router, watcher = build_router(settings, sessions, registry, on_jobs=outbox.kick)
+    apps = settings.worker.applications or registry.names()
+    pool = WorkerPool(settings, sessions, broker, registry, apps, settings.worker.concurrency)
+    listener = ListenerService(settings, sink=router)
+    watcher.start()
+    outbox.start()
+    if apps:
+        pool.start()
+    listener.start()
     try:
-        _wait_for_signal()
+        wait_for_signal()
     finally:
-        service.stop()
+        listener.stop()
+        pool.stop()
+        outbox.stop()
+        watcher.stop()
+        broker.close()
+        engine.dispose()
+
+
+@main.command("worker")
+@click.option("--apps", default=None, help="Comma-separated applications to serve (default: all installed).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="Jobs run at once (default: settings).")
+@pass_ctx
+def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
+    """Run analysis workers that consume jobs from the queue.
+
+    Workers on several machines share RabbitMQ and the job store. SIGTERM
+    stops intake and waits for the running job up to the shutdown deadline;
+    an unfinished job is redelivered.
+    """
+    from radnode.services import WorkerPool, broker_for, build_registry, make_outbox, open_store, wait_for_signal
+
+    settings = obj.settings()
+    engine, sessions = open_store(settings)
+    registry = build_registry(settings)
+    chosen = [a.strip() for a in apps.split(",") if a.strip()] if apps else (settings.worker.applications or registry.names())
+    if not chosen:
+        raise click.ClickException("no analyzer is installed; nothing to serve")
+    for app in chosen:
+        registry.analyzer_class(app)  # fail fast on an unknown application
+    broker = broker_for(settings)
+    outbox = make_outbox(settings, sessions, broker)  # retries of jobs re-queued from the web or CLI
+    pool = WorkerPool(settings, sessions, broker, registry, chosen, concurrency or settings.worker.concurrency)
+    outbox.start()
+    pool.start()
+    try:
+        wait_for_signal()
+    finally:
+        pool.stop()
+        outbox.stop()
+        broker.close()
+        engine.dispose()
 
 
 def _iso(ts: float | None) -> str | None:
@@ -214,6 +273,7 @@ def _register_optional() -> None:
         ("radnode.synth.commands", ("synth",)),
         ("radnode.routing.commands", ("classify", "classifier")),
         ("radnode.routing.rules_commands", ("routing",)),
+        ("radnode.jobs.commands", ("jobs", "results")),
     ):
         try:
             mod = importlib.import_module(module)

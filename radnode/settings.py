@@ -51,6 +51,21 @@ class CalledAE(_Section):
     _ae = field_validator("ae_title")(_check_ae_title)
 
 
+class DicomPeer(_Section):
+    """A DICOM node radnode knows: a PACS to pull from and to return results to.
+
+    Results of a study sent by a known peer's AE title go back to that peer
+    when routing says ``return_to_sender``.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+
 class ListenerSettings(_Section):
     """The DICOM SCP (C-ECHO, C-STORE)."""
 
@@ -88,6 +103,43 @@ class DatabaseSettings(_Section):
     )
 
 
+class QueueSettings(_Section):
+    """The job queue: RabbitMQ when a broker URL is set, else embedded."""
+
+    broker_url: SecretStr | None = Field(default=None, description="amqp://user:pass@host:5672/vhost; unset = embedded queue.")
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    retry_delays: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0], min_length=1)
+    prefetch: int = Field(default=1, ge=1, le=100)
+    outbox_interval: float = Field(default=2.0, gt=0, description="How often unpublished jobs are (re)published.")
+
+
+class RoutingSettings(_Section):
+    """Routing rules (hot-reloaded) and the series classifier."""
+
+    rules_file: Path | None = Field(default=None, description="Routing YAML; default: the packaged example.")
+    reload_interval: float = Field(default=2.0, gt=0)
+    classifier_model: Path | None = Field(default=None, description="xgboost model; default: the shipped one.")
+    confidence_threshold: float = Field(default=0.5, ge=0, le=1)
+
+
+class AnalyzerSettings(_Section):
+    """Analyzers, model folders and the ONNX Runtime."""
+
+    plugins: list[str] = Field(
+        default_factory=list, description="Extra analyzers as 'module:Class' import paths."
+    )
+    model_dirs: list[Path] = Field(default_factory=list)
+    providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime choose.")
+    keep_workdirs_days: float = Field(default=7.0, ge=0)
+
+
+class WorkerSettings(_Section):
+    applications: list[str] | None = Field(default=None, description="Applications this worker serves; default all.")
+    concurrency: int = Field(default=1, ge=1, le=64)
+    shutdown_deadline: float = Field(default=60.0, gt=0, description="Seconds SIGTERM waits for a running job.")
+
+
 class Settings(BaseSettings):
     """Everything a radnode process needs to know, validated once at start."""
 
@@ -102,9 +154,14 @@ class Settings(BaseSettings):
     ae_title: str = "RADNODE"
     port: int = Field(default=11112, ge=1, le=65535)
     quiet_seconds: float = Field(default=10.0, gt=0, description="Quiet period after which a study is complete.")
+    peers: list[DicomPeer] = Field(default_factory=list, description="PACS and other DICOM nodes radnode talks to.")
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    analyzers: AnalyzerSettings = Field(default_factory=AnalyzerSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -117,6 +174,14 @@ class Settings(BaseSettings):
         if self.database.url is not None:
             return self.database.url.get_secret_value()
         return f"sqlite:///{(self.data_dir / 'radnode.sqlite3').resolve()}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+    @property
+    def broker_url(self) -> str | None:
+        return None if self.queue.broker_url is None else self.queue.broker_url.get_secret_value()
 
     def called_aes(self) -> list[CalledAE]:
         """The main AE title plus the extra ones, main first."""

@@ -104,4 +104,78 @@ def check(file: Path, applications: tuple[str, ...]) -> None:
     click.echo(f"OK: {len(config.rules)} rules{extra}")
 
 
-__all__ = ["check", "format_decision", "routing"]
+@routing.command("explain")
+@click.argument("study_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--called-ae", default=None, help="The AE title the study was sent to (default: the node's).")
+@click.option("--calling-ae", default="", help="The sender's AE title.")
+@click.option("--trigger", type=click.Choice(["auto", "manual", "pull"]), default=None)
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Try another routing file (dry run).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def explain(ctx: click.Context, study_dir: Path, called_ae: str | None, calling_ae: str, trigger: str | None, rules_file: Path | None, as_json: bool) -> None:
+    """Which rules match STUDY_DIR and why, which applications run, which series each gets."""
+    import json
+
+    from radnode.analyzers.registry import Registry
+    from radnode.routing.router import Router
+    from radnode.routing.setup import load_classifier, rules_path
+
+    settings = ctx.obj.settings()
+    registry = Registry(settings.analyzers.plugins)
+    path = rules_file or rules_path(settings)
+    try:
+        config = load_rules(path, registry.known_applications())
+    except RoutingFileError as exc:
+        for issue in exc.issues:
+            click.echo(str(issue), err=True)
+        raise SystemExit(1) from None
+    router = Router(settings, sessions=None, rules=lambda: config, classifier=load_classifier(settings), registry=registry)  # type: ignore[arg-type]
+    plan = router.plan(study_dir, calling_ae=calling_ae, called_ae=called_ae or settings.ae_title, trigger=trigger)
+    if as_json:
+        click.echo(json.dumps({
+            "study_instance_uid": plan.facts.study_instance_uid,
+            "matched": bool(plan.applications),
+            "rules": [o.rule for o in plan.decision.matched_rules],
+            "series": [
+                {"series_instance_uid": s.series_instance_uid, "series_description": s.series_description,
+                 "label": plan.predictions[s.series_instance_uid].label,
+                 "probability": round(plan.predictions[s.series_instance_uid].probability, 4)}
+                for s in plan.summaries
+            ],
+            "applications": [
+                {"name": a.application.name, "state": "failed" if a.request.error else ("needs-input" if a.request.needs_input else "queued"),
+                 "reason": a.request.error or a.request.needs_input, "series": a.request.selection,
+                 "destinations": [d.model_dump() for d in a.request.destinations], "flags": list(a.request.flags)}
+                for a in plan.applications
+            ],
+        }, indent=2))
+        return
+    click.echo(f"study {plan.facts.study_instance_uid}  ({len(plan.summaries)} series; rules from {path})")
+    click.echo(f"facts: modalities={sorted(plan.facts.modalities)} description={plan.facts.study_description!r} body part={plan.facts.body_part!r} calling AE={plan.facts.calling_ae!r} called AE={plan.facts.called_ae!r} trigger={plan.facts.trigger}")
+    click.echo("")
+    click.echo("series:")
+    for s in plan.summaries:
+        p = plan.predictions[s.series_instance_uid]
+        click.echo(f"  #{s.series_number if s.series_number is not None else '-':<4} {s.series_description[:40]:<40} -> {p.label:<9} {p.probability:.2f}")
+    click.echo("")
+    click.echo(format_decision(plan.decision))
+    click.echo("")
+    if not plan.applications:
+        click.echo("no application runs for this study")
+    for a in plan.applications:
+        click.echo(f"application {a.application.name} (model {a.model_version}):")
+        for role, chosen in a.selection.chosen.items():
+            mark = "  (needs confirmation)" if chosen.needs_confirmation else ""
+            desc = next((s.series_description for s in plan.summaries if s.series_instance_uid == chosen.series_instance_uid), "")
+            click.echo(f"  {role:<10} <- {desc!r} p={chosen.probability:.2f}{mark}")
+        if a.request.needs_input:
+            click.echo(f"  needs input: {a.request.needs_input}")
+        if a.request.error:
+            click.echo(f"  cannot run: {a.request.error}")
+        for d in a.request.destinations:
+            click.echo(f"  results to {d.name}: {d.ae_title}@{d.host}:{d.port}")
+        for f in a.request.flags:
+            click.echo(f"  flag: {f}")
+
+
+__all__ = ["check", "explain", "format_decision", "routing"]

@@ -7,6 +7,8 @@ with a busy timeout so that several listener processes can write at once.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
@@ -36,8 +38,21 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables (import the table modules first)."""
-    from radnode.store import studies  # noqa: F401  (registers tables)
+MIGRATIONS = Path(__file__).with_name("migrations")
 
-    Base.metadata.create_all(engine)
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to *revision* with alembic; data is kept on upgrade."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create or upgrade every table (every process calls this at start)."""
+    migrate(engine)

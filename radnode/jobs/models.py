@@ -1,0 +1,91 @@
+"""The job contract: states, triggers and the versioned queue message.
+
+Every message on the queue is an ``AnalyzeJob`` parsed with
+``model_validate_json`` and nothing else; unknown fields are rejected so a
+producer/consumer version mismatch fails loudly instead of half-working.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    PREPROCESSING = "preprocessing"
+    INFERRING = "inferring"
+    WRITING = "writing"
+    SENDING = "sending"
+    DONE = "done"
+    FAILED = "failed"
+    NEEDS_INPUT = "needs-input"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.NEEDS_INPUT, JobState.CANCELLED})
+RUNNING_STATES = frozenset({JobState.PREPROCESSING, JobState.INFERRING, JobState.WRITING, JobState.SENDING})
+
+#: Allowed transitions; anything else is a bug or a race and is refused.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.PREPROCESSING, JobState.FAILED, JobState.CANCELLED, JobState.NEEDS_INPUT}),
+    JobState.PREPROCESSING: frozenset({JobState.INFERRING, JobState.WRITING, JobState.QUEUED, JobState.FAILED, JobState.NEEDS_INPUT, JobState.CANCELLED, JobState.PREPROCESSING}),
+    JobState.INFERRING: frozenset({JobState.WRITING, JobState.QUEUED, JobState.FAILED, JobState.NEEDS_INPUT, JobState.CANCELLED, JobState.PREPROCESSING}),
+    JobState.WRITING: frozenset({JobState.SENDING, JobState.DONE, JobState.QUEUED, JobState.FAILED, JobState.CANCELLED, JobState.PREPROCESSING}),
+    JobState.SENDING: frozenset({JobState.DONE, JobState.QUEUED, JobState.FAILED, JobState.CANCELLED, JobState.PREPROCESSING}),
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.NEEDS_INPUT: frozenset({JobState.QUEUED, JobState.CANCELLED}),
+    JobState.CANCELLED: frozenset({JobState.QUEUED}),
+    JobState.DONE: frozenset({JobState.QUEUED}),
+}
+
+
+class Trigger(str, enum.Enum):
+    AUTO = "auto"
+    MANUAL = "manual"
+    PULL = "pull"
+
+
+class Destination(BaseModel):
+    """A DICOM node results go to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class AnalyzeJob(BaseModel):
+    """The message a worker receives: which analysis to run on which series."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    job_id: str = Field(min_length=16, max_length=64, pattern=r"^[0-9a-f]+$")
+    study_instance_uid: str
+    application: str
+    model_version: str
+    #: role → SeriesInstanceUID
+    series: dict[str, str]
+    options: dict[str, object] = Field(default_factory=dict)
+    destinations: list[Destination] = Field(default_factory=list)
+    trigger: Trigger = Trigger.AUTO
+
+
+def job_identity(study_instance_uid: str, application: str, model_version: str, series: dict[str, str]) -> str:
+    """The same study, application, model version and inputs → the same job.
+
+    A redelivered or re-routed request therefore maps onto the existing job
+    (one result set), while changed input series make a new job.
+    """
+    parts = [study_instance_uid, application, model_version] + [f"{r}={series[r]}" for r in sorted(series)]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

@@ -1,0 +1,219 @@
+"""The route stage: a completed study becomes job requests.
+
+For each completed study generation: read the series headers from the spool,
+evaluate the routing rules in force (hot-reloaded), classify every series,
+select each application's inputs, and record — in one transaction — the
+routing decision and one job per application (``queued``, or ``needs-input``
+naming the missing role). Re-delivery of the same generation is a no-op, and
+job identities make a re-routed study map onto its existing jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from radnode.analyzers.registry import Registry, RegistryError
+from radnode.jobs import store
+from radnode.jobs.models import Destination, Trigger
+from radnode.routing.classifier import SeriesClassifier
+from radnode.routing.rules import DicomNode, PlannedApplication, RoutingConfig, RoutingDecision, StudyFacts, evaluate
+from radnode.routing.rules_commands import format_decision
+from radnode.routing.selection import BUILTIN_ROLES, ApplicationRoles, Selection, select_series
+from radnode.routing.series_index import SeriesSummary, scan_series
+from radnode.settings import Settings
+from radnode.store.studies import StudyCompleted
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ApplicationPlan:
+    application: PlannedApplication
+    roles: ApplicationRoles
+    selection: Selection
+    model_version: str
+    request: store.JobRequest
+
+
+@dataclass
+class StudyPlan:
+    """Everything routing decided about one study (also what ``explain`` shows)."""
+
+    facts: StudyFacts
+    decision: RoutingDecision
+    summaries: list[SeriesSummary]
+    predictions: dict[str, Any]
+    applications: list[ApplicationPlan] = field(default_factory=list)
+
+
+def study_facts(summaries: list[SeriesSummary], study_uid: str, calling_ae: str, called_ae: str, trigger: str) -> StudyFacts:
+    """Study-level facts for the rules, from the series headers."""
+    first = summaries[0].header if summaries else None
+
+    def tag(name: str) -> str:
+        for s in summaries:
+            value = s.header.get(name)
+            if value not in (None, ""):
+                return str(value)
+        return ""
+
+    return StudyFacts(
+        study_instance_uid=study_uid,
+        modalities=frozenset(s.modality for s in summaries if s.modality),
+        study_description=tag("StudyDescription"),
+        body_part=tag("BodyPartExamined"),
+        institution=tag("InstitutionName"),
+        calling_ae=calling_ae,
+        called_ae=called_ae,
+        trigger=trigger,  # type: ignore[arg-type]
+        accession=str(first.get("AccessionNumber", "") or "") if first is not None else "",
+    )
+
+
+class Router:
+    """Implements the listener's ``StudySink``: completed study → jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        rules: Callable[[], RoutingConfig],
+        classifier: SeriesClassifier,
+        registry: Registry,
+        on_jobs: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.rules = rules
+        self.classifier = classifier
+        self.registry = registry
+        self.on_jobs = on_jobs
+        self.bound_apps = {c.ae_title: c.application for c in settings.called_aes() if c.application}
+        self.senders: Mapping[str, DicomNode] = {
+            p.ae_title: DicomNode(ae_title=p.ae_title, host=p.host, port=p.port) for p in settings.peers
+        }
+
+    # -- planning (pure: no writes) -------------------------------------------
+
+    def plan(self, study_dir: Path, *, study_uid: str | None = None, calling_ae: str = "", called_ae: str = "", trigger: str | None = None) -> StudyPlan:
+        summaries = scan_series(study_dir)
+        uid = study_uid or (summaries[0].study_instance_uid if summaries else study_dir.name)
+        bound_app = self.bound_apps.get(called_ae)
+        trig = trigger or ("manual" if bound_app else "auto")
+        facts = study_facts(summaries, uid, calling_ae, called_ae, trig)
+        decision = evaluate(self.rules(), facts, senders=self.senders)
+        planned = list(decision.applications)
+        if bound_app and bound_app not in {p.name for p in planned}:
+            # "Send to AI node" by AE title asks for this application explicitly.
+            config = self.rules()
+            planned.append(PlannedApplication(name=bound_app, options={}, destinations=_default_destinations(config, facts, self.senders), rules=(f"called AE {called_ae}",)))
+        predictions = {}
+        if summaries:
+            for summary, pred in zip(summaries, self.classifier.predict(summaries)):
+                predictions[summary.series_instance_uid] = pred
+        plan = StudyPlan(facts=facts, decision=decision, summaries=summaries, predictions=predictions)
+        for app in planned:
+            plan.applications.append(self._plan_application(app, facts, summaries, predictions))
+        return plan
+
+    def _plan_application(self, app: PlannedApplication, facts: StudyFacts, summaries: list[SeriesSummary], predictions: dict[str, Any]) -> ApplicationPlan:
+        error = None
+        try:
+            spec = self.registry.analyzer_class(app.name).spec
+            roles = ApplicationRoles(app.name, tuple(spec.required_roles), tuple(spec.optional_roles))
+            model_version = spec.model_version
+        except RegistryError as exc:
+            roles = BUILTIN_ROLES.get(app.name, ApplicationRoles(app.name, (), ()))
+            model_version = "not-installed"
+            error = str(exc)
+        selection = select_series(roles, summaries, [predictions[s.series_instance_uid] for s in summaries], threshold=self.settings.routing.confidence_threshold)
+        chosen = {role: c.series_instance_uid for role, c in selection.chosen.items()}
+        flags = [f"confirm-{role}" for role, c in selection.chosen.items() if c.needs_confirmation]
+        destinations: list[Destination] = []
+        for ref in app.destinations:
+            if ref.node is None:
+                flags.append(f"unresolved-destination:{ref.name}")
+                continue
+            destinations.append(Destination(name=ref.name, ae_title=ref.node.ae_title, host=ref.node.host, port=ref.node.port))
+        needs_input = None
+        if not selection.complete:
+            parts = []
+            for missing in selection.missing:
+                closest = ", ".join(f"{c[1] or c[0]} ({c[2]:.2f})" for c in missing.closest_candidates[:3]) or "no candidates"
+                parts.append(f"missing role {missing.role!r}; closest: {closest}")
+            needs_input = "; ".join(parts)
+        request = store.JobRequest(
+            study_instance_uid=facts.study_instance_uid,
+            application=app.name,
+            model_version=model_version,
+            series=chosen,
+            trigger=Trigger(facts.trigger),
+            accession=facts.accession or "",
+            options=dict(app.options),
+            destinations=destinations,
+            selection={
+                role: {"series_instance_uid": c.series_instance_uid, "label": c.label, "probability": round(c.probability, 4), "needs_confirmation": c.needs_confirmation}
+                for role, c in selection.chosen.items()
+            },
+            needs_input=needs_input,
+            error=error,
+            flags=flags,
+        )
+        return ApplicationPlan(app, roles, selection, model_version, request)
+
+    # -- the sink --------------------------------------------------------------
+
+    def study_completed(self, event: StudyCompleted) -> None:
+        study_dir = self.settings.spool_dir / event.study_instance_uid
+        with self.sessions() as session:
+            seen = session.scalars(
+                select(store.RoutingDecisionRow.id).where(
+                    store.RoutingDecisionRow.study_instance_uid == event.study_instance_uid,
+                    store.RoutingDecisionRow.generation == event.generation,
+                )
+            ).first()
+        if seen is not None:
+            return
+        plan = self.plan(study_dir, study_uid=event.study_instance_uid, calling_ae=event.calling_ae, called_ae=event.called_ae)
+        created = 0
+        with self.sessions.begin() as session:
+            store.record_routing(
+                session,
+                event.study_instance_uid,
+                event.generation,
+                bool(plan.applications),
+                [a.application.name for a in plan.applications],
+                format_decision(plan.decision),
+            )
+            for app in plan.applications:
+                _, new = store.create_job(session, app.request)
+                created += int(new)
+        log.info(
+            "study routed",
+            study_uid=event.study_instance_uid,
+            generation=event.generation,
+            matched=bool(plan.applications),
+            applications=[a.application.name for a in plan.applications],
+            new_jobs=created,
+        )
+        if created:
+            self.on_jobs()
+
+
+def _default_destinations(config: RoutingConfig, facts: StudyFacts, senders: Mapping[str, DicomNode]) -> tuple:  # type: ignore[type-arg]
+    """Destinations from the routing file's defaults (for AE-bound sends)."""
+    from radnode.routing.rules import DestinationRef, RETURN_TO_SENDER
+
+    refs = []
+    for name in config.defaults.destinations:
+        if name == RETURN_TO_SENDER:
+            refs.append(DestinationRef(name, senders.get(facts.calling_ae)))
+        else:
+            refs.append(DestinationRef(name, config.destinations.get(name)))
+    return tuple(refs)

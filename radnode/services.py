@@ -1,0 +1,119 @@
+"""Compose the stages into the processes radnode runs.
+
+``radnode serve`` runs every stage in one process with the embedded queue
+(or RabbitMQ when a broker URL is set); ``listen``, ``worker`` and ``web`` run
+stages apart, sharing the job store and RabbitMQ. Each stage talks to the
+others only through durable state (the index, the job store, the queue), so
+each can be restarted on its own.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from radnode.analyzers.registry import Registry
+from radnode.analyzers.worker import JobHandler, ResultWriter
+from radnode.jobs import store
+from radnode.queue.base import Broker
+from radnode.queue.factory import make_broker
+from radnode.queue.outbox import Outbox
+from radnode.settings import Settings
+from radnode.store.db import create_schema, make_engine, make_sessionmaker
+
+log = structlog.get_logger(__name__)
+
+
+def open_store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
+    """Connect to the store and bring its schema up to date."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    return engine, make_sessionmaker(engine)
+
+
+def broker_for(settings: Settings) -> Broker:
+    q = settings.queue
+    return make_broker(settings.broker_url, max_attempts=q.max_attempts, retry_delays=tuple(q.retry_delays), prefetch=q.prefetch)
+
+
+def build_registry(settings: Settings) -> Registry:
+    return Registry(settings.analyzers.plugins)
+
+
+@dataclass
+class WorkerPool:
+    """N consumer threads running jobs; SIGTERM drains within a deadline."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    broker: Broker
+    registry: Registry
+    applications: Sequence[str]
+    concurrency: int = 1
+    writers: Sequence[ResultWriter] = ()
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.handler = JobHandler(
+            sessions=self.sessions,
+            registry=self.registry,
+            spool_root=self.settings.spool_dir,
+            work_root=self.settings.work_dir,
+            max_attempts=self.settings.queue.max_attempts,
+            writers=self.writers,
+        )
+
+    def start(self) -> None:
+        for i in range(self.concurrency):
+            t = threading.Thread(
+                target=self.broker.consume,
+                args=(list(self.applications), self.handler.handle, self._stop),
+                name=f"worker-{i}",
+                daemon=True,
+            )
+            t.start()
+            self._threads.append(t)
+        log.info("workers started", applications=list(self.applications), concurrency=self.concurrency)
+
+    def stop(self, deadline: float | None = None) -> bool:
+        """Stop taking jobs; wait up to *deadline* for running ones. True if drained."""
+        self._stop.set()
+        end = time.monotonic() + (deadline if deadline is not None else self.settings.worker.shutdown_deadline)
+        for t in self._threads:
+            t.join(timeout=max(end - time.monotonic(), 0))
+        drained = not any(t.is_alive() for t in self._threads)
+        if not drained:
+            log.warning("shutdown deadline passed with a job running; it will be redelivered")
+        return drained
+
+
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def recover_interrupted(sessions: sessionmaker[Session], embedded: bool) -> None:
+    """With the embedded queue, jobs that were running when the process died go back to the outbox."""
+    if not embedded:
+        return  # RabbitMQ redelivers unacknowledged messages itself
+    with sessions.begin() as session:
+        ids = store.requeue_interrupted(session, actor="startup")
+    if ids:
+        log.info("requeued jobs interrupted by a restart", count=len(ids))
+
+
+def make_outbox(settings: Settings, sessions: sessionmaker[Session], broker: Broker) -> Outbox:
+    return Outbox(sessions, broker, settings.queue.outbox_interval)
