@@ -1,0 +1,187 @@
+"""The job store: identity, transitions, supersession, outbox, migrations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from radnode.jobs import store
+from radnode.jobs.models import AnalyzeJob, JobState, Trigger, job_identity
+from radnode.store.db import make_engine, make_sessionmaker, migrate
+
+
+@pytest.fixture
+def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    migrate(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def _request(series: dict[str, str] | None = None, **kw) -> store.JobRequest:  # type: ignore[no-untyped-def]
+    return store.JobRequest(
+        study_instance_uid="1.2.3.4",
+        application="glioma",
+        model_version="1.0+demo-1",
+        series=series or {"t1c": "1.2.3.4.5", "flair": "1.2.3.4.6"},
+        **kw,
+    )
+
+
+def test_same_inputs_give_the_same_job_and_changed_series_supersede(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        first, created = store.create_job(s, _request())
+        again, created_again = store.create_job(s, _request(series={"flair": "1.2.3.4.6", "t1c": "1.2.3.4.5"}))
+    assert created and not created_again and first.job_id == again.job_id
+    assert first.job_id == job_identity("1.2.3.4", "glioma", "1.0+demo-1", {"t1c": "1.2.3.4.5", "flair": "1.2.3.4.6"})
+    with sessions.begin() as s:
+        newer, created = store.create_job(s, _request(series={"t1c": "1.2.3.4.9", "flair": "1.2.3.4.6"}))
+    assert created and newer.job_id != first.job_id
+    with sessions() as s:
+        old = store.get_job(s, first.job_id)
+        assert old.superseded_by == newer.job_id and "superseded" in old.flags
+        assert store.get_job(s, newer.job_id).superseded_by is None
+        actions = [e.action for e in store.job_events(s, first.job_id)]
+    assert actions == ["created", "superseded"]
+
+
+def test_transitions_are_explicit_and_stamped(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        job, _ = store.create_job(s, _request())
+        job_id = job.job_id
+    with sessions.begin() as s:
+        row = store.claim(s, job_id, "w1", lease_seconds=60, take_over=False)
+        assert row.attempts == 1 and row.state == "preprocessing"
+        for state in (JobState.INFERRING, JobState.WRITING, JobState.SENDING, JobState.DONE):
+            store.transition(s, job_id, state, actor="w1")
+    with sessions() as s:
+        row = store.get_job(s, job_id)
+        assert row.state == "done"
+        assert row.queued_at <= row.preprocessing_at <= row.inferring_at <= row.writing_at <= row.sending_at <= row.finished_at
+        with pytest.raises(store.TransitionError):
+            store.transition(s, job_id, JobState.INFERRING, actor="w1")
+        with pytest.raises(store.ClaimRefused):
+            store.claim(s, job_id, "w2", lease_seconds=60, take_over=True)
+
+
+def test_claim_refuses_a_live_duplicate_but_takes_over_a_redelivery(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        job_id = store.create_job(s, _request())[0].job_id
+        store.claim(s, job_id, "w1", lease_seconds=60, take_over=False)
+    with sessions.begin() as s:
+        with pytest.raises(store.ClaimRefused):
+            store.claim(s, job_id, "w2", lease_seconds=60, take_over=False)
+    with sessions.begin() as s:
+        row = store.claim(s, job_id, "w2", lease_seconds=60, take_over=True)
+        assert row.claimed_by == "w2" and row.attempts == 2
+
+
+def test_needs_input_and_failed_requests_are_recorded_not_queued(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        ni, _ = store.create_job(s, _request(series={"t1c": "1.2.3.4.5"}, needs_input="missing role 'flair'"))
+        fa, _ = store.create_job(s, store.JobRequest("1.2.3.4", "hemorrhage", "not-installed", {}, error="no analyzer"))
+    with sessions() as s:
+        assert store.get_job(s, ni.job_id).state == "needs-input"
+        assert store.get_job(s, fa.job_id).state == "failed"
+        assert store.unpublished(s) == []
+
+
+def test_outbox_cancel_retry_and_message_round_trip(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        job_id = store.create_job(s, _request(options={"bias_field_correct": True}, trigger=Trigger.PULL))[0].job_id
+    with sessions() as s:
+        [pending] = store.unpublished(s)
+        msg = pending.message()
+    assert AnalyzeJob.model_validate_json(msg.model_dump_json()) == msg
+    assert msg.options == {"bias_field_correct": True} and msg.trigger is Trigger.PULL
+    with sessions.begin() as s:
+        store.mark_published(s, job_id)
+        store.cancel(s, job_id, actor="cli")
+    with sessions.begin() as s:
+        assert store.unpublished(s) == []
+        row = store.requeue(s, job_id, actor="cli")
+        assert row.state == "queued" and row.published_at is None
+    with sessions() as s:
+        assert [r.job_id for r in store.unpublished(s)] == [job_id]
+
+
+def test_malformed_messages_are_rejected_by_the_contract() -> None:
+    good = AnalyzeJob(job_id="a" * 32, study_instance_uid="1.2", application="glioma", model_version="1", series={"t1c": "1.2.3"})
+    data = json.loads(good.model_dump_json())
+    for bad in ({**data, "surprise": 1}, {**data, "schema_version": 2}, {k: v for k, v in data.items() if k != "series"}, {**data, "job_id": "../etc"}):
+        with pytest.raises(ValueError):
+            AnalyzeJob.model_validate_json(json.dumps(bad))
+
+
+def test_migrations_upgrade_an_older_database_with_jobs_in_it(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    migrate(engine, "0002")  # the schema of an earlier release
+    with engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO jobs (job_id, study_instance_uid, accession, application, model_version, trigger, series_json,"
+            " options_json, destinations_json, state, created_at, updated_at, attempts, result_uids_json)"
+            " VALUES ('0123456789abcdef0123456789abcdef', '1.2.3', '', 'glioma', '0.9', 'auto', '{\"t1c\": \"1.2.3.4\"}',"
+            " '{}', '[]', 'done', 1.0, 2.0, 1, '[]')"
+        ))
+        c.execute(text("INSERT INTO measurements (job_id, name, value, unit, code, created_at) VALUES ('0123456789abcdef0123456789abcdef', 'whole_tumor', 12.5, 'mL', NULL, 2.0)"))
+    assert "superseded_by" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    migrate(engine)  # upgrade to head keeps the data
+    sessions = make_sessionmaker(engine)
+    with sessions() as s:
+        row = store.get_job(s, "0123456789abcdef")
+        assert row.state == "done" and row.series == {"t1c": "1.2.3.4"} and row.flags == []
+        assert [(m.name, m.value) for m in store.job_measurements(s, row.job_id)] == [("whole_tumor", 12.5)]
+    assert "routing_decisions" in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_migrations_match_the_models(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from radnode.store.db import Base
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    migrate(engine)
+    with engine.connect() as c:
+        assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []
+    engine.dispose()
+
+
+def test_postgresql_store_when_available() -> None:
+    """The same store on PostgreSQL (running here and on CI)."""
+    import os
+    import uuid
+
+    import sqlalchemy
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg not installed")
+    admin = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    name = f"radnode_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as c:
+            c.execute(text(f"CREATE DATABASE {name}"))
+    except sqlalchemy.exc.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL here: {exc}")
+    try:
+        engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+        migrate(engine)
+        sessions = make_sessionmaker(engine)
+        with sessions.begin() as s:
+            job_id = store.create_job(s, _request())[0].job_id
+            store.claim(s, job_id, "w", lease_seconds=5, take_over=False)
+        with sessions() as s:
+            assert store.get_job(s, job_id).attempts == 1
+        engine.dispose()
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
