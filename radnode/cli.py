@@ -162,6 +162,19 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
         engine.dispose()
 
 
+@main.command("web")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=int, envvar="RADNODE_WEB_PORT", default=8080, show_default=True, help="Also $RADNODE_WEB_PORT.")
+@pass_ctx
+def web(obj: _Ctx, host: str, port: int) -> None:
+    """Run the web application (health, metrics, jobs API)."""
+    import uvicorn
+
+    from radnode.web.app import create_app
+
+    uvicorn.run(create_app(obj.settings()), host=host, port=port, log_level="warning")
+
+
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 

@@ -1,0 +1,79 @@
+"""Prometheus metrics, computed from the durable state on each scrape.
+
+Counting from the store (not from in-process counters) keeps the numbers
+right when the listener, workers and web app are separate processes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from radnode.jobs.store import JobRow
+from radnode.store.studies import InstanceRow, StudyRow
+
+STAGE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+_STAGES = ("preprocessing", "inferring", "writing", "sending")
+_NEXT = {"preprocessing": "inferring", "inferring": "writing", "writing": "sending", "sending": "finished"}
+
+
+class StoreCollector(Collector):
+    def __init__(self, sessions: sessionmaker[Session], queue_depth=None) -> None:  # type: ignore[no-untyped-def]
+        self._sessions = sessions
+        self._queue_depth = queue_depth
+
+    def collect(self) -> Iterator[object]:
+        with self._sessions() as s:
+            instances = s.scalar(select(func.count()).select_from(InstanceRow)) or 0
+            studies = s.execute(select(StudyRow.state, func.count()).group_by(StudyRow.state)).all()
+            jobs = s.execute(select(JobRow.state, JobRow.application, func.count()).group_by(JobRow.state, JobRow.application)).all()
+            times = s.execute(
+                select(JobRow.application, JobRow.preprocessing_at, JobRow.inferring_at, JobRow.writing_at, JobRow.sending_at, JobRow.finished_at)
+                .where(JobRow.state == "done")
+                .order_by(JobRow.finished_at.desc())
+                .limit(5000)
+            ).all()
+        c = CounterMetricFamily("radnode_instances_received", "Instances stored by the listener")
+        c.add_metric([], instances)
+        yield c
+        g = GaugeMetricFamily("radnode_studies", "Studies by assembly state", labels=["state"])
+        for state, n in studies:
+            g.add_metric([state], n)
+        yield g
+        g = GaugeMetricFamily("radnode_jobs", "Jobs by state and application", labels=["state", "application"])
+        for state, app, n in jobs:
+            g.add_metric([state, app], n)
+        yield g
+        h = HistogramMetricFamily("radnode_stage_duration_seconds", "Duration of each job stage", labels=["stage", "application"])
+        by_key: dict[tuple[str, str], list[float]] = {}
+        for app, pre, inf, wri, sen, fin in times:
+            stamps = {"preprocessing": pre, "inferring": inf, "writing": wri, "sending": sen, "finished": fin}
+            for stage in _STAGES:
+                start = stamps[stage]
+                end = next((stamps[n] for n in _following(stage) if stamps[n] is not None), None)
+                if start is not None and end is not None:
+                    by_key.setdefault((stage, app), []).append(max(end - start, 0.0))
+        for (stage, app), values in by_key.items():
+            buckets = [(str(b), sum(1 for v in values if v <= b)) for b in STAGE_BUCKETS] + [("+Inf", len(values))]
+            h.add_metric([stage, app], buckets, sum(values))
+        yield h
+        if self._queue_depth is not None:
+            g = GaugeMetricFamily("radnode_queue_depth", "Messages waiting per application queue", labels=["application"])
+            for app, depth in self._queue_depth().items():
+                g.add_metric([app], depth)
+            yield g
+
+
+def _following(stage: str) -> list[str]:
+    order = ["preprocessing", "inferring", "writing", "sending", "finished"]
+    return order[order.index(stage) + 1 :]
+
+
+def make_registry(sessions: sessionmaker[Session], queue_depth=None) -> CollectorRegistry:  # type: ignore[no-untyped-def]
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(sessions, queue_depth))
+    return registry

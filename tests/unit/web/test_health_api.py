@@ -1,0 +1,34 @@
+"""The web app's health, metrics and read-only jobs API over a real store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from radnode.jobs import store
+from radnode.jobs.models import JobState
+from radnode.services import open_store
+from radnode.settings import Settings
+from radnode.web.app import create_app
+
+
+def test_health_ready_metrics_and_jobs(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    _, sessions = open_store(settings)
+    with sessions.begin() as s:
+        job, _ = store.create_job(s, store.JobRequest("1.2.3", "glioma", "1", {"t1c": "1.2.3.4"}))
+        store.claim(s, job.job_id, "w", lease_seconds=5, take_over=False)
+        store.transition(s, job.job_id, JobState.INFERRING, actor="w")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").json()["status"] == "ok"
+        assert client.get("/readyz").status_code == 200
+        text = client.get("/metrics").text
+        assert 'radnode_jobs{application="glioma",state="inferring"} 1.0' in text
+        assert "radnode_instances_received_total 0.0" in text
+        jobs = client.get("/api/jobs").json()
+        assert [j["job_id"] for j in jobs] == [job.job_id]
+        assert client.get(f"/api/jobs/{job.job_id[:10]}").json()["state"] == "inferring"
+        assert client.get("/api/jobs/ffffffffffff").status_code == 404
+        # Nothing that changes state is exposed without authentication.
+        assert client.post("/api/jobs", json={}).status_code in (404, 405)
