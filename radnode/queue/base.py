@@ -31,9 +31,17 @@ ATTEMPT_HEADER = "x-radnode-attempt"
 REASON_HEADER = "x-radnode-reason"
 
 
-def queue_name(application: str) -> str:
-    """The durable queue of one application's analyze jobs."""
-    return f"radnode.analyze.{application}"
+#: Header naming the application on dead-lettered messages.
+APPLICATION_HEADER = "x-radnode-application"
+
+
+def queue_name(application: str, namespace: str = "radnode") -> str:
+    """The durable queue of one application's analyze jobs.
+
+    *namespace* prefixes every broker name (``radnode`` in production); tests
+    use a unique one so parallel runs on a shared broker never interfere.
+    """
+    return f"{namespace}.analyze.{application}"
 
 
 class Outcome(enum.Enum):
@@ -79,6 +87,15 @@ Handler = Callable[[Delivery], HandlerResult]
 
 class BrokerUnavailable(RuntimeError):
     """The broker could not take the message now (the outbox will retry)."""
+
+
+class UnroutableMessage(BrokerUnavailable):
+    """No queue exists for the message's application (yet).
+
+    A subclass of BrokerUnavailable because the outbox should keep the job:
+    the queue appears once the application is declared (``declare``) or a
+    worker for it starts consuming.
+    """
 
 
 class Broker(Protocol):
