@@ -49,6 +49,9 @@ def main(ctx: click.Context, config: str | None) -> None:
     Receive studies (DICOM C-STORE), route them to analyses, and send
     standard DICOM results back.
     """
+    # Logs go to stderr from the first line, so JSON on stdout stays clean;
+    # loading settings reconfigures with the configured level and format.
+    configure_logging("warning", "auto")
     ctx.obj = _Ctx(config)
 
 
@@ -69,16 +72,38 @@ def config_show(obj: _Ctx, as_json: bool) -> None:
 @main.command("listen")
 @pass_ctx
 def listen(obj: _Ctx) -> None:
-    """Run the DICOM listener (C-ECHO, C-STORE) and study assembly."""
-    from radnode.listener.service import ListenerService
-    from radnode.services import wait_for_signal
+    """Receive studies (C-ECHO, C-STORE), assemble them, route them to jobs.
 
-    service = ListenerService(obj.settings())
+    Jobs are published to the queue for ``radnode worker`` processes; this
+    process runs no analysis.
+    """
+    from radnode.listener.service import ListenerService
+    from radnode.routing.setup import build_router
+    from radnode.services import broker_for, build_registry, make_outbox, open_store, wait_for_signal
+
+    settings = obj.settings()
+    engine, sessions = open_store(settings)
+    registry = build_registry(settings)
+    # With no broker URL there is no worker to publish to: jobs stay queued
+    # in the store until `radnode serve` (or a broker) takes them.
+    broker = broker_for(settings, registry.names()) if settings.broker_url else None
+    outbox = make_outbox(settings, sessions, broker) if broker is not None else None
+    router, watcher = build_router(settings, sessions, registry, on_jobs=outbox.kick if outbox else lambda: None)
+    service = ListenerService(settings, sink=router)
+    watcher.start()
+    if outbox is not None:
+        outbox.start()
     service.start()
     try:
         wait_for_signal()
     finally:
         service.stop()
+        if outbox is not None:
+            outbox.stop()
+        watcher.stop()
+        if broker is not None:
+            broker.close()
+        engine.dispose()
 
 
 @main.command("serve")
@@ -104,7 +129,7 @@ def serve(obj: _Ctx) -> None:
     settings = obj.settings()
     engine, sessions = open_store(settings)
     registry = build_registry(settings)
-    broker = broker_for(settings)
+    broker = broker_for(settings, registry.names())
     recover_interrupted(sessions, embedded=settings.broker_url is None)
     outbox = make_outbox(settings, sessions, broker)
     router, watcher = build_router(settings, sessions, registry, on_jobs=outbox.kick)
@@ -148,7 +173,7 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
         raise click.ClickException("no analyzer is installed; nothing to serve")
     for app in chosen:
         registry.analyzer_class(app)  # fail fast on an unknown application
-    broker = broker_for(settings)
+    broker = broker_for(settings, chosen)
     outbox = make_outbox(settings, sessions, broker)  # retries of jobs re-queued from the web or CLI
     pool = WorkerPool(settings, sessions, broker, registry, chosen, concurrency or settings.worker.concurrency)
     outbox.start()
@@ -283,10 +308,10 @@ def _register_optional() -> None:
     import importlib
 
     for module, names in (
-        ("radnode.synth.commands", ("synth",)),
-        ("radnode.routing.commands", ("classify", "classifier")),
-        ("radnode.routing.rules_commands", ("routing",)),
-        ("radnode.jobs.commands", ("jobs", "results")),
+        ("radnode.synth.commands", {"synth": "synth"}),
+        ("radnode.routing.commands", {"classify": "classify_command", "classifier": "classifier_group"}),
+        ("radnode.routing.rules_commands", {"routing": "routing"}),
+        ("radnode.jobs.commands", {"jobs": "jobs", "results": "results"}),
     ):
         try:
             mod = importlib.import_module(module)
@@ -294,10 +319,8 @@ def _register_optional() -> None:
             if exc.name != module:
                 raise
             continue
-        for name in names:
-            cmd = getattr(mod, name, None)
-            if cmd is not None:
-                main.add_command(cmd, name)
+        for name, attr in names.items():
+            main.add_command(getattr(mod, attr), name)
 
 
 _register_optional()

@@ -39,9 +39,17 @@ def open_store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
     return engine, make_sessionmaker(engine)
 
 
-def broker_for(settings: Settings) -> Broker:
+def broker_for(settings: Settings, applications: Sequence[str] = ()) -> Broker:
+    """The configured broker, with the queues of *applications* declared."""
     q = settings.queue
-    return make_broker(settings.broker_url, max_attempts=q.max_attempts, retry_delays=tuple(q.retry_delays), prefetch=q.prefetch)
+    return make_broker(
+        settings.broker_url,
+        max_attempts=q.max_attempts,
+        retry_delays=tuple(q.retry_delays),
+        prefetch=q.prefetch,
+        namespace=q.namespace,
+        applications=tuple(applications),
+    )
 
 
 def build_registry(settings: Settings) -> Registry:

@@ -107,6 +107,7 @@ class QueueSettings(_Section):
     """The job queue: RabbitMQ when a broker URL is set, else embedded."""
 
     broker_url: SecretStr | None = Field(default=None, description="amqp://user:pass@host:5672/vhost; unset = embedded queue.")
+    namespace: str = Field(default="radnode", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="Prefix of every exchange and queue name.")
     max_attempts: int = Field(default=3, ge=1, le=100)
     retry_delays: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0], min_length=1)
     prefetch: int = Field(default=1, ge=1, le=100)

@@ -328,11 +328,13 @@ def mark_published(session: Session, job_id: str) -> None:
 
 
 def requeue_interrupted(session: Session, actor: str) -> list[str]:
-    """After a crash of an embedded node: running jobs go back to the outbox."""
+    """At the start of an embedded node, whose in-memory queue died with the
+    last process: running jobs go back to queued, and every queued job goes
+    back into the outbox to be published again."""
     rows = session.scalars(select(JobRow).where(JobRow.state.in_([s.value for s in RUNNING_STATES]))).all()
     for row in rows:
         transition(session, row.job_id, JobState.QUEUED, actor=actor, detail="interrupted by a restart")
-        row.published_at = None
+    session.execute(update(JobRow).where(JobRow.state == JobState.QUEUED.value).values(published_at=None))
     return [r.job_id for r in rows]
 
 

@@ -27,19 +27,10 @@ class StudySink(Protocol):
 
 
 class LogSink:
-    """The stand-alone listener's sink: log each completed study."""
+    """A sink that only logs (the assembler already does): for ingest-only use."""
 
     def study_completed(self, event: StudyCompleted) -> None:
-        log.info(
-            "study complete",
-            study_uid=event.study_instance_uid,
-            generation=event.generation,
-            update=event.is_update,
-            calling_ae=event.calling_ae,
-            called_ae=event.called_ae,
-            series=len(event.series),
-            instances=event.instance_count,
-        )
+        return None
 
 
 class Assembler:
@@ -60,6 +51,16 @@ class Assembler:
             pending = pending_handoffs(session)
         delivered = []
         for event in pending:
+            log.info(
+                "study complete",
+                study_uid=event.study_instance_uid,
+                generation=event.generation,
+                update=event.is_update,
+                calling_ae=event.calling_ae,
+                called_ae=event.called_ae,
+                series=len(event.series),
+                instances=event.instance_count,
+            )
             try:
                 self._sink.study_completed(event)
             except Exception as exc:

@@ -95,7 +95,7 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parent / "models" / "series_classifier.json"
 
 
-def _ordered_labels(labels: Sequence[str]) -> list[str]:
+def ordered_labels(labels: Sequence[str]) -> list[str]:
     """Canonical order when all labels are radnode's; else sorted unique."""
     unique = set(labels)
     if unique <= set(LABELS):
@@ -130,7 +130,7 @@ class SeriesClassifier:
 
     def fit_matrix(self, x: np.ndarray, labels: Sequence[str], accuracy: float | None = None, accuracy_kind: str = "", label_order: Sequence[str] | None = None) -> SeriesClassifier:
         """Train on a precomputed feature matrix (evaluation reuses one matrix for every fold)."""
-        order = list(label_order) if label_order is not None else _ordered_labels(labels)
+        order = list(label_order) if label_order is not None else ordered_labels(labels)
         index = {label: i for i, label in enumerate(order)}
         missing = sorted(set(labels) - set(index))
         if missing:
@@ -188,7 +188,8 @@ class SeriesClassifier:
             raise ClassifierError("nothing to save: classifier has not been trained")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        # xgboost picks the format from the extension: keep ".json" on the temporary file.
+        tmp = path.with_name(f".{path.stem}.tmp.json")
         self.booster.save_model(str(tmp))
         tmp.replace(path)
         meta_path = meta_path_for(path)

@@ -5,6 +5,9 @@ on the first header of a series is enough to tell MR contrasts apart. This
 module keeps that idea and widens it so that sites whose naming the model has
 never seen still classify well:
 
+* SeriesNumber is deliberately *not* a feature (the seed used it): numbering
+  is a per-site habit (GE counts in hundreds) and let the model learn a site
+  rather than a sequence;
 * physics (TR, TE, TI, flip angle, b-value, ...) carries the series when the
   description is empty or unfamiliar; impossible values (negative TE, TR of
   0, text in a numeric tag) become NaN, which xgboost treats as missing, and
@@ -65,14 +68,27 @@ _NUMERIC_BOUNDS: dict[str, tuple[float, float]] = {
     "KVP": (20.0, 200.0),
     "WindowCenter": (-2_000.0, 5_000.0),
     "WindowWidth": (1.0, 10_000.0),
-    "SeriesNumber": (0.0, 1e7),
     "InstanceCount": (1.0, 1e6),
     "BValue": (0.0, 30_000.0),
 }
 NUMERIC_FEATURES: tuple[str, ...] = tuple(_NUMERIC_BOUNDS)
 
 #: Derived numbers that trees find hard to build from the raw ones.
-DERIVED_FEATURES: tuple[str, ...] = ("TE_over_TR", "TI_over_TR", "ContrastAgent", "IsDerived", "IsLocalizerType", "DescriptionEmpty", "DescriptionLength")
+DERIVED_FEATURES: tuple[str, ...] = (
+    "TE_over_TR", "TI_over_TR", "ContrastAgent", "IsDerived", "IsLocalizerType", "DescriptionEmpty", "DescriptionLength",
+    "DescPostContrast", "DescPreContrast",
+)
+
+#: How sites write "after contrast" / "before contrast" in a description, in
+#: English, German, French and Italian. Hashed tokens only help for spellings
+#: seen in training; these flags carry the radiologist's knowledge of the
+#: common spellings to sites the model has never seen.
+_POST_RE = re.compile(
+    r"\+ ?c\b|\bc ?\+|\bpost|\bgad|\bgd\b|\bgado|\bkm\b|\bce\b|\bcontrast|\bkontrast|\bmdc\b|\bw\b(?! ?o)|\+ ?gd|\benhanc|\bapres\b|\bc\+"
+)
+#: "Without contrast" phrases whose contrast word must not count as "post".
+_NEGATED_RE = re.compile(r"\b(?:sans|vor|ohne|avant|without|non|w ?/ ?o|wo|pre)\s*[-+]?\s*(?:km|kontrast|gado|gad|gd|contrast|c)\b")
+_PRE_RE = re.compile(r"\bpre\b|\bnativ|\bwo\b|\bw ?/ ?o\b|-c\b|\bsans\b|\bvor\b|\bnon ?contrast|\bplain\b|\bohne\b|\bavant\b")
 
 # --- categorical vocabularies: tag -> known values (upper case). Multi-valued
 # tags (ImageType, ScanningSequence, ...) set one slot per value.
@@ -193,8 +209,6 @@ def _numeric(ds: Dataset, summary: SeriesSummary) -> dict[str, float]:
             value = float(summary.instance_count)
         elif name == "BValue":
             value = _b_value(ds)
-        elif name == "SeriesNumber":
-            value = float(summary.series_number) if summary.series_number is not None else math.nan
         else:
             value = _first_float(_safe_get(ds, name))
         low, high = _NUMERIC_BOUNDS[name]
@@ -295,6 +309,9 @@ def _fill(vec: np.ndarray, index: dict[str, int], summary: SeriesSummary) -> Non
     description = summary.series_description or ""
     vec[index["derived:DescriptionEmpty"]] = 1.0 if not description.strip() else 0.0
     vec[index["derived:DescriptionLength"]] = float(len(description.strip()))
+    spaced = _CAMEL_RE.sub(" ", description).lower().replace("_", " ")
+    vec[index["derived:DescPostContrast"]] = 1.0 if _POST_RE.search(_NEGATED_RE.sub(" ", spaced)) else 0.0
+    vec[index["derived:DescPreContrast"]] = 1.0 if _PRE_RE.search(spaced) else 0.0
 
     base_cat = index["cathash:0"]
     for tag, vocab in _VOCAB.items():

@@ -24,7 +24,7 @@ from radnode.jobs.models import Destination, Trigger
 from radnode.routing.classifier import SeriesClassifier
 from radnode.routing.rules import DicomNode, PlannedApplication, RoutingConfig, RoutingDecision, StudyFacts, evaluate
 from radnode.routing.rules_commands import format_decision
-from radnode.routing.selection import BUILTIN_ROLES, ApplicationRoles, Selection, select_series
+from radnode.routing.selection import BUILTIN_APPLICATIONS, ApplicationRoles, Selection, select_series
 from radnode.routing.series_index import SeriesSummary, scan_series
 from radnode.settings import Settings
 from radnode.store.studies import StudyCompleted
@@ -129,7 +129,7 @@ class Router:
             roles = ApplicationRoles(app.name, tuple(spec.required_roles), tuple(spec.optional_roles))
             model_version = spec.model_version
         except RegistryError as exc:
-            roles = BUILTIN_ROLES.get(app.name, ApplicationRoles(app.name, (), ()))
+            roles = BUILTIN_APPLICATIONS.get(app.name, ApplicationRoles(app.name, (), ()))
             model_version = "not-installed"
             error = str(exc)
         selection = select_series(roles, summaries, [predictions[s.series_instance_uid] for s in summaries], threshold=self.settings.routing.confidence_threshold)
