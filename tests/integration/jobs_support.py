@@ -1,0 +1,119 @@
+"""Helpers for the job pipeline tests: spooled studies, jobs, worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from pydicom import dcmread
+
+from radnode.jobs import store
+from radnode.jobs.models import JobState
+from radnode.settings import Settings
+from radnode.synth.mr_study import GeneratedStudy, generate_mr_study
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGINS = json.dumps(["tests.support.analyzers:CountingAnalyzer", "tests.support.analyzers:PoisonAnalyzer"])
+AMQP = os.environ.get("RADNODE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def node_env(data_dir: Path, *, broker: bool, namespace: str | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADNODE_")}
+    env.update(
+        RADNODE_DATA_DIR=str(data_dir),
+        RADNODE_ANALYZERS__PLUGINS=PLUGINS,
+        RADNODE_QUEUE__RETRY_DELAYS="[0.3, 0.3, 0.3]",
+        RADNODE_QUEUE__OUTBOX_INTERVAL="0.3",
+        RADNODE_LOGGING__LEVEL="info",
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    if broker:
+        env["RADNODE_QUEUE__BROKER_URL"] = AMQP
+        env["RADNODE_QUEUE__NAMESPACE"] = namespace or f"t{uuid.uuid4().hex[:10]}"
+    env.update(extra)
+    return env
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The same settings the subprocesses read (the test's own view)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("RADNODE_")}
+    try:
+        for k in saved:
+            del os.environ[k]
+        os.environ.update({k: v for k, v in env.items() if k.startswith("RADNODE_")})
+        return Settings()
+    finally:
+        for k in [k for k in os.environ if k.startswith("RADNODE_")]:
+            del os.environ[k]
+        os.environ.update(saved)
+
+
+def spool_study(settings: Settings, out: Path, seed: int, series=("t1", "t2", "flair", "t1c")) -> GeneratedStudy:  # type: ignore[no-untyped-def]
+    """Generate a study and place it in the spool as the listener would."""
+    study = generate_mr_study(out, seed=seed, series=series, rows=32, columns=32, slices=4)
+    for gen in study.series:
+        for path in gen.files:
+            ds = dcmread(path, stop_before_pixels=True)
+            dest = settings.spool_dir / study.study_instance_uid / gen.series_instance_uid / f"{ds.SOPInstanceUID}.dcm"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+    return study
+
+
+def add_job(sessions, study: GeneratedStudy, app: str, options: dict | None = None) -> str:  # type: ignore[no-untyped-def,type-arg]
+    series = {"t1c": study.by_label("t1c").series_instance_uid}
+    if app == "count-test":
+        series["flair"] = study.by_label("flair").series_instance_uid
+    with sessions.begin() as s:
+        row, _ = store.create_job(s, store.JobRequest(study.study_instance_uid, app, "1.0", series, options=options or {}))
+        return row.job_id
+
+
+class Worker:
+    """``radnode worker`` as a real process."""
+
+    def __init__(self, env: dict[str, str], apps: str = "count-test,poison-test", log: Path | None = None) -> None:
+        self.log = log or Path(env["RADNODE_DATA_DIR"]).parent / f"worker-{uuid.uuid4().hex[:6]}.log"
+        self._fh = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "radnode.cli", "worker", "--apps", apps], env=env, stdout=self._fh, stderr=self._fh, cwd=REPO)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._fh.close()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def job_state(sessions, job_id: str) -> store.JobRow:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        return store.get_job(s, job_id)
+
+
+def wait_state(sessions, job_id: str, states: set[str], timeout: float = 60) -> store.JobRow:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        row = job_state(sessions, job_id)
+        if row.state in states:
+            return row
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} is {row.state} (error: {row.error}), wanted {states}")
+        time.sleep(0.1)
+
+
+TERMINAL = {s.value for s in (JobState.DONE, JobState.FAILED, JobState.NEEDS_INPUT, JobState.CANCELLED)}
