@@ -170,3 +170,43 @@ def test_embedded_poison_job_fails_after_three_attempts(tmp_path: Path) -> None:
     shown = json.loads(subprocess.run([sys.executable, "-m", "radnode.cli", "jobs", "show", job_id], env=env, capture_output=True, text=True, cwd=REPO, check=True).stdout)
     assert shown["state"] == "queued" and shown["attempts"] == 0
     assert [e["action"] for e in shown["events"]][-1] == "state:queued"
+
+
+def test_running_node_hot_reloads_routing_and_refuses_an_invalid_edit(tmp_path: Path) -> None:
+    import time
+
+    env, _ = _env(tmp_path)
+    rules = tmp_path / "live.yaml"
+    rules.write_text("version: 1\nrules:\n  - name: ct\n    match: {modalities: [CT]}\n    applications: [count-test]\n")
+    env["RADNODE_ROUTING__RULES_FILE"] = str(rules)
+    env["RADNODE_ROUTING__RELOAD_INTERVAL"] = "0.3"
+    settings = settings_from_env(env)
+    _, sessions = open_store(settings)
+    log = tmp_path / "serve.log"
+    node = Serve(env, log).start()
+    try:
+        # An invalid edit (unknown application) is refused; the CT-only rules stay.
+        rules.write_text("version: 1\nrules:\n  - name: mr\n    match: {modalities: [MR]}\n    applications: [no-such-app]\n")
+        wait_until(lambda: "no-such-app" in log.read_text(), timeout=20)
+        generate_mr_study(tmp_path / "a", seed=2, rows=32, columns=32, slices=3)
+        assert dcmtk.storescu("127.0.0.1", settings.port, tmp_path / "a", settings.ae_title).returncode == 0
+        wait_until(lambda: _decisions(sessions), timeout=30)
+        assert _decisions(sessions)[0].matched is False
+        # A valid edit takes effect within seconds, without a restart.
+        time.sleep(1.1)  # a new mtime second
+        rules.write_text("version: 1\nrules:\n  - name: mr\n    match: {modalities: [MR]}\n    applications: [count-test]\n")
+        wait_until(lambda: "rules_reloaded" in log.read_text(), timeout=20)
+        generate_mr_study(tmp_path / "b", seed=3, rows=32, columns=32, slices=3)
+        assert dcmtk.storescu("127.0.0.1", settings.port, tmp_path / "b", settings.ae_title).returncode == 0
+        wait_until(lambda: _jobs(sessions, "done"), timeout=60)
+    finally:
+        node.stop()
+    text = log.read_text()
+    assert f"{rules}:5:" in text  # the refused edit's FILE:LINE: in the log
+    decisions = _decisions(sessions)
+    assert [d.matched for d in decisions] == [False, True]
+
+
+def _decisions(sessions):  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        return s.query(store.RoutingDecisionRow).order_by(store.RoutingDecisionRow.id).all()
