@@ -211,7 +211,7 @@ _register(Family(
         "cal": _f("ASSET CALIBRATION", "Cal"),
         "t1_se": _f("T1 {pl}{post}", "{pl} T1 FSE{post}"),
         "t1_ir": _f("T1 FLAIR {pl}{post}", "{pl} T1 FLAIR{post}"),
-        "t1_3d": _f("AX T1 BRAVO{post}", "3D T1 BRAVO{post}", "BRAVO SAG{post}", "T1 3D FSPGR{post}"),
+        "t1_3d": _f("AX T1 BRAVO{post}", "3D T1 BRAVO{post}", "BRAVO SAG{post}", "T1 3D FSPGR{post}", "BRAVO{post}", "SAG IR-FSPGR{post}"),
         "t1_3d_se": _f("CUBE T1 SAG{post}", "T1 CUBE{post}"),
         "t1_gre_2d": _f("T1 SPGR {pl}{post}",),
         "t2_tse": _f("T2 {pl}", "{pl} T2 PROPELLER", "T2 FSE {pl}"),
@@ -283,7 +283,7 @@ _register(Family(
         "cal": _f("SENSE ref", "Reference Scan"),
         "t1_se": _f("T1 SE {pl}{post}", "T1W {pl}{post}", "T1 TSE {pl}{post}"),
         "t1_ir": _f("T1 IR {pl}{post}", "T1 FLAIR {pl}{post}"),
-        "t1_3d": _f("T1 3D TFE{post}", "3D T1W{post}", "T1 TFE ISO{post}"),
+        "t1_3d": _f("T1 3D TFE{post}", "3D T1W{post}", "T1 TFE ISO{post}", "3D TFE{post}"),
         "t1_3d_se": _f("T1 3D VISTA{post}", "VISTA T1{post}"),
         "t1_gre_2d": _f("T1 FFE {pl}{post}",),
         "t2_tse": _f("T2 TSE {pl}", "T2W {pl}", "T2 {pl}"),
@@ -319,7 +319,7 @@ _register(Family(
         "cal": _f("PAS_MAP", "Coil Map"),
         "t1_se": _f("T1_SE_{pl}{post}", "T1_{pl}{post}", "T1_FSE_{pl}{post}"),
         "t1_ir": _f("T1_FLAIR_{pl}{post}", "T1_IR_{pl}{post}"),
-        "t1_3d": _f("3D_T1_FFE{post}", "T1_3D_MPRAGE{post}", "FE3D_T1{post}"),
+        "t1_3d": _f("3D_T1_FFE{post}", "T1_3D_MPRAGE{post}", "FE3D_T1{post}", "3D_MPRAGE{post}"),
         "t1_3d_se": _f("3D_T1_FSE{post}", "T1_3D_mVox{post}"),
         "t1_gre_2d": _f("T1_FE_{pl}{post}",),
         "t2_tse": _f("T2_FSE", "T2_FSE_{pl}", "T2_{pl}"),
@@ -355,7 +355,7 @@ _register(Family(
         "cal": _f("Normalisierung",),
         "t1_se": _f("T1 SE {pl}{post}", "T1 {pl}{post}", "T1_{pl}{post}"),
         "t1_ir": _f("T1 FLAIR {pl}{post}",),
-        "t1_3d": _f("T1 3D{post}", "T1 MPRAGE{post}", "T1 3D iso{post}", "3D T1 {pl}{post}"),
+        "t1_3d": _f("T1 3D{post}", "T1 MPRAGE{post}", "T1 3D iso{post}", "3D T1 {pl}{post}", "MPRAGE{post}"),
         "t1_3d_se": _f("T1 SPACE{post}", "T1 3D SE{post}"),
         "t1_gre_2d": _f("T1 FLASH {pl}{post}",),
         "t2_tse": _f("T2 TSE {pl}", "T2 {pl}", "T2_{pl}"),
@@ -509,6 +509,11 @@ def _image_type(vendor: str, arch: str, g: _Gen) -> list[str]:
         return ["DERIVED", "SECONDARY", "OTHER", "SCREEN SAVE"] if g.p(0.5) else ["ORIGINAL", "PRIMARY", "DOSE INFO"]
     if arch.startswith("ct_"):
         return ["ORIGINAL", "PRIMARY", "AXIAL"]
+    if vendor == "GE" and g.p(0.25):
+        # Older GE MR software (Signa LX/Excite/HDx) writes the scan plane as the third value.
+        return ["ORIGINAL", "PRIMARY", g.pick(("AXIAL", "AXIAL", "OBLIQUE", "SAGITTAL", "CORONAL"))]
+    if vendor == "SIEMENS" and g.p(0.3):
+        return ["ORIGINAL", "PRIMARY", "M", "NORM", "DIS2D"]
     return {"SIEMENS": ["ORIGINAL", "PRIMARY", "M", "ND", "NORM"], "GE": ["ORIGINAL", "PRIMARY", "OTHER"],
             "PHILIPS": ["ORIGINAL", "PRIMARY", "M_SE", "M", "SE"], "CANON": ["ORIGINAL", "PRIMARY", "OTHER"]}[vendor]
 
@@ -524,7 +529,7 @@ def _mr_physics(arch: str, vendor: str, field_t: float, g: _Gen) -> dict[str, ob
         d.update(ScanningSequence="GR", SequenceVariant="SP", MRAcquisitionType=g.pick(("2D", "3D")), RepetitionTime=g.u(3, 150),
                  EchoTime=g.u(0.8, 2.5), FlipAngle=g.u(3, 10, 0), SliceThickness=g.u(6, 15, 1), count=g.i(20, 64), Rows=g.pick(("32", "64")))
     elif arch == "t1_se":
-        d.update(ScanningSequence="SE", SequenceVariant=g.pick(("SK", "SK\\SP", "SP")), MRAcquisitionType="2D",
+        d.update(ScanningSequence="SE", SequenceVariant=g.pick(("SK", "SK\\SP", "SP", "SP\\OSP", "SK\\SP\\OSP")), MRAcquisitionType="2D",
                  RepetitionTime=g.u(400, 750) if not hi else g.u(450, 850), EchoTime=g.u(7, 20), FlipAngle=g.pick(("90", "90", "150", "70")),
                  SliceThickness=g.u(3, 6, 1), count=g.i(18, 32), EchoTrainLength=g.i(1, 5))
     elif arch == "t1_ir":
@@ -625,7 +630,8 @@ def _mr_physics(arch: str, vendor: str, field_t: float, g: _Gen) -> dict[str, ob
 
 _SCAN_OPTIONS = {
     "SIEMENS": ("", "PFP", "IR", "SAT1", "FS", "PFP\\FS"),
-    "GE": ("FILTERED_GEMS\\FAST_GEMS", "FAST_GEMS\\ACC_GEMS", "EPI_GEMS\\ACC_GEMS", "SEQ_GEMS\\FILTERED_GEMS", "IR_GEMS"),
+    "GE": ("FILTERED_GEMS\\FAST_GEMS", "FAST_GEMS\\ACC_GEMS", "EPI_GEMS\\ACC_GEMS", "SEQ_GEMS\\FILTERED_GEMS", "IR_GEMS",
+           "FAST_GEMS", "FAST_GEMS\\SAT_GEMS", "SAT_GEMS\\EDR_GEMS", "FAST_GEMS\\EDR_GEMS", "FAST_GEMS\\SAT_GEMS\\EDR_GEMS"),
     "PHILIPS": ("", "FS", "PFP", "OTHER"),
     "CANON": ("", "FC", "SP"),
 }
@@ -636,6 +642,14 @@ def _mr_dataset(family: Family, arch: str, post: bool, agent: bool, study: dict[
     vendor = family.vendor
     field_t = float(study["field"])  # type: ignore[arg-type]
     phys = _mr_physics(arch, vendor, field_t, g)
+    if arch not in ("loc", "cal", "svs") and g.p(0.12):
+        # Limited coverage (a few slices through a lesion, a short test
+        # protocol) or a series classified before all its images arrived: the
+        # instance count must not be what makes a T1 a T1.
+        phys["count"] = g.i(2, max(2, int(phys["count"]) // 2))  # type: ignore[call-overload]
+    if "EchoTrainLength" not in phys and g.p(0.75):
+        # Scanners write EchoTrainLength for gradient-echo and EPI series too (1, or the EPI factor).
+        phys["EchoTrainLength"] = 1 if phys.get("ScanningSequence") != "EP" or g.p(0.5) else g.i(32, 128)
     ds = Dataset()
     ds.SOPClassUID = MR_IMAGE_STORAGE
     ds.Modality = "MR"
@@ -649,12 +663,25 @@ def _mr_dataset(family: Family, arch: str, post: bool, agent: bool, study: dict[
         opt = g.pick(_SCAN_OPTIONS[vendor])
         if opt:
             ds.ScanOptions = opt
-    if arch in ("loc", "cal", "svs") or g.p(0.05):
+    if arch in ("loc", "cal", "svs") or g.p({"GE": 0.85}.get(vendor, 0.35)):
         ds.ImagesInAcquisition = str(phys["count"])
-    matrix = g.pick(("256", "256", "320", "384", "512", "448")) if arch not in ("dwi", "adc", "perf", "dti", "fa", "asl") else g.pick(("128", "160", "192", "256"))
+    if arch in ("dwi", "adc", "perf", "dti", "fa", "asl"):
+        matrix = g.pick(("128", "160", "192", "256", "96"))
+    else:
+        matrix = g.pick(("256", "256", "320", "384", "512", "448", "192", "224", "288"))
+    if g.p(0.08):
+        # Fast/low-resolution protocols, downsampled exports and test data: a
+        # small matrix says little about the contrast.
+        matrix = g.pick(("32", "48", "64", "96", "128"))
     ds.Rows = int(phys.get("Rows", matrix))  # type: ignore[arg-type]
     ds.Columns = int(phys.get("Rows", matrix))  # type: ignore[arg-type]
-    ds.PixelSpacing = [round(230.0 / max(int(ds.Rows), 1), 4)] * 2
+    ds.PixelSpacing = [round(g.u(180.0, 260.0, 0) / max(int(ds.Rows), 1), 4)] * 2
+    if arch != "svs" and g.p(0.85):
+        # Display window: written on almost every MR image, its level depends
+        # on the scanner's scaling rather than on the contrast.
+        center = g.u(100, 2500, 0)
+        ds.WindowCenter = str(int(center))
+        ds.WindowWidth = str(int(center * g.u(1.2, 3.0)))
     if "SliceThickness" in phys and phys.get("MRAcquisitionType") == "2D" and g.p(0.7):
         ds.SpacingBetweenSlices = round(float(phys["SliceThickness"]) * g.u(1.0, 1.3), 2)  # type: ignore[arg-type]
     if arch != "svs":
