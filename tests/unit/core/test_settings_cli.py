@@ -99,3 +99,11 @@ def test_uid_grammar_and_derivation() -> None:
     a, b = derive_uid("job-1", "seg"), derive_uid("job-1", "sr")
     assert a == derive_uid("job-1", "seg") and a != b
     assert is_valid_uid(a) and a.startswith("2.25.")
+
+
+def test_the_example_configuration_is_valid() -> None:
+    example = Path(__file__).resolve().parents[3] / "config" / "radnode.example.yaml"
+    s = load(example)
+    assert s.peers[0].ae_title == "PACS1"
+    assert s.listener.extra_called_aes[0].application == "glioma"
+    assert s.queue.max_attempts == 3 and s.routing.rules_file == Path("config/routing.yaml")
