@@ -262,6 +262,8 @@ def print_table(rows: list[dict], meta: dict) -> None:
     print()
     print(f"ingest benchmark — {meta['date']}")
     print(f"machine: {meta['cpus']} CPUs, {meta['platform']}, Python {meta['python']}")
+    print(f"load average (1/5/15 min) before {meta['loadavg_before']}, after {meta['loadavg_after']} "
+          "(other work on the machine skews the figures)")
     print(f"data: {meta['count']} MR instances 256x256 16-bit Explicit VR LE, {meta['mb']:.1f} MB "
           f"({meta['bytes_per_file']:.0f} bytes/file); {meta['rounds']} rounds, median shown")
     print()
@@ -310,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = [(p, True) for p in processes] + ([(p, False) for p in processes] if args.no_fsync else [])
 
     OUT.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="ingest-run-", dir=args.work or OUT))
     runs: list[Run] = []
     try:
@@ -343,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         "mb": mb,
         "bytes_per_file": total / len(files),
         "rounds": args.rounds,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
     rows = summarize(runs, mb, args.count)
