@@ -171,8 +171,13 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     chosen = [a.strip() for a in apps.split(",") if a.strip()] if apps else (settings.worker.applications or registry.names())
     if not chosen:
         raise click.ClickException("no analyzer is installed; nothing to serve")
+    from radnode.analyzers.registry import RegistryError
+
     for app in chosen:
-        registry.analyzer_class(app)  # fail fast on an unknown application
+        try:
+            registry.get(app)  # fail fast on an unknown application or a broken model
+        except RegistryError as exc:
+            raise click.ClickException(str(exc)) from exc
     broker = broker_for(settings, chosen)
     outbox = make_outbox(settings, sessions, broker)  # retries of jobs re-queued from the web or CLI
     pool = WorkerPool(settings, sessions, broker, registry, chosen, concurrency or settings.worker.concurrency)

@@ -53,7 +53,7 @@ def broker_for(settings: Settings, applications: Sequence[str] = ()) -> Broker:
 
 
 def build_registry(settings: Settings) -> Registry:
-    return Registry(settings.analyzers.plugins)
+    return Registry(settings.analyzers.plugins, settings)
 
 
 @dataclass

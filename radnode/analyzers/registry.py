@@ -7,7 +7,7 @@ a site adds an application without editing radnode.
 from __future__ import annotations
 
 import importlib
-from typing import Iterable
+from typing import Any, Iterable
 
 import structlog
 
@@ -37,9 +37,15 @@ def _import(path: str) -> type:
 
 
 class Registry:
-    """Name → analyzer class; instances are created once per process and kept."""
+    """Name → analyzer; instances are created once per process and kept.
 
-    def __init__(self, plugins: Iterable[str] = ()) -> None:
+    An analyzer class may define ``from_settings(settings)`` to see the
+    node's settings (model folders, ONNX providers); otherwise it is built
+    without arguments.
+    """
+
+    def __init__(self, plugins: Iterable[str] = (), settings: Any = None) -> None:
+        self._settings = settings
         self._paths = dict(BUILTINS)
         self._classes: dict[str, type] = {}
         self._instances: dict[str, Analyzer] = {}
@@ -66,5 +72,12 @@ class Registry:
 
     def get(self, name: str) -> Analyzer:
         if name not in self._instances:
-            self._instances[name] = self.analyzer_class(name)()
+            cls = self.analyzer_class(name)
+            factory = getattr(cls, "from_settings", None)
+            try:
+                self._instances[name] = factory(self._settings) if factory is not None else cls()
+            except RegistryError:
+                raise
+            except Exception as exc:
+                raise RegistryError(f"analyzer {name!r} could not be set up: {exc}") from exc
         return self._instances[name]

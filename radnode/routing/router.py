@@ -125,7 +125,7 @@ class Router:
     def _plan_application(self, app: PlannedApplication, facts: StudyFacts, summaries: list[SeriesSummary], predictions: dict[str, Any]) -> ApplicationPlan:
         error = None
         try:
-            spec = self.registry.analyzer_class(app.name).spec
+            spec = self.registry.get(app.name).spec
             roles = ApplicationRoles(app.name, tuple(spec.required_roles), tuple(spec.optional_roles))
             model_version = spec.model_version
         except RegistryError as exc:
