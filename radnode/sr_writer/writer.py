@@ -1,0 +1,255 @@
+"""Write all result objects of one job: SEG, SR, PDF, Encapsulated PDF, SC.
+
+The worker calls :func:`write_results` once per finished analysis. Every
+object is written into *out_dir* under a fixed name and read back (strict
+pydicom validation) before the function returns, so an object the PACS
+would reject fails the job here, with the job's logs, not in the PACS.
+UIDs derive from the job id: a retried job rewrites identical UIDs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import structlog
+from pydicom.dataset import Dataset
+
+from radnode.analyzers.base import AnalyzerResult, LabelMap, Measurement, ModelInfo
+from radnode.sr_writer.branding import ReportBranding
+from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
+from radnode.sr_writer.pdf import PriorResult, build_report_pdf, render_key_images
+from radnode.sr_writer.provenance import OutputProvenance
+from radnode.sr_writer.secondary_capture import build_secondary_captures, key_image_inputs, pdftoppm_available, render_pdf_pages
+from radnode.sr_writer.seg import build_segmentation, sort_sources
+from radnode.sr_writer.sr import build_measurement_report
+from radnode.sr_writer.validate import dciodvfy, read_back
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_METHOD_STEPS = (
+    "Series selection by DICOM header rules and the series classifier.",
+    "Pre-processing of the selected series (resampling, intensity normalisation).",
+    "Automatic segmentation / detection by the model named below.",
+    "Measurements computed from the label map on the reference series grid.",
+)
+
+
+class ResultWriteError(RuntimeError):
+    """An output object could not be built, written, read back or validated."""
+
+
+@dataclass
+class WrittenObjects:
+    """Where the objects went, and the SOP Instance UID of each file."""
+
+    paths: dict[str, Path | list[Path] | None] = field(default_factory=dict)
+    sop_instance_uids: dict[Path, str] = field(default_factory=dict)
+
+    def dicom_files(self) -> list[Path]:
+        """Every DICOM file written (what is sent back to the PACS)."""
+        return [p for p in self.sop_instance_uids]
+
+
+def _read_series(paths: Sequence[Path]) -> list[Dataset]:
+    return sort_sources([pydicom.dcmread(p) for p in paths])
+
+
+def _series_from_study_dir(study_dir: Path) -> dict[str, list[Path]]:
+    """Group a study folder's image files by Series Instance UID."""
+    groups: dict[str, list[Path]] = {}
+    for p in sorted(study_dir.rglob("*")):
+        if not p.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - non-DICOM files are skipped
+            continue
+        if "ImagePositionPatient" in ds and "SeriesInstanceUID" in ds:
+            groups.setdefault(str(ds.SeriesInstanceUID), []).append(p)
+    return groups
+
+
+def voxel_spacing(sources: Sequence[Dataset]) -> tuple[float, float, float]:
+    """(slice, row, column) spacing in mm of a sorted series.
+
+    The slice spacing is measured between positions along the normal, not
+    read from Slice Thickness, which differs from it for gapped stacks.
+    """
+    first = sources[0]
+    dr, dc = (float(v) for v in first.PixelSpacing)
+    if len(sources) < 2:
+        return float(getattr(first, "SliceThickness", 1.0) or 1.0), dr, dc
+    iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
+    normal = np.cross(iop[:3], iop[3:])
+    pos = [float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)) for ds in sources]
+    return float(np.median(np.diff(pos))), dr, dc
+
+
+def segment_volumes(label_map: LabelMap, sources: Sequence[Dataset]) -> list[Measurement]:
+    """Volume (mL) of every segment: voxel count × voxel volume.
+
+    Voxel volume = pixel spacing × spacing between slice *positions* (not
+    Slice Thickness, which can differ from the spacing for gapped stacks).
+    """
+    dz, dr, dc = voxel_spacing(sources)
+    voxel_ml = dr * dc * dz / 1000.0
+    return [
+        Measurement(f"{s.name} volume", round(float(np.count_nonzero(label_map.array == s.value)) * voxel_ml, 3), "mL", segment=s.name)
+        for s in label_map.segments
+    ]
+
+
+def write_results(
+    *,
+    job_id: str,
+    result: AnalyzerResult,
+    model: ModelInfo,
+    out_dir: Path,
+    application: str,
+    source_series: Mapping[str, Sequence[Path]] | None = None,
+    study_dir: Path | None = None,
+    branding: ReportBranding | None = None,
+    prior_results: Sequence[PriorResult] = (),
+    series: Mapping[str, tuple[int, str]] | None = None,
+    device_serial_number: str = "radnode-0001",
+    institution_name: str | None = None,
+    segmentation_type: str = "BINARY",
+    method_steps: Sequence[str] = DEFAULT_METHOD_STEPS,
+    trend_keys: Sequence[str] | None = None,
+    render_pages: bool = True,
+    check_iod: bool = False,
+) -> WrittenObjects:
+    """Build, write and read back every result object of one job.
+
+    Files: ``seg.dcm`` (absent without a label map), ``sr.dcm``,
+    ``report.pdf``, ``report_pdf.dcm``, ``sc_001.dcm``… (key images, then one
+    per report page when poppler's ``pdftoppm`` is installed and
+    *render_pages*). With *check_iod*, dciodvfy errors raise too.
+    """
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise ValueError("job_id: must be a non-empty string")
+    if not isinstance(result, AnalyzerResult):
+        raise TypeError(f"result: expected AnalyzerResult, got {type(result).__name__}")
+    if not isinstance(model, ModelInfo):
+        raise TypeError(f"model: expected ModelInfo, got {type(model).__name__}")
+    if not isinstance(out_dir, Path):
+        raise TypeError(f"out_dir: expected pathlib.Path, got {type(out_dir).__name__}")
+    if (source_series is None) == (study_dir is None):
+        raise ValueError("source_series: give exactly one of source_series and study_dir")
+    branding = branding if branding is not None else ReportBranding()
+    if not isinstance(branding, ReportBranding):
+        raise TypeError(f"branding: expected ReportBranding, got {type(branding).__name__}")
+    if len(result.label_maps) > 1:
+        raise ValueError("result: more than one label map is not supported by the writers yet")
+
+    if study_dir is not None:
+        if not Path(study_dir).is_dir():
+            raise ValueError(f"study_dir: {study_dir} is not a folder")
+        groups = _series_from_study_dir(Path(study_dir))
+        if len(groups) != 1:
+            raise ValueError(f"study_dir: holds {len(groups)} image series; pass source_series by role instead")
+        only = next(iter(groups.values()))
+        roles = {lm.reference_role for lm in result.label_maps} or {"reference"}
+        source_series = {role: only for role in roles}
+    assert source_series is not None
+    if not isinstance(source_series, Mapping) or not source_series:
+        raise ValueError("source_series: must map role to a non-empty list of files")
+
+    label_map = result.label_maps[0] if result.label_maps else None
+    role = label_map.reference_role if label_map is not None else next(iter(source_series))
+    if role not in source_series or not source_series[role]:
+        raise ValueError(f"source_series: has no files for reference role {role!r}")
+    sources = _read_series([Path(p) for p in source_series[role]])
+    first = sources[0]
+
+    provenance = OutputProvenance(
+        job_id,
+        model,
+        series=series,
+        device_serial_number=device_serial_number,
+        institution_name=institution_name,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = WrittenObjects(paths={"seg": None, "sr": None, "pdf": None, "encapsulated_pdf": None, "secondary_captures": []})
+
+    def save(ds: Dataset, name: str) -> Path:
+        path = out_dir / name
+        tmp = path.with_suffix(".tmp")
+        ds.save_as(tmp, enforce_file_format=True)
+        tmp.replace(path)
+        try:
+            back = read_back(path)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the object named
+            raise ResultWriteError(f"{name}: written object does not read back: {exc}") from exc
+        if check_iod:
+            errors = dciodvfy(path)
+            if errors:
+                raise ResultWriteError(f"{name}: dciodvfy reports {len(errors)} errors, first: {errors[0]}")
+        written.sop_instance_uids[path] = str(back.SOPInstanceUID)
+        return path
+
+    measurements = list(result.measurements)
+    seg_ds = None
+    segments = ()
+    key_images = []
+    if label_map is not None:
+        segments = label_map.segments
+        have = {(m.segment, True) for m in measurements if m.unit.strip().lower() == "ml"}
+        measurements += [m for m in segment_volumes(label_map, sources) if (m.segment, True) not in have]
+        if np.any(label_map.array):
+            seg_ds = build_segmentation(sources, label_map.array, segments, provenance, segmentation_type=segmentation_type)
+            written.paths["seg"] = save(seg_ds, "seg.dcm")
+        else:
+            log.info("empty label map: no SEG written", job_id=job_id)
+            segments = ()
+        volume = np.stack([ds.pixel_array for ds in sources]).astype(np.float32)
+        key_images = render_key_images(volume, label_map.array, label_map.segments, voxel_spacing(sources), first.ImageOrientationPatient)
+
+    sr_ds = build_measurement_report(
+        sources,
+        provenance,
+        segmentation=seg_ds,
+        segments=segments,
+        measurements=measurements,
+        findings=result.findings,
+    )
+    written.paths["sr"] = save(sr_ds, "sr.dcm")
+
+    pdf_bytes = build_report_pdf(
+        patient=first,
+        model=model,
+        branding=branding,
+        application=application,
+        segments=label_map.segments if label_map is not None else (),
+        measurements=measurements,
+        findings=result.findings,
+        key_images=key_images,
+        prior_results=prior_results,
+        trend_keys=trend_keys,
+        method_steps=method_steps,
+        flags=result.flags,
+        generated_at=dt.datetime.now().replace(microsecond=0),
+    )
+    pdf_path = out_dir / "report.pdf"
+    pdf_path.write_bytes(pdf_bytes)
+    written.paths["pdf"] = pdf_path
+    enc = build_encapsulated_pdf(pdf_bytes, first, provenance, document_title=f"{application} AI report", source_instances=sources)
+    written.paths["encapsulated_pdf"] = save(enc, "report_pdf.dcm")
+
+    images = key_image_inputs(key_images)
+    if render_pages:
+        if pdftoppm_available():
+            pages = render_pdf_pages(pdf_bytes)
+            images += [(f"Report page {i} of {len(pages)}", page) for i, page in enumerate(pages, start=1)]
+        else:
+            log.warning("pdftoppm not installed: report pages not sent as secondary capture", job_id=job_id)
+    if images:
+        scs = build_secondary_captures(images, first, provenance)
+        written.paths["secondary_captures"] = [save(sc, f"sc_{i + 1:03d}.dcm") for i, sc in enumerate(scs)]
+    log.info("results written", job_id=job_id, objects=len(written.sop_instance_uids), demo=model.demo)
+    return written
