@@ -116,6 +116,7 @@ def serve(obj: _Ctx) -> None:
     """
     from radnode.listener.service import ListenerService
     from radnode.routing.setup import build_router
+    from radnode.sr_writer.dispatch import DicomResultWriter
     from radnode.services import (
         WorkerPool,
         broker_for,
@@ -134,7 +135,7 @@ def serve(obj: _Ctx) -> None:
     outbox = make_outbox(settings, sessions, broker)
     router, watcher = build_router(settings, sessions, registry, on_jobs=outbox.kick)
     apps = settings.worker.applications or registry.names()
-    pool = WorkerPool(settings, sessions, broker, registry, apps, settings.worker.concurrency)
+    pool = WorkerPool(settings, sessions, broker, registry, apps, settings.worker.concurrency, writers=[DicomResultWriter(settings, sessions)])
     listener = ListenerService(settings, sink=router)
     watcher.start()
     outbox.start()
@@ -164,6 +165,7 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     an unfinished job is redelivered.
     """
     from radnode.services import WorkerPool, broker_for, build_registry, make_outbox, open_store, wait_for_signal
+    from radnode.sr_writer.dispatch import DicomResultWriter
 
     settings = obj.settings()
     engine, sessions = open_store(settings)
@@ -180,7 +182,7 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
             raise click.ClickException(str(exc)) from exc
     broker = broker_for(settings, chosen)
     outbox = make_outbox(settings, sessions, broker)  # retries of jobs re-queued from the web or CLI
-    pool = WorkerPool(settings, sessions, broker, registry, chosen, concurrency or settings.worker.concurrency)
+    pool = WorkerPool(settings, sessions, broker, registry, chosen, concurrency or settings.worker.concurrency, writers=[DicomResultWriter(settings, sessions)])
     outbox.start()
     pool.start()
     try:
@@ -317,6 +319,7 @@ def _register_optional() -> None:
         ("radnode.routing.commands", {"classify": "classify_command", "classifier": "classifier_group"}),
         ("radnode.routing.rules_commands", {"routing": "routing"}),
         ("radnode.jobs.commands", {"jobs": "jobs", "results": "results"}),
+        ("radnode.analyzers.commands", {"analyze": "analyze"}),
     ):
         try:
             mod = importlib.import_module(module)

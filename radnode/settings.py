@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from radnode.sr_writer.branding import ReportBranding
+
 DEFAULT_CONFIG_FILE = Path("radnode.yaml")
 
 _AE_RE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
@@ -141,6 +143,18 @@ class WorkerSettings(_Section):
     shutdown_deadline: float = Field(default=60.0, gt=0, description="Seconds SIGTERM waits for a running job.")
 
 
+class ResultSettings(_Section):
+    """How results are written and returned to PACS."""
+
+    send: bool = Field(default=True, description="C-STORE results to the job's destinations.")
+    confirm: bool = Field(default=True, description="C-FIND the new series on the destination after sending.")
+    send_attempts: int = Field(default=3, ge=1, le=20, description="Tries per destination within one job attempt.")
+    send_retry_delays: list[float] = Field(default_factory=lambda: [2.0, 10.0], min_length=1)
+    segmentation_type: Literal["BINARY", "LABELMAP"] = "BINARY"
+    device_serial_number: str = Field(default="radnode-0001", max_length=64)
+    secondary_capture_pages: bool = Field(default=True, description="Also send report pages as secondary capture images.")
+
+
 class Settings(BaseSettings):
     """Everything a radnode process needs to know, validated once at start."""
 
@@ -163,6 +177,8 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     analyzers: AnalyzerSettings = Field(default_factory=AnalyzerSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    results: ResultSettings = Field(default_factory=ResultSettings)
+    report: ReportBranding = Field(default_factory=ReportBranding)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 

@@ -23,6 +23,7 @@ import os
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")  # nipype would otherwise phone home for version checks
 
+import logging
 import math
 import re
 import shutil
@@ -47,6 +48,11 @@ from nipype.interfaces.base import (
 from radnode.analyzers.base import AnalyzerError, InputError
 
 log = structlog.get_logger(__name__)
+
+# nipype logs every node start/finish at INFO on its own handlers; the job's
+# work folder already keeps each node's report, so keep the process log quiet.
+for _name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 #: Marker written into every work folder this module creates (cleanup only touches those).
 MARKER = ".radnode-preprocessing"

@@ -16,7 +16,9 @@ from radnode.analyzers.base import Analyzer
 log = structlog.get_logger(__name__)
 
 #: Built-in applications by name → import path (loaded lazily: heavy deps).
-BUILTINS: dict[str, str] = {}
+BUILTINS: dict[str, str] = {
+    "glioma": "radnode.analyzers.glioma.analyzer:GliomaAnalyzer",
+}
 
 #: Applications the routing file may name even before their analyzer is installed.
 PLANNED_APPLICATIONS = frozenset({"glioma", "metastasis", "hemorrhage"})

@@ -25,7 +25,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.analyzers.base import AnalyzerError, AnalyzerInputs, AnalyzerResult, SeriesInput
+from radnode.analyzers.base import AnalyzerError, AnalyzerInputs, AnalyzerResult, AnalyzerSpec, SeriesInput
 from radnode.analyzers.registry import Registry, RegistryError
 from radnode.jobs import store
 from radnode.jobs.models import AnalyzeJob, JobState
@@ -42,7 +42,15 @@ class ResultWriter(Protocol):
     the job; any other exception is retried.
     """
 
-    def __call__(self, job: AnalyzeJob, inputs: AnalyzerInputs, result: AnalyzerResult, workdir: Path, progress: Callable[[str], None]) -> list[str]: ...
+    def __call__(
+        self,
+        job: AnalyzeJob,
+        spec: AnalyzerSpec,
+        inputs: AnalyzerInputs,
+        result: AnalyzerResult,
+        workdir: Path,
+        progress: Callable[[str], None],
+    ) -> list[str]: ...
 
 
 class _Permanent(Exception):
@@ -158,7 +166,7 @@ class JobHandler:
         uids: list[str] = []
         for writer in self.writers:
             try:
-                uids += writer(job, inputs, result, workdir, lambda stage: self._stage(job.job_id, JobState(stage), worker))
+                uids += writer(job, spec, inputs, result, workdir, lambda stage: self._stage(job.job_id, JobState(stage), worker))
             except AnalyzerError as exc:
                 raise _Permanent(str(exc)) from exc
         with self.sessions.begin() as session:

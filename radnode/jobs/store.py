@@ -72,6 +72,11 @@ class JobRow(Base):
     #: The worker running the job and until when its claim holds (heartbeat).
     claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: A one-way hash of the patient's identity, to find this patient's earlier results (trend).
+    patient_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    study_date: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    #: Per destination: instances sent, failed, series confirmed, last error.
+    sends_json: Mapped[str] = mapped_column(Text, default="{}")
 
     @property
     def series(self) -> dict[str, str]:
@@ -162,6 +167,8 @@ class JobRequest:
     #: Set when the job cannot run at all (e.g. no analyzer installed): recorded as failed.
     error: str | None = None
     flags: Sequence[str] = ()
+    patient_key: str | None = None
+    study_date: str | None = None
 
 
 def record_event(
@@ -207,6 +214,9 @@ def create_job(session: Session, request: JobRequest, actor: str = "router") -> 
         error=request.error or request.needs_input,
         flags_json=json.dumps(list(request.flags)),
         attempts=0,
+        patient_key=request.patient_key,
+        study_date=request.study_date,
+        sends_json="{}",
     )
     session.add(row)
     older = session.scalars(
@@ -366,3 +376,37 @@ def record_routing(session: Session, study_instance_uid: str, generation: int, m
             created_at=time.time(),
         )
     )
+
+
+def prior_measurements(session: Session, job: JobRow, names: Sequence[str]) -> list[tuple[str, dict[str, float]]]:
+    """This patient's earlier results of the same application (for trends).
+
+    Earlier means an earlier study date (or, without dates, an earlier
+    finished job); superseded jobs are left out.
+    """
+    if not job.patient_key:
+        return []
+    rows = session.scalars(
+        select(JobRow).where(
+            JobRow.patient_key == job.patient_key,
+            JobRow.application == job.application,
+            JobRow.state == JobState.DONE.value,
+            JobRow.superseded_by.is_(None),
+            JobRow.job_id != job.job_id,
+            JobRow.study_instance_uid != job.study_instance_uid,
+        )
+    ).all()
+    out = []
+    for row in rows:
+        if job.study_date and row.study_date and row.study_date >= job.study_date:
+            continue
+        values = {m.name: m.value for m in job_measurements(session, row.job_id) if m.name in names}
+        if values:
+            out.append((row.study_date or "", values))
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def record_sends(session: Session, job_id: str, sends: dict[str, Any]) -> None:
+    row = get_job(session, job_id)
+    row.sends_json = json.dumps(sends, sort_keys=True)

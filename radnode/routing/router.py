@@ -76,6 +76,17 @@ def study_facts(summaries: list[SeriesSummary], study_uid: str, calling_ae: str,
     )
 
 
+def patient_key(header: Any) -> str | None:
+    """A one-way key for "the same patient" (trends) that is not the patient ID itself."""
+    import hashlib
+
+    pid = str(header.get("PatientID", "") or "").strip() if header is not None else ""
+    if not pid:
+        return None
+    issuer = str(header.get("IssuerOfPatientID", "") or "").strip()
+    return hashlib.sha256(f"{issuer}|{pid}".encode()).hexdigest()
+
+
 class Router:
     """Implements the listener's ``StudySink``: completed study → jobs."""
 
@@ -164,6 +175,8 @@ class Router:
             needs_input=needs_input,
             error=error,
             flags=flags,
+            patient_key=patient_key(summaries[0].header) if summaries else None,
+            study_date=(str(summaries[0].header.get("StudyDate", "") or "")[:8] or None) if summaries else None,
         )
         return ApplicationPlan(app, roles, selection, model_version, request)
 

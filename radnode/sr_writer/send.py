@@ -84,3 +84,49 @@ def send_files(
             assoc.release()
     log.info("c-store finished", destination=called_ae, sent=len(report.sent), failed=len(report.failed))
     return report
+
+
+def confirm_series(
+    study_instance_uid: str,
+    series_instance_uids: Iterable[str],
+    host: str,
+    port: int,
+    called_ae: str,
+    calling_ae: str = "RADNODE",
+    timeout: float = 30.0,
+) -> dict[str, int]:
+    """C-FIND (study root, SERIES level) for the series radnode just sent.
+
+    Returns series UID → number of instances the destination reports (0 when
+    it does not know the series), so a job can record that PACS really holds
+    its results rather than trusting the C-STORE statuses alone.
+    """
+    from pydicom.dataset import Dataset
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+    wanted = list(series_instance_uids)
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise AssociationError(f"C-FIND association with {called_ae}@{host}:{port} was rejected or timed out")
+    found: dict[str, int] = {uid: 0 for uid in wanted}
+    try:
+        query = Dataset()
+        query.QueryRetrieveLevel = "SERIES"
+        query.StudyInstanceUID = study_instance_uid
+        query.SeriesInstanceUID = ""
+        query.NumberOfSeriesRelatedInstances = ""
+        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            if status is not None and status.Status in (0xFF00, 0xFF01) and identifier is not None:
+                uid = str(identifier.get("SeriesInstanceUID", ""))
+                if uid in found:
+                    try:
+                        found[uid] = int(identifier.get("NumberOfSeriesRelatedInstances") or 1)
+                    except (TypeError, ValueError):
+                        found[uid] = 1
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return found

@@ -54,6 +54,15 @@ class WrittenObjects:
         """Every DICOM file written (what is sent back to the PACS)."""
         return [p for p in self.sop_instance_uids]
 
+    def series_instance_uids(self) -> list[str]:
+        """The new series radnode created (to confirm them on the destination)."""
+        uids = []
+        for path in self.sop_instance_uids:
+            uid = str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).SeriesInstanceUID)
+            if uid not in uids:
+                uids.append(uid)
+        return uids
+
 
 def _read_series(paths: Sequence[Path]) -> list[Dataset]:
     return sort_sources([pydicom.dcmread(p) for p in paths])
