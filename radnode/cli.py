@@ -114,43 +114,14 @@ def serve(obj: _Ctx) -> None:
     With no broker URL set, jobs go through the embedded queue and the
     SQLite job store: nothing else to install.
     """
-    from radnode.listener.service import ListenerService
-    from radnode.routing.setup import build_router
-    from radnode.sr_writer.dispatch import DicomResultWriter
-    from radnode.services import (
-        WorkerPool,
-        broker_for,
-        build_registry,
-        make_outbox,
-        open_store,
-        recover_interrupted,
-        wait_for_signal,
-    )
+    from radnode.services import Node, wait_for_signal
 
-    settings = obj.settings()
-    engine, sessions = open_store(settings)
-    registry = build_registry(settings)
-    broker = broker_for(settings, registry.names())
-    recover_interrupted(sessions, embedded=settings.broker_url is None)
-    outbox = make_outbox(settings, sessions, broker)
-    router, watcher = build_router(settings, sessions, registry, on_jobs=outbox.kick)
-    apps = settings.worker.applications or registry.names()
-    pool = WorkerPool(settings, sessions, broker, registry, apps, settings.worker.concurrency, writers=[DicomResultWriter(settings, sessions)])
-    listener = ListenerService(settings, sink=router)
-    watcher.start()
-    outbox.start()
-    if apps:
-        pool.start()
-    listener.start()
+    node = Node(obj.settings())
+    node.start()
     try:
         wait_for_signal()
     finally:
-        listener.stop()
-        pool.stop()
-        outbox.stop()
-        watcher.stop()
-        broker.close()
-        engine.dispose()
+        node.stop()
 
 
 @main.command("worker")
@@ -261,55 +232,6 @@ def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
             click.echo(f"    #{s['series_number'] if s['series_number'] is not None else '-':<4} {s['modality']:<3} {s['instances']:>5}  {s['series_description']}")
 
 
-@main.command("demo")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Default: a fresh temporary folder.")
-@click.option("--port", type=int, default=0, help="0 picks a free port.")
-@click.option("--seed", type=int, default=1)
-def demo(data_dir: Path | None, port: int, seed: int) -> None:
-    """Start a node with embedded defaults, send it a generated study, show the result."""
-    import socket
-    import tempfile
-
-    from radnode.listener.service import ListenerService
-    from radnode.sr_writer.send import send_files
-    from radnode.store.studies import StudyCompleted
-    from radnode.synth.mr_study import generate_mr_study
-
-    configure_logging("info", "console")
-    work = Path(tempfile.mkdtemp(prefix="radnode-demo-")) if data_dir is None else data_dir
-    if port == 0:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    settings = Settings(data_dir=work / "data", port=port, quiet_seconds=2.0)
-    done = threading.Event()
-    received: list[StudyCompleted] = []
-
-    class _Sink:
-        def study_completed(self, event: StudyCompleted) -> None:
-            received.append(event)
-            done.set()
-
-    service = ListenerService(settings, sink=_Sink())
-    service.start()
-    try:
-        study = generate_mr_study(work / "generated", seed=seed)
-        files = sorted((work / "generated").rglob("*.dcm"))
-        click.echo(f"generated study {study.study_instance_uid}: {len(files)} instances in {len(study.series)} series")
-        t0 = time.monotonic()
-        report = send_files(files, "127.0.0.1", port, settings.ae_title, calling_ae="DEMO_PACS")
-        click.echo(f"sent {len(report.sent)} instances ({len(report.failed)} failed) in {time.monotonic() - t0:.2f} s; waiting {settings.quiet_seconds:g} s of quiet for completion")
-        if not done.wait(60):
-            raise click.ClickException("the study did not complete within 60 s")
-        ev = received[0]
-        click.echo(f"\nassembled study {ev.study_instance_uid} (from {ev.calling_ae} to {ev.called_ae}, generation {ev.generation}):")
-        for s in ev.series:
-            click.echo(f"  series #{s.series_number} {s.modality} {s.series_description!r}: {s.instances} instances")
-        click.echo(f"spool: {settings.spool_dir}")
-    finally:
-        service.stop()
-
-
 def _register_optional() -> None:
     """Attach the commands that other stages contribute."""
     import importlib
@@ -320,6 +242,7 @@ def _register_optional() -> None:
         ("radnode.routing.rules_commands", {"routing": "routing"}),
         ("radnode.jobs.commands", {"jobs": "jobs", "results": "results"}),
         ("radnode.analyzers.commands", {"analyze": "analyze"}),
+        ("radnode.demo", {"demo": "demo"}),
     ):
         try:
             mod = importlib.import_module(module)

@@ -125,3 +125,47 @@ def recover_interrupted(sessions: sessionmaker[Session], embedded: bool) -> None
 
 def make_outbox(settings: Settings, sessions: sessionmaker[Session], broker: Broker) -> Outbox:
     return Outbox(sessions, broker, settings.queue.outbox_interval)
+
+
+class Node:
+    """Every stage in one process (``radnode serve``, the demo): listener,
+    router, outbox, broker (embedded unless a URL is set) and workers."""
+
+    def __init__(self, settings: Settings) -> None:
+        from radnode.listener.service import ListenerService
+        from radnode.routing.setup import build_router
+        from radnode.sr_writer.dispatch import DicomResultWriter
+
+        self.settings = settings
+        self.engine, self.sessions = open_store(settings)
+        self.registry = build_registry(settings)
+        self.broker = broker_for(settings, self.registry.names())
+        self.outbox = make_outbox(settings, self.sessions, self.broker)
+        self.router, self.watcher = build_router(settings, self.sessions, self.registry, on_jobs=self.outbox.kick)
+        self.applications = settings.worker.applications or self.registry.names()
+        self.pool = WorkerPool(
+            settings,
+            self.sessions,
+            self.broker,
+            self.registry,
+            self.applications,
+            settings.worker.concurrency,
+            writers=[DicomResultWriter(settings, self.sessions)],
+        )
+        self.listener = ListenerService(settings, sink=self.router)
+
+    def start(self) -> None:
+        recover_interrupted(self.sessions, embedded=self.settings.broker_url is None)
+        self.watcher.start()
+        self.outbox.start()
+        if self.applications:
+            self.pool.start()
+        self.listener.start()
+
+    def stop(self) -> None:
+        self.listener.stop()
+        self.pool.stop()
+        self.outbox.stop()
+        self.watcher.stop()
+        self.broker.close()
+        self.engine.dispose()

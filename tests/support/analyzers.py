@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from radnode.analyzers.base import AnalyzerInputs, AnalyzerResult, AnalyzerSpec, Measurement, Progress
+from radnode.analyzers.base import AnalyzerInputs, AnalyzerResult, AnalyzerSpec, LabelMap, Measurement, ModelInfo, Progress, Segment
 
 
 class CountOptions(BaseModel):
@@ -59,3 +59,46 @@ class PoisonAnalyzer:
 
     def run(self, inputs: AnalyzerInputs, workdir: Path, progress: Progress) -> AnalyzerResult:
         raise RuntimeError("poisoned analyzer: this always fails")
+
+
+class ThresholdAnalyzer:
+    """A fast stand-in segmentation: the brightest voxels of the T1c series.
+
+    Exercises the whole results path (SEG, SR, PDF, SC, send, confirm)
+    without minutes of preprocessing; the label map is in the T1c geometry
+    exactly as a real analyzer's.
+    """
+
+    spec = AnalyzerSpec(
+        name="threshold-test",
+        version="1.0",
+        description="test analyzer: threshold segmentation",
+        required_roles=("t1c",),
+        model=ModelInfo(name="threshold-test", version="1.0", demo=True, intended_use="tests"),
+        outputs=("seg", "sr", "pdf", "secondary_capture"),
+    )
+
+    def run(self, inputs: AnalyzerInputs, workdir: Path, progress: Progress) -> AnalyzerResult:
+        import numpy as np
+        import SimpleITK as sitk
+
+        from radnode.analyzers.volumes import load_series
+
+        progress("inferring")
+        image = load_series(inputs.series["t1c"].files)
+        arr = sitk.GetArrayFromImage(image)
+        labels = np.zeros(arr.shape, np.uint8)
+        labels[arr > np.percentile(arr, 90)] = 1
+        labels[arr > np.percentile(arr, 98)] = 2
+        ml = float(np.prod(image.GetSpacing())) / 1000
+        segments = (
+            Segment(1, "Bright", ("6574001", "Necrosis")),
+            Segment(2, "Brightest", ("79654002", "Edema")),
+        )
+        return AnalyzerResult(
+            label_maps=[LabelMap("threshold", labels, "t1c", segments)],
+            measurements=[
+                Measurement("bright", round(float((labels == 1).sum()) * ml, 3), "mL", ("118565006", "SCT", "Volume"), "Bright"),
+                Measurement("brightest", round(float((labels == 2).sum()) * ml, 3), "mL", ("118565006", "SCT", "Volume"), "Brightest"),
+            ],
+        )
