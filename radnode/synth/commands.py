@@ -47,3 +47,12 @@ def study(out_dir: Path, seed: int, slices: int, rows: int, columns: int, series
         click.echo(f"  series {s.series_number:>2} {s.label:<9} {s.instance_count:>4} images"
                    f"  {s.description!r}  {s.series_instance_uid}")
     click.echo(f"{result.instance_count} files written to {result.out_dir}")
+
+
+def _register_glioma() -> None:
+    from radnode.synth.glioma_commands import register
+
+    register(synth)
+
+
+_register_glioma()
