@@ -105,6 +105,10 @@ class ModelManifest(BaseModel):
     spacing_mm: tuple[float, float, float] | None = None
     #: (x, y, z) voxels per sliding window.
     patch_size: tuple[int, int, int] | None = None
+    #: Axis orientation of the arrays the model was trained on, as the DICOM
+    #: letters each image axis (x, y, z) points towards — e.g. ``LAS`` for
+    #: MNI-like NIfTI stored arrays. ``None``: the pipeline's grid as is.
+    orientation: str | None = None
     normalization: Literal["zscore-brain", "none", "ct-windows"] = "none"
     output: Literal["logits", "probabilities", "sigmoid-logits"] = "logits"
     labels: list[LabelSpec]
@@ -114,6 +118,16 @@ class ModelManifest(BaseModel):
     #: Free-form provenance (data, epochs, metrics); never interpreted.
     training: dict[str, Any] = Field(default_factory=dict)
     sha256: str
+
+    @field_validator("orientation")
+    @classmethod
+    def _orientation(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        axes = [next((pair for pair in ("LR", "AP", "SI") if ch in pair), None) for ch in value]
+        if len(value) != 3 or None in axes or len(set(axes)) != 3:
+            raise ValueError(f"{value!r} is not an orientation like LAS or LPS (one of L/R, A/P, S/I each)")
+        return value
 
     @field_validator("name")
     @classmethod

@@ -118,12 +118,19 @@ class GliomaAnalyzer:
         progress("inferring")
         t0 = time.perf_counter()
         spacing = tuple(float(s) for s in manifest.spacing_mm)  # type: ignore[union-attr]
+        def model_grid(path: Path) -> sitk.Image:
+            """The 1 mm image in the model's axis orientation and spacing."""
+            image = sitk.ReadImage(str(path), sitk.sitkFloat32)
+            if manifest.orientation:
+                image = sitk.DICOMOrient(image, manifest.orientation)  # axis permutation/flip only
+            return resample_to_spacing(image, spacing)
+
         channels = []
         for role in manifest.inputs:
-            img = resample_to_spacing(sitk.ReadImage(str(pre.images[role]), sitk.sitkFloat32), spacing)
+            img = model_grid(pre.images[role])
             channels.append(sitk.GetArrayFromImage(img))
         grid = img
-        mask = resample_to_spacing(sitk.ReadImage(str(pre.brain_mask), sitk.sitkFloat32), spacing)
+        mask = model_grid(pre.brain_mask)
         brain = sitk.GetArrayFromImage(mask) > 0.5
         probs = model.predict_volume(np.stack(channels).astype(np.float32))
         probs[:, ~brain] = 0.0
