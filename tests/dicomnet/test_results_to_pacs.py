@@ -19,7 +19,7 @@ from tests.support.ports import free_port
 RULES = "version: 1\nrules:\n  - name: mr\n    match: {modalities: [MR]}\n    applications: [threshold-test]\n"
 
 
-def _node(tmp_path: Path, peers: list[dict], **extra) -> Node:  # type: ignore[type-arg,no-untyped-def]
+def _node(tmp_path: Path, peers: list[dict], attempts: int = 2, **extra) -> Node:  # type: ignore[type-arg,no-untyped-def]
     rules = tmp_path / "routing.yaml"
     rules.write_text(RULES)
     settings = Settings(
@@ -30,7 +30,7 @@ def _node(tmp_path: Path, peers: list[dict], **extra) -> Node:  # type: ignore[t
         listener={"assembly_interval": 0.2},
         routing={"rules_file": rules},
         analyzers={"plugins": ["tests.support.analyzers:ThresholdAnalyzer"]},
-        queue={"retry_delays": [0.3], "max_attempts": 2, "outbox_interval": 0.3},
+        queue={"retry_delays": [1.0], "max_attempts": attempts, "outbox_interval": 0.3},
         results={"send_retry_delays": [0.2], "send_attempts": 2},
         **extra,
     )
@@ -97,3 +97,33 @@ def test_a_refusing_destination_fails_the_job_with_the_reason(tmp_path: Path) ->
     assert "could not deliver results to return_to_sender (GONEPACS@127.0.0.1" in (job.error or "")
     sends = json.loads(job.sends_json)
     assert sends["return_to_sender"]["sent"] == 0 and "rejected or timed out" in sends["return_to_sender"]["error"]
+
+
+def test_a_destination_that_comes_back_gets_the_results_once(orthanc_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support import dcmtk
+
+    pacs_port = free_port()  # Orthanc is down at first
+    node = _node(tmp_path, [{"name": "pacs", "ae_title": "HOSPITALPACS", "host": "127.0.0.1", "port": pacs_port}], attempts=10)
+    try:
+        study = generate_mr_study(tmp_path / "study", seed=7, series=("t1c",), rows=32, columns=32, slices=6)
+        assert dcmtk.storescu("127.0.0.1", node.settings.port, tmp_path / "study", node.settings.ae_title, calling_ae="HOSPITALPACS").returncode == 0
+
+        def failed_once():  # type: ignore[no-untyped-def]
+            with node.sessions() as s:
+                jobs = store.list_jobs(s)
+            return jobs[0] if jobs and jobs[0].error and "could not deliver" in jobs[0].error else None
+
+        first = wait_until(failed_once, timeout=60, interval=0.1)
+        assert first.state in ("queued", "preprocessing", "inferring", "writing", "sending")  # retrying, not dropped
+        pacs = orthanc_factory(aet="HOSPITALPACS", dicom_port=pacs_port)  # the PACS comes back
+        job = _wait_job(node, {"done", "failed"}, timeout=120)
+    finally:
+        node.stop()
+    assert job.state == "done", job.error
+    assert job.attempts >= 2
+    # Every result instance is there exactly once (deterministic UIDs; a re-send replaces).
+    assert pacs.instance_count() == len(job.result_uids)
+    assert len(set(job.result_uids)) == len(job.result_uids)
+    with node.sessions() as s:
+        events = [e.detail for e in store.job_events(s, job.job_id) if e.action == "sent"]
+    assert events and "confirmed=True" in events[-1]
