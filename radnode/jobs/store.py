@@ -140,6 +140,19 @@ class RoutingDecisionRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class RetrainingCaseRow(Base):
+    """A job flagged for retraining: its inputs and outputs copied to the archive."""
+
+    __tablename__ = "retraining_cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(64), ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    flagged_by: Mapped[str] = mapped_column(String(64))
+    archive_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class TransitionError(Exception):
     """A state change that the job's current state does not allow."""
 
