@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -178,16 +175,13 @@ def web(obj: _Ctx, host: str, port: int) -> None:
     uvicorn.run(create_app(obj.settings()), host=host, port=port, log_level="warning")
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
-
-
 @main.command("studies")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--limit", default=50, show_default=True)
 @pass_ctx
 def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
     """List recent studies and their state."""
+    from radnode.jobs.commands import _iso
     from radnode.store.db import create_schema, make_engine, make_sessionmaker
     from radnode.store.studies import list_studies
 
