@@ -58,12 +58,18 @@ class DicomPeer(_Section):
 
     Results of a study sent by a known peer's AE title go back to that peer
     when routing says ``return_to_sender``.
+
+    ``retrieve`` is how ``radnode pull`` fetches a study from this peer:
+    ``move`` (C-MOVE to radnode's own AE title; the PACS must know radnode as
+    a modality, host and port) or ``get`` (C-GET: the instances come back on
+    radnode's own association, for PACSes that cannot connect back).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     ae_title: str
     host: str
     port: int = Field(ge=1, le=65535)
+    retrieve: Literal["move", "get"] = Field(default="move", description="How pulls retrieve studies: C-MOVE or C-GET.")
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -155,6 +161,23 @@ class ResultSettings(_Section):
     secondary_capture_pages: bool = Field(default=True, description="Also send report pages as secondary capture images.")
 
 
+class WebSettings(_Section):
+    """The web front end (``radnode web``): login sessions and the retraining archive.
+
+    ``port`` is also set by ``$RADNODE_WEB_PORT`` or ``radnode web --port``
+    (those win, for compatibility with deployments that set it before this
+    section existed). ``session_secret`` signs session cookies; unset, a
+    random secret is created once in ``data_dir/web_secret`` (mode 0600) so
+    sessions survive a restart and every web process of a node agrees.
+    """
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    session_secret: SecretStr | None = Field(default=None, description="Signs session cookies; default: data_dir/web_secret, created once.")
+    secure_cookies: bool = Field(default=True, description="Send cookies only over HTTPS (turn off only for plain-HTTP test setups).")
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts this long.")
+    retraining_dir: Path | None = Field(default=None, description="Where flagged cases are copied; default data_dir/retraining.")
+
+
 class Settings(BaseSettings):
     """Everything a radnode process needs to know, validated once at start."""
 
@@ -179,6 +202,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     results: ResultSettings = Field(default_factory=ResultSettings)
     report: ReportBranding = Field(default_factory=ReportBranding)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 

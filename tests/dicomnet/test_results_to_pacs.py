@@ -5,7 +5,6 @@ and a destination that refuses makes the job fail visibly, never silently."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from radnode.jobs import store
@@ -105,7 +104,7 @@ def test_a_destination_that_comes_back_gets_the_results_once(orthanc_factory, tm
     pacs_port = free_port()  # Orthanc is down at first
     node = _node(tmp_path, [{"name": "pacs", "ae_title": "HOSPITALPACS", "host": "127.0.0.1", "port": pacs_port}], attempts=10)
     try:
-        study = generate_mr_study(tmp_path / "study", seed=7, series=("t1c",), rows=32, columns=32, slices=6)
+        generate_mr_study(tmp_path / "study", seed=7, series=("t1c",), rows=32, columns=32, slices=6)
         assert dcmtk.storescu("127.0.0.1", node.settings.port, tmp_path / "study", node.settings.ae_title, calling_ae="HOSPITALPACS").returncode == 0
 
         def failed_once():  # type: ignore[no-untyped-def]

@@ -28,7 +28,6 @@ from radnode.analyzers.base import (
     AnalyzerResult,
     AnalyzerSpec,
     LabelMap,
-    Measurement,
     ModelInfo,
     Progress,
     Segment,
