@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import structlog
@@ -81,6 +82,7 @@ class WorkerPool:
         )
 
     def start(self) -> None:
+        threading.Thread(target=self._retention, name="workdir-retention", daemon=True).start()
         for i in range(self.concurrency):
             t = threading.Thread(
                 target=self.broker.consume,
@@ -92,6 +94,16 @@ class WorkerPool:
             self._threads.append(t)
         log.info("workers started", applications=list(self.applications), concurrency=self.concurrency)
 
+    def _retention(self, every: float = 3600.0) -> None:
+        """Apply ``analyzers.keep_workdirs_days`` at start and then hourly."""
+        while True:
+            try:
+                prune_workdirs(self.settings)
+            except OSError as exc:
+                log.warning("work folder retention failed", error=str(exc)[:200])
+            if self._stop.wait(every):
+                return
+
     def stop(self, deadline: float | None = None) -> bool:
         """Stop taking jobs; wait up to *deadline* for running ones. True if drained."""
         self._stop.set()
@@ -102,6 +114,17 @@ class WorkerPool:
         if not drained:
             log.warning("shutdown deadline passed with a job running; it will be redelivered")
         return drained
+
+
+def prune_workdirs(settings: Settings) -> list[Path]:
+    """Delete jobs' intermediate images older than the retention setting.
+
+    Only preprocessing folders (which carry their marker file) go; the
+    result objects and reports of each job stay for the web pages.
+    """
+    from radnode.analyzers.preprocessing import cleanup_workdirs
+
+    return cleanup_workdirs(settings.work_dir, settings.analyzers.keep_workdirs_days)
 
 
 def wait_for_signal() -> None:

@@ -185,3 +185,49 @@ def test_postgresql_store_when_available() -> None:
         with admin.connect() as c:
             c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
+
+
+def test_prior_measurements_are_this_patients_earlier_studies(sessions) -> None:  # type: ignore[no-untyped-def]
+    def done(study: str, date: str, patient: str, wt: float) -> str:
+        with sessions.begin() as s:
+            row, _ = store.create_job(s, store.JobRequest(study, "glioma", "1", {"t1c": study + ".1"}, patient_key=patient, study_date=date))
+            store.claim(s, row.job_id, "w", lease_seconds=5, take_over=False)
+            store.transition(s, row.job_id, JobState.WRITING, actor="w")
+            store.add_measurements(s, row.job_id, [("whole_tumor", wt, "mL", None), ("enhancing", wt / 4, "mL", None), ("edema", 1.0, "mL", None)])
+            store.transition(s, row.job_id, JobState.DONE, actor="w")
+            return row.job_id
+
+    done("1.2.10", "20240101", "p1", 20.0)
+    done("1.2.11", "20240301", "p1", 25.0)
+    done("1.2.12", "20240201", "p2", 99.0)  # another patient
+    later = done("1.2.13", "20250101", "p1", 30.0)  # after the current study
+    with sessions.begin() as s:
+        current, _ = store.create_job(s, store.JobRequest("1.2.20", "glioma", "1", {"t1c": "1.2.20.1"}, patient_key="p1", study_date="20240601"))
+    with sessions() as s:
+        priors = store.prior_measurements(s, store.get_job(s, current.job_id), ("whole_tumor", "enhancing"))
+        assert later
+    assert priors == [("20240101", {"whole_tumor": 20.0, "enhancing": 5.0}), ("20240301", {"whole_tumor": 25.0, "enhancing": 6.25})]
+
+
+def test_work_folder_retention_keeps_results(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from radnode.analyzers.preprocessing import MARKER
+    from radnode.services import prune_workdirs
+    from radnode.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", analyzers={"keep_workdirs_days": 7})
+    old, new = settings.work_dir / "job-old", settings.work_dir / "job-new"
+    for job in (old, new):
+        (job / "preprocessing").mkdir(parents=True)
+        (job / "preprocessing" / MARKER).touch()
+        (job / "preprocessing" / "t1c.nii").write_bytes(b"x")
+        (job / "results").mkdir()
+        (job / "results" / "seg.dcm").write_bytes(b"x")
+    past = time.time() - 8 * 86400
+    for f in (old / "preprocessing").iterdir():
+        os.utime(f, (past, past))
+    assert prune_workdirs(settings) == [old / "preprocessing"]
+    assert not (old / "preprocessing").exists() and (old / "results" / "seg.dcm").exists()
+    assert (new / "preprocessing" / "t1c.nii").exists()
