@@ -163,15 +163,16 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
 
 @main.command("web")
 @click.option("--host", default="0.0.0.0", show_default=True)
-@click.option("--port", type=int, envvar="RADNODE_WEB_PORT", default=8080, show_default=True, help="Also $RADNODE_WEB_PORT.")
+@click.option("--port", type=int, envvar="RADNODE_WEB_PORT", default=None, help="Also $RADNODE_WEB_PORT; default web.port (8080).")
 @pass_ctx
-def web(obj: _Ctx, host: str, port: int) -> None:
-    """Run the web application (health, metrics, jobs API)."""
+def web(obj: _Ctx, host: str, port: int | None) -> None:
+    """Run the web front end (login, jobs, submit, routing, connectivity) and its JSON API."""
     import uvicorn
 
     from radnode.web.app import create_app
 
-    uvicorn.run(create_app(obj.settings()), host=host, port=port, log_level="warning")
+    settings = obj.settings()
+    uvicorn.run(create_app(settings), host=host, port=port or settings.web.port, log_level="warning")
 
 
 @main.command("studies")
@@ -236,6 +237,8 @@ def _register_optional() -> None:
         ("radnode.jobs.commands", {"jobs": "jobs", "results": "results"}),
         ("radnode.analyzers.commands", {"analyze": "analyze"}),
         ("radnode.demo", {"demo": "demo"}),
+        ("radnode.listener.pull_commands", {"pull": "pull"}),
+        ("radnode.web.commands", {"users": "users", "tokens": "tokens"}),
     ):
         try:
             mod = importlib.import_module(module)

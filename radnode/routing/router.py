@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radnode.analyzers.registry import Registry, RegistryError
 from radnode.jobs import store
 from radnode.jobs.models import Destination, Trigger
+from radnode.listener.pull import PullRouting, mark_routed, pull_for_study
 from radnode.routing.classifier import SeriesClassifier
 from radnode.routing.rules import DicomNode, PlannedApplication, RoutingConfig, RoutingDecision, StudyFacts, evaluate
 from radnode.routing.rules_commands import format_decision
@@ -112,15 +113,20 @@ class Router:
 
     # -- planning (pure: no writes) -------------------------------------------
 
-    def plan(self, study_dir: Path, *, study_uid: str | None = None, calling_ae: str = "", called_ae: str = "", trigger: str | None = None) -> StudyPlan:
+    def plan(self, study_dir: Path, *, study_uid: str | None = None, calling_ae: str = "", called_ae: str = "", trigger: str | None = None, pull: PullRouting | None = None) -> StudyPlan:
         summaries = scan_series(study_dir)
         uid = study_uid or (summaries[0].study_instance_uid if summaries else study_dir.name)
         bound_app = self.bound_apps.get(called_ae)
-        trig = trigger or ("manual" if bound_app else "auto")
+        trig = "pull" if pull is not None else trigger or ("manual" if bound_app else "auto")
         facts = study_facts(summaries, uid, calling_ae, called_ae, trig)
         decision = evaluate(self.rules(), facts, senders=self.senders)
         planned = list(decision.applications)
-        if bound_app and bound_app not in {p.name for p in planned}:
+        if pull is not None:
+            # A pull asked for exactly one application with its options: the
+            # rules' choice of applications does not apply, their default
+            # destinations do (return_to_sender = the PACS pulled from).
+            planned = [pull.planned(self.rules())]
+        elif bound_app and bound_app not in {p.name for p in planned}:
             # "Send to AI node" by AE title asks for this application explicitly.
             config = self.rules()
             planned.append(PlannedApplication(name=bound_app, options={}, destinations=_default_destinations(config, facts, self.senders), rules=(f"called AE {called_ae}",)))
@@ -193,7 +199,8 @@ class Router:
             ).first()
         if seen is not None:
             return
-        plan = self.plan(study_dir, study_uid=event.study_instance_uid, calling_ae=event.calling_ae, called_ae=event.called_ae)
+        pull = pull_for_study(self.settings, self.sessions, event.study_instance_uid)
+        plan = self.plan(study_dir, study_uid=event.study_instance_uid, calling_ae=event.calling_ae, called_ae=event.called_ae, pull=pull)
         created = 0
         with self.sessions.begin() as session:
             store.record_routing(
@@ -204,13 +211,18 @@ class Router:
                 [a.application.name for a in plan.applications],
                 format_decision(plan.decision),
             )
+            jobs = []
             for app in plan.applications:
-                _, new = store.create_job(session, app.request)
+                job, new = store.create_job(session, app.request)
+                jobs.append((job.job_id, job.state))
                 created += int(new)
+            if pull is not None:
+                mark_routed(session, pull.pull_id, jobs)
         log.info(
             "study routed",
             study_uid=event.study_instance_uid,
             generation=event.generation,
+            trigger=plan.facts.trigger,
             matched=bool(plan.applications),
             applications=[a.application.name for a in plan.applications],
             new_jobs=created,
