@@ -173,7 +173,7 @@ def validate_application(settings: Settings, application: str, options: Mapping[
     if application not in known:
         raise PullError(f"unknown application {application!r} (known: {', '.join(sorted(known)) or 'none'})")
     try:
-        spec = reg.analyzer_class(application).spec
+        spec = reg.get(application).spec  # analyzers may set spec per instance (the model found)
     except RegistryError:
         return  # a planned built-in without an analyzer: the job records that, as routing does
     try:

@@ -1,30 +1,59 @@
 """The web application factory: ``create_app(settings)``.
 
-Today it serves health, readiness, Prometheus metrics and a read-only JSON
-view of jobs and studies; routers stay thin and call the same store
-functions the CLI and workers use. Nothing here changes state: the pages and
-endpoints that do (submit, retry, cancel, routing edits) come with login and
-CSRF protection.
+It serves health, readiness and Prometheus metrics (open, for probes and
+scrapers), the JSON API under ``/api`` and server-rendered pages (login,
+jobs, submit, routing, connectivity). Routers stay thin and call
+``radnode.web.services``, which uses the same store functions as the CLI and
+workers. Who may do what is decided in ``radnode.web.auth``: reads need a
+viewer, changes a radiologist or admin, and browser sessions must echo their
+CSRF token on every change.
 """
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import AsyncIterator
+from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException, Response
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from radnode import __version__
-from radnode.jobs import store
-from radnode.jobs.commands import job_dict
 from radnode.metrics import make_registry
 from radnode.settings import Settings
+from radnode.web.auth import Forbidden, LoginRequired, SessionCodec, resolve_principal
+from radnode.web.services import ServiceError, pull_runner
+
+log = structlog.get_logger(__name__)
+
+HERE = Path(__file__).parent
+
+#: Same-origin only: no CDN, no inline script, the report PDF framed only by our pages.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "SAMEORIGIN",
+}
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
 
 
 def create_app(settings: Settings) -> FastAPI:
+    from radnode.analyzers.registry import Registry
     from radnode.services import open_store
+    from radnode.web.routers import api, pages
 
     engine, sessions = open_store(settings)
 
@@ -33,15 +62,76 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPI(title="radnode", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="radnode",
+        version=__version__,
+        lifespan=lifespan,
+        description="radnode's web API. Authenticate with `Authorization: Bearer <token>` (`radnode tokens add`), "
+        "or with a browser session plus the `X-CSRF-Token` header on every change.",
+    )
+    app.state.settings = settings
+    app.state.db = sessions
+    app.state.sessions_codec = SessionCodec(settings)
+    app.state.registry = Registry(settings.analyzers.plugins, settings)
+    app.state.options_models = {}
+    app.state.pull_runner = pull_runner(settings, sessions)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["radnode_version"] = __version__
+    templates.env.filters["datetime"] = lambda ts: datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    app.state.templates = templates
     metrics = make_registry(sessions)
 
-    @app.get("/healthz")
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if not request.url.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _exc: LoginRequired) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": "authentication required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.message}, status_code=403)
+        return pages.error_page(request, 403, exc.message)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        return pages.error_page(request, exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_json(request) or exc.status_code == 405:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return pages.error_page(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # Authentication comes before validation: an anonymous caller learns nothing about the body.
+        try:
+            if resolve_principal(request) is None:
+                return await login_required(request, LoginRequired())
+        except LoginRequired:
+            return await login_required(request, LoginRequired())
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok", "version": __version__}
 
-    @app.get("/readyz")
+    @app.get("/readyz", tags=["ops"])
     def readyz(response: Response) -> dict[str, str]:
         """The job store answers (what every page needs)."""
         try:
@@ -52,24 +142,11 @@ def create_app(settings: Settings) -> FastAPI:
             return {"status": "unavailable", "database": str(exc)[:200]}
         return {"status": "ready"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", tags=["ops"])
     def prometheus() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/jobs")
-    def list_jobs(state: str | None = None, application: str | None = None, limit: int = 50) -> list[dict]:  # type: ignore[type-arg]
-        with sessions() as s:
-            return [job_dict(r) for r in store.list_jobs(s, state=state, application=application, limit=min(limit, 500))]
-
-    @app.get("/api/jobs/{job_id}")
-    def get_job(job_id: str) -> dict:  # type: ignore[type-arg]
-        with sessions() as s:
-            try:
-                row = store.get_job(s, job_id)
-            except store.JobNotFound as exc:
-                raise HTTPException(404, str(exc)) from exc
-            data = job_dict(row)
-            data["measurements"] = [{"name": m.name, "value": m.value, "unit": m.unit, "code": m.code} for m in store.job_measurements(s, row.job_id)]
-            return data
-
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -1,0 +1,1 @@
+"""The web app's routers: the JSON API and the server-rendered pages."""

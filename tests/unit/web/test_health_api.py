@@ -1,4 +1,4 @@
-"""The web app's health, metrics and read-only jobs API over a real store."""
+"""Health, readiness and metrics stay open; job data needs a login or token."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from radnode.web.app import create_app
 
 
 def test_health_ready_metrics_and_jobs(tmp_path: Path) -> None:
+    from radnode.web.auth import add_token
+
     settings = Settings(data_dir=tmp_path / "data")
     _, sessions = open_store(settings)
     with sessions.begin() as s:
@@ -26,9 +28,13 @@ def test_health_ready_metrics_and_jobs(tmp_path: Path) -> None:
         text = client.get("/metrics").text
         assert 'radnode_jobs{application="glioma",state="inferring"} 1.0' in text
         assert "radnode_instances_received_total 0.0" in text
-        jobs = client.get("/api/jobs").json()
+        # Job data is patient-related: anonymous requests are refused.
+        assert client.get("/api/jobs").status_code == 401
+        assert client.post("/api/jobs", json={}).status_code == 401
+        with sessions.begin() as s:
+            token = add_token(s, "monitor", "viewer")
+        auth = {"Authorization": f"Bearer {token}"}
+        jobs = client.get("/api/jobs", headers=auth).json()
         assert [j["job_id"] for j in jobs] == [job.job_id]
-        assert client.get(f"/api/jobs/{job.job_id[:10]}").json()["state"] == "inferring"
-        assert client.get("/api/jobs/ffffffffffff").status_code == 404
-        # Nothing that changes state is exposed without authentication.
-        assert client.post("/api/jobs", json={}).status_code in (404, 405)
+        assert client.get(f"/api/jobs/{job.job_id[:10]}", headers=auth).json()["state"] == "inferring"
+        assert client.get("/api/jobs/ffffffffffff", headers=auth).status_code == 404

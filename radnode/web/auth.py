@@ -1,0 +1,271 @@
+"""Who is asking, and may they: users, API tokens, sessions and CSRF.
+
+* Passwords and API tokens are stored only as argon2 hashes (``UserRow``,
+  ``ApiTokenRow``); a token row is found by the first 16 hex characters of the
+  token's SHA-256, so a request costs one argon2 verification, not a scan.
+* A browser holds one signed session cookie (itsdangerous, HttpOnly,
+  SameSite=Lax, Secure per ``web.secure_cookies``, expiring after
+  ``web.session_hours``). It carries the username and that session's CSRF
+  token; the user row is re-read on every request, so disabling a user or
+  changing a role takes effect at once.
+* CSRF: every state-changing request authenticated by the cookie must echo
+  the session's CSRF token, as the hidden form field ``csrf_token`` or the
+  ``X-CSRF-Token`` header (JSON). A request with ``Authorization: Bearer``
+  is not sent automatically by browsers, so it needs no CSRF token.
+* Roles are ordered viewer < radiologist < admin; a role may do everything
+  the roles below it may.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import structlog
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from fastapi import Request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from radnode.jobs.store import record_event
+from radnode.settings import Settings
+from radnode.store.accounts import ROLES, ApiTokenRow, UserRow
+
+log = structlog.get_logger(__name__)
+
+SESSION_COOKIE = "radnode_session"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+TOKEN_PREFIX = "rn_"
+_RANK = {role: i for i, role in enumerate(ROLES)}
+_hasher = PasswordHasher()
+#: Verifying against this keeps the time of an unknown-user login like a known one.
+_DUMMY_HASH = _hasher.hash("radnode-no-such-user")
+
+
+class AccountError(ValueError):
+    """A user or token cannot be created as asked (duplicate name, bad role)."""
+
+
+class LoginRequired(Exception):
+    """No valid session or token: 401 for the API, a redirect to /login for pages."""
+
+
+class Forbidden(Exception):
+    """Authenticated, but the role (or the CSRF token) does not allow this."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of one request."""
+
+    name: str
+    role: str
+    via: Literal["session", "token"]
+    csrf: str | None = None
+
+    def may(self, role: str) -> bool:
+        return _RANK[self.role] >= _RANK[role]
+
+
+# --------------------------------------------------------------------------
+# Users and tokens (used by the CLI and the login page)
+# --------------------------------------------------------------------------
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise AccountError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+
+
+def add_user(session: Session, username: str, password: str, role: str, *, actor: str = "cli") -> UserRow:
+    _check_role(role)
+    if not username or len(username) > 64 or not username.isprintable() or username.strip() != username:
+        raise AccountError("a username is 1-64 printable characters without edge spaces")
+    if len(password) < 8:
+        raise AccountError("a password needs at least 8 characters")
+    if session.scalars(select(UserRow).where(UserRow.username == username)).first() is not None:
+        raise AccountError(f"user {username!r} exists")
+    row = UserRow(username=username, password_hash=_hasher.hash(password), role=role, created_at=time.time(), disabled=False)
+    session.add(row)
+    record_event(session, actor, "user:add", detail=f"{username} ({role})")
+    return row
+
+
+def list_users(session: Session) -> list[UserRow]:
+    return list(session.scalars(select(UserRow).order_by(UserRow.username)).all())
+
+
+def authenticate(session: Session, username: str, password: str) -> UserRow | None:
+    """The enabled user with this password, else None (same cost either way)."""
+    row = session.scalars(select(UserRow).where(UserRow.username == username)).first()
+    try:
+        _hasher.verify(row.password_hash if row is not None else _DUMMY_HASH, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    if row is None or row.disabled:
+        return None
+    if _hasher.check_needs_rehash(row.password_hash):
+        row.password_hash = _hasher.hash(password)
+    return row
+
+
+def _lookup(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def add_token(session: Session, name: str, role: str, *, actor: str = "cli") -> str:
+    """Create an API token and return it; only its hash is kept, so it is shown once."""
+    _check_role(role)
+    if not name or len(name) > 64:
+        raise AccountError("a token name is 1-64 characters")
+    if session.scalars(select(ApiTokenRow).where(ApiTokenRow.name == name)).first() is not None:
+        raise AccountError(f"token {name!r} exists")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiTokenRow(name=name, lookup=_lookup(token), token_hash=_hasher.hash(token), role=role, created_at=time.time(), revoked=False))
+    record_event(session, actor, "token:add", detail=f"{name} ({role})")
+    return token
+
+
+def verify_token(session: Session, token: str) -> ApiTokenRow | None:
+    for row in session.scalars(select(ApiTokenRow).where(ApiTokenRow.lookup == _lookup(token), ApiTokenRow.revoked.is_(False))).all():
+        try:
+            _hasher.verify(row.token_hash, token)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            continue
+        row.last_used_at = time.time()
+        return row
+    return None
+
+
+# --------------------------------------------------------------------------
+# Sessions
+# --------------------------------------------------------------------------
+
+
+def session_secret(settings: Settings) -> str:
+    """``web.session_secret``, else the node's persisted random secret (created 0600 once)."""
+    if settings.web.session_secret is not None:
+        return settings.web.session_secret.get_secret_value()
+    path = Path(settings.data_dir) / "web_secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    tmp = path.with_name(f".web_secret.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    try:
+        os.link(tmp, path)  # first writer wins; a concurrent process reads its secret
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return value
+
+
+class SessionCodec:
+    """Signs and reads the session cookie."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.serializer = URLSafeTimedSerializer(session_secret(settings), salt="radnode.session")
+        self.max_age = int(settings.web.session_hours * 3600)
+        self.secure = settings.web.secure_cookies
+
+    def dumps(self, username: str | None) -> tuple[str, str]:
+        """A fresh cookie value for *username* (None: anonymous, for the login form) and its CSRF token."""
+        csrf = secrets.token_urlsafe(32)
+        return self.serializer.dumps({"u": username, "c": csrf}), csrf
+
+    def loads(self, value: str | None) -> dict[str, Any] | None:
+        if not value:
+            return None
+        try:
+            data = self.serializer.loads(value, max_age=self.max_age)
+        except BadSignature:
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("c"), str) else None
+
+    def set_cookie(self, response: Any, value: str) -> None:
+        response.set_cookie(SESSION_COOKIE, value, max_age=self.max_age, httponly=True, samesite="lax", secure=self.secure, path="/")
+
+    def clear(self, response: Any) -> None:
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=self.secure)
+
+
+def session_data(request: Request) -> dict[str, Any] | None:
+    codec: SessionCodec = request.app.state.sessions_codec
+    return codec.loads(request.cookies.get(SESSION_COOKIE))
+
+
+def resolve_principal(request: Request) -> Principal | None:
+    """The caller, from a bearer token or the session cookie (user re-read from the store)."""
+    cached = getattr(request.state, "principal", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    sessions: sessionmaker[Session] = request.app.state.db
+    principal: Principal | None = None
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise LoginRequired()
+        with sessions.begin() as s:
+            row = verify_token(s, token.strip())
+            if row is None:
+                raise LoginRequired()
+            principal = Principal(name=f"token:{row.name}", role=row.role, via="token")
+    else:
+        data = session_data(request)
+        if data and data.get("u"):
+            with sessions() as s:
+                user = s.scalars(select(UserRow).where(UserRow.username == data["u"])).first()
+                if user is not None and not user.disabled:
+                    principal = Principal(name=user.username, role=user.role, via="session", csrf=data["c"])
+    request.state.principal = principal
+    return principal
+
+
+async def check_csrf(request: Request, expected: str | None) -> None:
+    """The request echoes the session's CSRF token (header, else form field)."""
+    given = request.headers.get(CSRF_HEADER)
+    if given is None and request.headers.get("content-type", "").startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        given = value if isinstance(value, str) else None
+    if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        log.warning("csrf token missing or wrong", path=request.url.path)
+        raise Forbidden("CSRF token missing or invalid; reload the page and try again")
+
+
+def require(role: str) -> Callable[[Request], Any]:
+    """A dependency: the caller has at least *role*; unsafe requests by cookie carry the CSRF token."""
+    _check_role(role)
+
+    async def dependency(request: Request) -> Principal:
+        principal = resolve_principal(request)
+        if principal is None:
+            raise LoginRequired()
+        if request.method not in SAFE_METHODS and principal.via == "session":
+            await check_csrf(request, principal.csrf)
+        if not principal.may(role):
+            raise Forbidden(f"this needs the {role} role (you are {principal.role})")
+        return principal
+
+    return dependency

@@ -1,0 +1,313 @@
+"""Server-rendered pages: login, jobs, a job, submit, routing, connectivity.
+
+Each page is a thin shell over ``radnode.web.services``; forms post back with
+the session's CSRF token (checked by ``require``) and redirect after a change
+(POST/redirect/GET), so a reload never repeats an action.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+from urllib.parse import urlencode
+
+import structlog
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from radnode.jobs.models import JobState
+from radnode.jobs.store import record_event
+from radnode.routing.rules import RoutingFileError
+from radnode.web import deps, services
+from radnode.web.auth import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    Forbidden,
+    Principal,
+    SessionCodec,
+    authenticate,
+    require,
+    resolve_principal,
+    session_data,
+)
+from radnode.web.routers.api import run_echo
+
+log = structlog.get_logger(__name__)
+router = APIRouter(include_in_schema=False)
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    templates = request.app.state.templates
+    try:
+        principal = resolve_principal(request)
+    except Exception:  # noqa: BLE001 - a bad token still gets an error page
+        principal = None
+    context.setdefault("notice", request.query_params.get("notice"))
+    return templates.TemplateResponse(  # type: ignore[no-any-return]
+        request, name, {"me": principal, "csrf": principal.csrf if principal else context.pop("csrf", None), "csrf_field": CSRF_FIELD, **context}, status_code=status
+    )
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    return render(request, "error.html", status=status, status_code=status, message=message)
+
+
+def _redirect(path: str, notice: str | None = None) -> RedirectResponse:
+    return RedirectResponse(path + (f"?{urlencode({'notice': notice})}" if notice else ""), status_code=303)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only local paths: a login link must not bounce the user to another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/jobs"
+    return target
+
+
+# --------------------------------------------------------------------------
+# Login
+# --------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:
+    codec: SessionCodec = request.app.state.sessions_codec
+    data = session_data(request)
+    if data and data.get("u") and resolve_principal(request) is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    if data is None:
+        cookie, csrf = codec.dumps(None)
+    else:
+        cookie, csrf = None, data["c"]
+    response = render(request, "login.html", csrf=csrf, next=_safe_next(next), error=None)
+    if cookie:
+        codec.set_cookie(response, cookie)
+    return response
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Check the pre-login CSRF token, then the password; a new session (and CSRF token) on success."""
+    codec: SessionCodec = request.app.state.sessions_codec
+    form = await request.form()
+    data = session_data(request)
+    given = str(form.get(CSRF_FIELD, ""))
+    import hmac
+
+    if data is None or not given or not hmac.compare_digest(given.encode(), str(data["c"]).encode()):
+        raise Forbidden("the login form expired; reload the page and try again")
+    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    target = _safe_next(str(form.get("next", "")) or None)
+    sessions = request.app.state.db
+
+    def check() -> str | None:
+        with sessions.begin() as s:
+            user = authenticate(s, username, password)
+            record_event(s, username[:64] or "?", "login" if user else "login:failed")
+            return user.username if user else None
+
+    name = await run_in_threadpool(check)
+    if name is None:
+        log.warning("login failed", user=username[:64])
+        return render(request, "login.html", status=401, csrf=data["c"], next=target, error="Unknown user or wrong password.")
+    cookie, _ = codec.dumps(name)
+    response = RedirectResponse(target, status_code=303)
+    codec.set_cookie(response, cookie)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, who: Principal = Depends(require("viewer"))) -> Response:
+    codec: SessionCodec = request.app.state.sessions_codec
+    with request.app.state.db.begin() as s:
+        record_event(s, who.name, "logout")
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    codec.clear(response)
+    return response
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/jobs", status_code=303)
+
+
+# --------------------------------------------------------------------------
+# Jobs
+# --------------------------------------------------------------------------
+
+
+def _date(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+@router.get("/jobs")
+def jobs_page(request: Request, state: str | None = None, application: str | None = None, since: str | None = None, until: str | None = None, _: Principal = Depends(require("viewer"))) -> Response:
+    filters = {"state": state or "", "application": application or "", "since": since or "", "until": until or ""}
+    with deps.db(request)() as s:
+        rows = services.list_jobs(s, state=state or None, application=application or None, since=_date(since), until=_date(until), limit=100)
+        apps = sorted(set(services.applications_seen(s)) | set(deps.installed_applications(request)))
+    return render(request, "jobs.html", jobs=rows, filters=filters, states=[s.value for s in JobState], applications=apps)
+
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, job_id: str, _: Principal = Depends(require("viewer"))) -> Response:
+    with deps.db(request)() as s:
+        job = services.job_detail(s, deps.settings(request), job_id)
+    state = JobState(job["state"])
+    return render(
+        request,
+        "job.html",
+        job=job,
+        can_retry=state in services.RETRYABLE,
+        can_cancel=not state.terminal or state is JobState.NEEDS_INPUT,
+    )
+
+
+@router.get("/jobs/{job_id}/report.pdf")
+def report_pdf(request: Request, job_id: str, _: Principal = Depends(require("viewer"))) -> Response:
+    path = services.result_file(deps.settings(request), job_id, "report.pdf")
+    return Response(path.read_bytes(), media_type="application/pdf", headers={"Content-Disposition": 'inline; filename="report.pdf"'})
+
+
+@router.get("/jobs/{job_id}/images/{name}")
+def key_image(request: Request, job_id: str, name: str, _: Principal = Depends(require("viewer"))) -> Response:
+    path = services.result_file(deps.settings(request), job_id, name)
+    if path.suffix.lower() not in (".png", ".dcm"):
+        raise services.ServiceError(404, "not an image")
+    return Response(services.key_image_png(path), media_type="image/png")
+
+
+@router.post("/jobs/{job_id}/retry")
+def retry(request: Request, job_id: str, who: Principal = Depends(require("radiologist"))) -> Response:
+    row = services.retry_job(deps.db(request), job_id, who.name)
+    return _redirect(f"/jobs/{row['job_id']}", "Job queued again.")
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(request: Request, job_id: str, who: Principal = Depends(require("radiologist"))) -> Response:
+    row = services.cancel_job(deps.db(request), job_id, who.name)
+    return _redirect(f"/jobs/{row['job_id']}", "Job cancelled.")
+
+
+@router.post("/jobs/{job_id}/flag")
+async def flag(request: Request, job_id: str, who: Principal = Depends(require("radiologist"))) -> Response:
+    form = await request.form()
+    note = str(form.get("note", ""))[:4000]
+    out = await run_in_threadpool(services.flag_for_retraining, deps.settings(request), deps.db(request), job_id, note, who.name)
+    return _redirect(f"/jobs/{out['job_id']}", f"Flagged for retraining: {out['input_instances']} input instances copied.")
+
+
+# --------------------------------------------------------------------------
+# Submit
+# --------------------------------------------------------------------------
+
+
+def _submit_context(request: Request, accession: str, application: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    apps = deps.installed_applications(request)
+    if application not in apps:
+        application = apps[0] if apps else ""
+    fields = services.option_fields(deps.options_model(request, application)) if application else []
+    return {"accession": accession, "application": application, "applications": apps, "fields": fields, "values": values or {}, "error": None}
+
+
+@router.get("/submit")
+def submit_form(request: Request, accession: str = "", app: str = "", _: Principal = Depends(require("radiologist"))) -> Response:
+    """The form, pre-filled from the query; it never submits by itself."""
+    return render(request, "submit.html", **_submit_context(request, accession[:16], app))
+
+
+@router.post("/submit")
+async def submit(request: Request, who: Principal = Depends(require("radiologist"))) -> Response:
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    ctx = _submit_context(request, form.get("accession", "")[:16], form.get("application", ""), form)
+    try:
+        if ctx["application"] != form.get("application"):
+            raise services.ServiceError(422, f"unknown application {form.get('application')!r}")
+        options = services.options_from_form(deps.options_model(request, ctx["application"]), form)
+        out = await run_in_threadpool(
+            lambda: services.submit_pull(
+                deps.settings(request), deps.db(request), ctx["accession"], ctx["application"], options, who.name, runner=request.app.state.pull_runner, registry=request.app.state.registry
+            )
+        )
+    except services.ServiceError as exc:
+        ctx["error"] = exc.message
+        return render(request, "submit.html", status=exc.status, **ctx)
+    return _redirect(f"/pulls/{out['pull_id']}", f"Pull {out['pull_id']} requested.")
+
+
+@router.get("/pulls/{pull_id}")
+def pull_page(request: Request, pull_id: int, _: Principal = Depends(require("viewer"))) -> Response:
+    """The pull's progress; the page refreshes itself until the pull has a job or failed."""
+    pull = services.get_pull(deps.db(request), pull_id)
+    return render(request, "pull.html", pull=pull)
+
+
+# --------------------------------------------------------------------------
+# Routing (admin)
+# --------------------------------------------------------------------------
+
+
+def _routing_context(request: Request) -> dict[str, Any]:
+    with deps.db(request)() as s:
+        versions = [{"id": v.id, "created_at": v.created_at, "author": v.author, "comment": v.comment} for v in services.routing_versions(s)]
+    return {"routing": services.routing_state(deps.settings(request)), "versions": versions, "issues": [], "draft": None, "comment": ""}
+
+
+@router.get("/routing")
+def routing_page(request: Request, _: Principal = Depends(require("admin"))) -> Response:
+    return render(request, "routing.html", **_routing_context(request))
+
+
+@router.post("/routing")
+async def routing_save(request: Request, who: Principal = Depends(require("admin"))) -> Response:
+    form = await request.form()
+    text, comment = str(form.get("text", "")), str(form.get("comment", ""))[:500]
+    try:
+        row = services.save_routing(
+            deps.settings(request), deps.db(request), deps.known_applications(request), text, who.name, comment=comment, base_sha256=str(form.get("base_sha256", "")) or None
+        )
+    except RoutingFileError as exc:
+        ctx = _routing_context(request) | {"issues": exc.issues, "draft": text.replace("\r\n", "\n"), "comment": comment}
+        return render(request, "routing.html", status=422, **ctx)
+    return _redirect("/routing", f"Saved as version {row.id}; the node picks it up within seconds.")
+
+
+@router.get("/routing/versions/{version}")
+def routing_diff(request: Request, version: int, _: Principal = Depends(require("admin"))) -> Response:
+    with deps.db(request)() as s:
+        row = services.routing_version(s, version)
+        diff = services.routing_diff(deps.settings(request), s, version)
+        info = {"id": row.id, "author": row.author, "created_at": row.created_at, "comment": row.comment, "text": row.text}
+    return render(request, "routing_version.html", version=info, diff=diff)
+
+
+@router.post("/routing/rollback/{version}")
+def routing_rollback(request: Request, version: int, who: Principal = Depends(require("admin"))) -> Response:
+    try:
+        row = services.rollback_routing(deps.settings(request), deps.db(request), deps.known_applications(request), version, who.name)
+    except RoutingFileError as exc:
+        return render(request, "routing.html", status=422, **(_routing_context(request) | {"issues": exc.issues}))
+    return _redirect("/routing", f"Rolled back to version {version} (saved as version {row.id}).")
+
+
+# --------------------------------------------------------------------------
+# Connectivity (admin)
+# --------------------------------------------------------------------------
+
+
+@router.get("/connectivity")
+def connectivity_page(request: Request, _: Principal = Depends(require("admin"))) -> Response:
+    return render(request, "connectivity.html", peers=deps.settings(request).peers, results=None)
+
+
+@router.post("/connectivity")
+async def connectivity_echo(request: Request, who: Principal = Depends(require("admin"))) -> Response:
+    form = await request.form()
+    peer = str(form.get("peer", "")) or None
+    results = await run_in_threadpool(run_echo, deps.settings(request), deps.db(request), peer, who.name)
+    return render(request, "connectivity.html", peers=deps.settings(request).peers, results=results)
+

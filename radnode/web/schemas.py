@@ -1,0 +1,173 @@
+"""Request and response bodies of the JSON API (what OpenAPI documents)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobTimes(BaseModel):
+    created: str | None = None
+    queued: str | None = None
+    preprocessing: str | None = None
+    inferring: str | None = None
+    writing: str | None = None
+    sending: str | None = None
+    finished: str | None = None
+
+
+class JobOut(BaseModel):
+    job_id: str
+    study_instance_uid: str
+    accession: str = ""
+    application: str
+    model_version: str
+    trigger: str
+    state: str
+    attempts: int
+    error: str | None = None
+    series: dict[str, str]
+    selection: dict[str, Any]
+    flags: list[str]
+    superseded_by: str | None = None
+    result_uids: list[str]
+    destinations: list[dict[str, Any]]
+    times: JobTimes
+
+
+class Measurement(BaseModel):
+    name: str
+    value: float
+    unit: str
+    code: str | None = None
+
+
+class Stage(BaseModel):
+    stage: str
+    at: str
+    seconds: float | None = Field(None, description="Time until the next stage (None for the last).")
+
+
+class Event(BaseModel):
+    at: str
+    actor: str
+    action: str
+    detail: str
+
+
+class KeyImage(BaseModel):
+    name: str
+    title: str
+
+
+class ResultFiles(BaseModel):
+    report_pdf: bool
+    key_images: list[KeyImage]
+
+
+class RetrainingCase(BaseModel):
+    note: str
+    flagged_by: str
+    archive_path: str
+    at: str
+
+
+class JobDetail(JobOut):
+    options: dict[str, Any]
+    measurements: list[Measurement]
+    stages: list[Stage]
+    events: list[Event]
+    files: ResultFiles
+    retraining: list[RetrainingCase]
+
+
+class SubmitRequest(_Body):
+    accession: str = Field(min_length=1, max_length=16)
+    application: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    pacs: str | None = Field(default=None, description="A peer name from settings.peers; default the first.")
+
+
+class SubmitAccepted(BaseModel):
+    pull_id: int
+    state: str
+    job_id: str | None = None
+
+
+class PullOut(BaseModel):
+    pull_id: int
+    state: str = Field(description="finding, retrieving, received, routed or failed")
+    message: str
+    accession: str
+    application: str
+    pacs: str
+    requested_by: str
+    study_instance_uid: str | None
+    instances_expected: int | None
+    instances_received: int
+    job_id: str | None = Field(description="The job the pulled study became, once routed.")
+
+
+class FlagRequest(_Body):
+    note: str = Field(default="", max_length=4000)
+
+
+class FlagResult(BaseModel):
+    job_id: str
+    archive_path: str
+    input_instances: int
+
+
+class RoutingOut(BaseModel):
+    path: str
+    text: str
+    sha256: str
+    editable: bool = Field(description="False while routing.rules_file is unset (the packaged default is read-only).")
+
+
+class RoutingPut(_Body):
+    text: str = Field(max_length=1_000_000)
+    comment: str = Field(default="", max_length=500)
+    base_sha256: str | None = Field(default=None, description="sha256 of the text the edit started from; refuses lost updates.")
+
+
+class Issue(BaseModel):
+    line: int
+    column: int
+    message: str
+
+
+class RoutingInvalid(BaseModel):
+    detail: str
+    issues: list[Issue]
+
+
+class RoutingVersion(BaseModel):
+    id: int
+    created_at: float
+    author: str
+    comment: str
+
+
+class EchoRequest(_Body):
+    peer: str | None = Field(default=None, description="A peer name from settings.peers; all peers when unset.")
+
+
+class EchoResult(BaseModel):
+    peer: str
+    ae_title: str
+    host: str
+    port: int
+    ok: bool
+    status: str | None
+    diagnosis: str
+    ms: float | None
+
+
+class Problem(BaseModel):
+    detail: str
