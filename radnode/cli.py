@@ -105,14 +105,15 @@ def listen(obj: _Ctx) -> None:
 @main.command("serve")
 @pass_ctx
 def serve(obj: _Ctx) -> None:
-    """Run every stage on this machine: listener, router, queue, workers.
+    """Run every stage on this machine: listener, router, queue, workers, web app.
 
     With no broker URL set, jobs go through the embedded queue and the
     SQLite job store: nothing else to install.
     """
     from radnode.services import Node, wait_for_signal
 
-    node = Node(obj.settings())
+    settings = obj.settings()
+    node = Node(settings, with_web=settings.web.in_serve)
     node.start()
     try:
         wait_for_signal()

@@ -18,13 +18,11 @@ from radnode.store.studies import InstanceRow, StudyRow
 
 STAGE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 _STAGES = ("preprocessing", "inferring", "writing", "sending")
-_NEXT = {"preprocessing": "inferring", "inferring": "writing", "writing": "sending", "sending": "finished"}
 
 
 class StoreCollector(Collector):
-    def __init__(self, sessions: sessionmaker[Session], queue_depth=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
-        self._queue_depth = queue_depth
 
     def collect(self) -> Iterator[object]:
         with self._sessions() as s:
@@ -61,11 +59,12 @@ class StoreCollector(Collector):
             buckets = [(str(b), sum(1 for v in values if v <= b)) for b in STAGE_BUCKETS] + [("+Inf", len(values))]
             h.add_metric([stage, app], buckets, sum(values))
         yield h
-        if self._queue_depth is not None:
-            g = GaugeMetricFamily("radnode_queue_depth", "Messages waiting per application queue", labels=["application"])
-            for app, depth in self._queue_depth().items():
-                g.add_metric([app], depth)
-            yield g
+        # Queued jobs are the ones waiting for a worker, whichever broker carries them.
+        g = GaugeMetricFamily("radnode_queue_depth", "Jobs waiting for a worker, per application", labels=["application"])
+        for state, app, n in jobs:
+            if state == "queued":
+                g.add_metric([app], n)
+        yield g
 
 
 def _following(stage: str) -> list[str]:
@@ -73,7 +72,7 @@ def _following(stage: str) -> list[str]:
     return order[order.index(stage) + 1 :]
 
 
-def make_registry(sessions: sessionmaker[Session], queue_depth=None) -> CollectorRegistry:  # type: ignore[no-untyped-def]
+def make_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(StoreCollector(sessions, queue_depth))
+    registry.register(StoreCollector(sessions))
     return registry

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import structlog
 from sqlalchemy import Engine
@@ -154,7 +154,7 @@ class Node:
     """Every stage in one process (``radnode serve``, the demo): listener,
     router, outbox, broker (embedded unless a URL is set) and workers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, with_web: bool = False) -> None:
         from radnode.listener.service import ListenerService
         from radnode.routing.setup import build_router
         from radnode.sr_writer.dispatch import DicomResultWriter
@@ -176,6 +176,14 @@ class Node:
             writers=[DicomResultWriter(settings, self.sessions)],
         )
         self.listener = ListenerService(settings, sink=self.router)
+        self.web: Any = None
+        if with_web:
+            import uvicorn
+
+            from radnode.web.app import create_app
+
+            config = uvicorn.Config(create_app(settings), host=settings.web.host, port=settings.web.port, log_level="warning")
+            self.web = uvicorn.Server(config)
 
     def start(self) -> None:
         recover_interrupted(self.sessions, embedded=self.settings.broker_url is None)
@@ -184,8 +192,13 @@ class Node:
         if self.applications:
             self.pool.start()
         self.listener.start()
+        if self.web is not None:
+            threading.Thread(target=self.web.run, name="radnode-web", daemon=True).start()
+            log.info("web app started", host=self.settings.web.host, port=self.settings.web.port)
 
     def stop(self) -> None:
+        if self.web is not None:
+            self.web.should_exit = True
         self.listener.stop()
         self.pool.stop()
         self.outbox.stop()

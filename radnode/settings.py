@@ -172,6 +172,8 @@ class WebSettings(_Section):
     """
 
     port: int = Field(default=8080, ge=1, le=65535)
+    host: str = Field(default="0.0.0.0", description="Address the web app binds to.")
+    in_serve: bool = Field(default=True, description="Run the web app inside `radnode serve`.")
     session_secret: SecretStr | None = Field(default=None, description="Signs session cookies; default: data_dir/web_secret, created once.")
     secure_cookies: bool = Field(default=True, description="Send cookies only over HTTPS (turn off only for plain-HTTP test setups).")
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts this long.")

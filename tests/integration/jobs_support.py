@@ -32,6 +32,7 @@ def node_env(data_dir: Path, *, broker: bool, namespace: str | None = None, **ex
         RADNODE_QUEUE__RETRY_DELAYS="[0.3, 0.3, 0.3]",
         RADNODE_QUEUE__OUTBOX_INTERVAL="0.3",
         RADNODE_LOGGING__LEVEL="info",
+        RADNODE_WEB__IN_SERVE="false",
         PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
     )
     if broker:

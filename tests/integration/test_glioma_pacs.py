@@ -34,6 +34,8 @@ def _env(tmp_path: Path, pacs_port: int, **extra: str) -> dict[str, str]:
         RADNODE_QUEUE__OUTBOX_INTERVAL="0.5",
         RADNODE_PEERS=json.dumps([{"name": "hospital", "ae_title": "HOSPITALPACS", "host": "127.0.0.1", "port": pacs_port}]),
         RADNODE_ANALYZERS__PROVIDERS='["CPUExecutionProvider"]',
+        RADNODE_WEB__PORT=str(free_port()),
+        RADNODE_WEB__HOST="127.0.0.1",
         PYTHONPATH=str(REPO),
     )
     env.update(extra)
@@ -88,6 +90,12 @@ def test_radnode_serve_with_the_embedded_queue(orthanc_factory, tmp_path: Path) 
     proc = _start(["serve"], env, log)
     try:
         wait_for_port(int(env["RADNODE_PORT"]), proc=proc, log=log, timeout=60)
+        # serve also runs the web app.
+        import urllib.request
+
+        wait_for_port(int(env["RADNODE_WEB__PORT"]), proc=proc, log=log, timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['RADNODE_WEB__PORT']}/healthz", timeout=10) as resp:
+            assert json.loads(resp.read())["status"] == "ok"
         _send_and_check(tmp_path, pacs, env, [log])
     finally:
         proc.terminate()

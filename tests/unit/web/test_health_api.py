@@ -28,6 +28,7 @@ def test_health_ready_metrics_and_jobs(tmp_path: Path) -> None:
         text = client.get("/metrics").text
         assert 'radnode_jobs{application="glioma",state="inferring"} 1.0' in text
         assert "radnode_instances_received_total 0.0" in text
+        assert "radnode_queue_depth" in text and "radnode_stage_duration_seconds" in text
         # Job data is patient-related: anonymous requests are refused.
         assert client.get("/api/jobs").status_code == 401
         assert client.post("/api/jobs", json={}).status_code == 401
