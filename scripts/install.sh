@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(dcmtk orthanc dicom3tools rabbitmq-server docker-compose mricron-data poppler-utils chromium)
+DEB_PACKAGES=(dcmtk orthanc orthanc-dicomweb dicom3tools rabbitmq-server docker-compose mricron-data poppler-utils chromium)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

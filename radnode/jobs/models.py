@@ -11,7 +11,7 @@ import enum
 import hashlib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class JobState(str, enum.Enum):
@@ -54,14 +54,25 @@ class Trigger(str, enum.Enum):
 
 
 class Destination(BaseModel):
-    """A DICOM node results go to."""
+    """Where results go: a DICOM node (C-STORE) or a DICOMweb service (STOW-RS, ``url``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    ae_title: str
-    host: str
-    port: int = Field(ge=1, le=65535)
+    ae_title: str = ""
+    host: str = ""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Destination":
+        if self.url is None and not (self.ae_title and self.host and self.port):
+            raise ValueError("a destination needs ae_title, host and port, or a DICOMweb url")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.url if self.url else f"{self.ae_title}@{self.host}:{self.port}"
 
 
 class AnalyzeJob(BaseModel):

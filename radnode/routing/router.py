@@ -157,7 +157,12 @@ class Router:
             if ref.node is None:
                 flags.append(f"unresolved-destination:{ref.name}")
                 continue
-            destinations.append(Destination(name=ref.name, ae_title=ref.node.ae_title, host=ref.node.host, port=ref.node.port))
+            node = ref.node
+            destinations.append(
+                Destination(name=ref.name, url=node.url)
+                if node.url
+                else Destination(name=ref.name, ae_title=node.ae_title or "", host=node.host or "", port=node.port)
+            )
         needs_input = None
         if not selection.complete:
             parts = []

@@ -176,12 +176,29 @@ class _Strict(BaseModel):
 
 
 class DicomNode(_Strict):
-    """A DICOM peer that results are sent to (C-STORE SCP)."""
+    """A node results are sent to: a DICOM C-STORE SCP (``ae_title``, ``host``,
+    ``port``) or a DICOMweb service (``url``, stored by STOW-RS, PS3.18 10.5)."""
 
-    ae_title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
-    host: NonEmpty
-    port: Annotated[int, Field(ge=1, le=65535)]
+    ae_title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)] | None = None
+    host: NonEmpty | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
     description: str = ""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "DicomNode":
+        dimse = [self.ae_title, self.host, self.port]
+        if self.url is not None:
+            if any(v is not None for v in dimse):
+                raise ValueError("a destination is either a DICOMweb url or ae_title/host/port, not both")
+        elif any(v is None for v in dimse):
+            missing = [n for n, v in zip(("ae_title", "host", "port"), dimse) if v is None]
+            raise ValueError(f"a DICOM destination needs ae_title, host and port (missing: {', '.join(missing)}), or a DICOMweb url")
+        return self
+
+    @property
+    def is_dicomweb(self) -> bool:
+        return self.url is not None
 
 
 class Conditions(_Strict):

@@ -48,7 +48,7 @@ def format_decision(decision: RoutingDecision) -> str:
             dests = ", ".join(
                 d.name
                 if d.node is None
-                else f"{d.name} ({d.node.ae_title}@{d.node.host}:{d.node.port})"
+                else f"{d.name} ({d.node.url or f'{d.node.ae_title}@{d.node.host}:{d.node.port}'})"
                 for d in app.destinations
             )
             unresolved = " [return_to_sender unresolved]" if any(d.symbolic for d in app.destinations) else ""
@@ -173,7 +173,7 @@ def explain(ctx: click.Context, study_dir: Path, called_ae: str | None, calling_
         if a.request.error:
             click.echo(f"  cannot run: {a.request.error}")
         for d in a.request.destinations:
-            click.echo(f"  results to {d.name}: {d.ae_title}@{d.host}:{d.port}")
+            click.echo(f"  results to {d.name}: {d.label}")
         for f in a.request.flags:
             click.echo(f"  flag: {f}")
 

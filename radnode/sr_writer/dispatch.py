@@ -21,7 +21,7 @@ from radnode.analyzers.base import AnalyzerInputs, AnalyzerResult, AnalyzerSpec
 from radnode.jobs import store
 from radnode.jobs.models import AnalyzeJob, Destination
 from radnode.settings import Settings
-from radnode.sr_writer.send import AssociationError, confirm_series, send_files
+from radnode.sr_writer.send import AssociationError, confirm_series, confirm_series_dicomweb, send_files, stow_files
 from radnode.sr_writer.writer import WrittenObjects, write_results
 
 log = structlog.get_logger(__name__)
@@ -94,15 +94,18 @@ class DicomResultWriter:
             outcome = self._send(dest, files)
             if self.settings.results.confirm and not outcome.get("error"):
                 try:
-                    found = confirm_series(job.study_instance_uid, written.series_instance_uids(), dest.host, dest.port, dest.ae_title, self.settings.ae_title)
+                    if dest.url:
+                        found = confirm_series_dicomweb(job.study_instance_uid, written.series_instance_uids(), dest.url)
+                    else:
+                        found = confirm_series(job.study_instance_uid, written.series_instance_uids(), dest.host, dest.port or 104, dest.ae_title, self.settings.ae_title)
                     outcome["confirmed"] = all(n > 0 for n in found.values())
                     outcome["series_found"] = found
-                except (AssociationError, OSError, RuntimeError) as exc:
+                except Exception as exc:  # a failed confirmation is recorded, not fatal
                     outcome["confirmed"] = False
                     outcome["confirm_error"] = str(exc)[:300]
             sends[dest.name] = outcome
             if outcome.get("error"):
-                errors.append(f"{dest.name} ({dest.ae_title}@{dest.host}:{dest.port}): {outcome['error']}")
+                errors.append(f"{dest.name} ({dest.label}): {outcome['error']}")
         with self.sessions.begin() as session:
             store.record_sends(session, job.job_id, sends)
             for name, outcome in sends.items():
@@ -120,7 +123,10 @@ class DicomResultWriter:
         failed: dict[str, str] = {}
         for attempt in range(1, self.settings.results.send_attempts + 1):
             try:
-                report = send_files(remaining, dest.host, dest.port, dest.ae_title, calling_ae=self.settings.ae_title)
+                if dest.url:
+                    report = stow_files(remaining, dest.url)
+                else:
+                    report = send_files(remaining, dest.host, dest.port or 104, dest.ae_title, calling_ae=self.settings.ae_title)
             except (AssociationError, OSError, RuntimeError) as exc:
                 last_error = str(exc)[:300]
             else:

@@ -139,3 +139,48 @@ def confirm_series(
         if assoc.is_established:
             assoc.release()
     return found
+
+
+def stow_files(files: Iterable[Path], url: str) -> SendReport:
+    """Store files in a DICOMweb service by STOW-RS (PS3.18 10.5), as stored.
+
+    The response's Failed SOP Sequence names instances the service refused;
+    each appears in the report as failed with its Failure Reason.
+    """
+    from dicomweb_client.api import DICOMwebClient
+    from requests import RequestException
+
+    datasets = [dcmread(p) for p in files]
+    report = SendReport()
+    client = DICOMwebClient(url=url.rstrip("/"))
+    try:
+        response = client.store_instances(datasets)
+    except (RequestException, OSError) as exc:
+        raise AssociationError(f"STOW-RS to {url} failed: {exc}") from exc
+    except Exception as exc:  # dicomweb-client raises HTTPError subclasses
+        raise AssociationError(f"STOW-RS to {url} failed: {exc}") from exc
+    failed = {}
+    for item in (response.get("FailedSOPSequence", []) if response is not None else []):
+        failed[str(item.get("ReferencedSOPInstanceUID", ""))] = f"failure reason {item.get('FailureReason', '?')}"
+    for ds in datasets:
+        uid = str(ds.SOPInstanceUID)
+        if uid in failed:
+            report.failed[uid] = failed[uid]
+        else:
+            report.sent.append(uid)
+    log.info("stow-rs finished", url=url, sent=len(report.sent), failed=len(report.failed))
+    return report
+
+
+def confirm_series_dicomweb(study_instance_uid: str, series_instance_uids: Iterable[str], url: str) -> dict[str, int]:
+    """QIDO-RS (series of the study) for the series radnode just stored."""
+    from dicomweb_client.api import DICOMwebClient
+
+    found = {uid: 0 for uid in series_instance_uids}
+    client = DICOMwebClient(url=url.rstrip("/"))
+    for item in client.search_for_series(study_instance_uid=study_instance_uid):
+        uid = str(item.get("0020000E", {}).get("Value", [""])[0])
+        if uid in found:
+            count = item.get("00201209", {}).get("Value", [1])
+            found[uid] = int(count[0]) if count else 1
+    return found

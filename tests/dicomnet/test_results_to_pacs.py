@@ -18,9 +18,9 @@ from tests.support.ports import free_port
 RULES = "version: 1\nrules:\n  - name: mr\n    match: {modalities: [MR]}\n    applications: [threshold-test]\n"
 
 
-def _node(tmp_path: Path, peers: list[dict], attempts: int = 2, **extra) -> Node:  # type: ignore[type-arg,no-untyped-def]
+def _node(tmp_path: Path, peers: list[dict], attempts: int = 2, rules_text: str = RULES, **extra) -> Node:  # type: ignore[type-arg,no-untyped-def]
     rules = tmp_path / "routing.yaml"
-    rules.write_text(RULES)
+    rules.write_text(rules_text)
     settings = Settings(
         data_dir=tmp_path / "data",
         port=free_port(),
@@ -126,3 +126,42 @@ def test_a_destination_that_comes_back_gets_the_results_once(orthanc_factory, tm
     with node.sessions() as s:
         events = [e.detail for e in store.job_events(s, job.job_id) if e.action == "sent"]
     assert events and "confirmed=True" in events[-1]
+
+
+def test_results_to_a_dicomweb_destination_by_stow_rs(orthanc_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A routing destination with a `url` receives the results by STOW-RS (Orthanc's DICOMweb plugin)."""
+    plugin = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+    if not plugin.exists():
+        import os
+
+        if os.environ.get("CI"):
+            raise AssertionError("orthanc-dicomweb is not installed (scripts/install.sh installs it)")
+        import pytest
+
+        pytest.skip("orthanc-dicomweb not installed")
+    archive = orthanc_factory(aet="ARCHIVE", extra_config={"Plugins": [str(plugin)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
+    url = f"http://127.0.0.1:{archive.http_port}/dicom-web"
+    rules_text = (
+        "version: 1\n"
+        "destinations:\n"
+        f"  archive: {{url: '{url}'}}\n"
+        "rules:\n"
+        "  - name: mr\n"
+        "    match: {modalities: [MR]}\n"
+        "    applications: [threshold-test]\n"
+        "    destinations: [archive]\n"
+    )
+    node = _node(tmp_path, [], rules_text=rules_text)
+    try:
+        generate_mr_study(tmp_path / "study", seed=9, series=("t1c",), rows=32, columns=32, slices=6)
+        from tests.support import dcmtk
+
+        assert dcmtk.storescu("127.0.0.1", node.settings.port, tmp_path / "study", node.settings.ae_title).returncode == 0
+        job = _wait_job(node, {"done", "failed"})
+    finally:
+        node.stop()
+    assert job.state == "done", job.error
+    assert json.loads(job.destinations_json) == [{"name": "archive", "ae_title": "", "host": "", "port": None, "url": url}]
+    sends = json.loads(job.sends_json)
+    assert sends["archive"]["failed"] == {} and sends["archive"]["confirmed"] is True
+    assert archive.instance_count() == len(job.result_uids)

@@ -92,7 +92,7 @@ def test_a_study_sent_by_dcmtk_is_routed_classified_and_analyzed(tmp_path: Path)
         "t1c": study.by_label("t1c").series_instance_uid,
         "flair": study.by_label("flair").series_instance_uid,
     }
-    assert json.loads(job.destinations_json) == [{"name": "return_to_sender", "ae_title": "PACS1", "host": "127.0.0.1", "port": 104}]
+    assert json.loads(job.destinations_json) == [{"name": "return_to_sender", "ae_title": "PACS1", "host": "127.0.0.1", "port": 104, "url": None}]
     with sessions() as s:
         [m] = store.job_measurements(s, job.job_id)
         decisions = s.query(store.RoutingDecisionRow).all()
