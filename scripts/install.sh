@@ -24,6 +24,8 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+# pyenv-managed Pythons find new console scripts (radnode) only after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 5672; then
