@@ -18,18 +18,9 @@ from radnode.synth.mr_study import generate_mr_study
 from radnode.web.auth import add_user
 from tests.conftest import wait_for_port
 from tests.support.ports import free_port
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, _need_browser
+from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, _need_browser, _shot
 
 ACCESSION = "ACC7001"
-
-
-def _shot(page, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
-    extra = os.environ.get("RADNODE_WEB_SCREENSHOTS")
-    if extra:
-        Path(extra).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(extra) / path.name)
 
 
 @pytest.mark.slow
