@@ -5,8 +5,6 @@ A real node (listener, router, embedded queue, worker, web app) serves it."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
