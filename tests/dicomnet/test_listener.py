@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from io import BytesIO
 from pathlib import Path
 
@@ -170,8 +171,16 @@ def test_unparseable_and_incomplete_data_sets_get_cannot_understand(listener: Li
         req.Priority = 2
         req.DataSet = BytesIO(b"\x08\x00\x18\x00\xff\xff\xff\x7f" + b"\x00" * 40)
         cx = assoc.accepted_contexts[0]
-        assoc.dimse.send_msg(req, cx.context_id)
-        _, rsp = assoc.dimse.get_msg(block=True)
+        # Pause the association's reactor as pynetdicom's own send_c_store does,
+        # so the response is not taken off the DIMSE queue before we read it.
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        try:
+            assoc.dimse.send_msg(req, cx.context_id)
+            _, rsp = assoc.dimse.get_msg(block=True)
+        finally:
+            assoc._reactor_checkpoint.set()
         assert rsp is not None and 0xC000 <= rsp.Status <= 0xCFFF
         # Still serving on the same association.
         assert assoc.send_c_store(_mr()).Status == 0x0000
