@@ -75,17 +75,18 @@ def listen(obj: _Ctx) -> None:
     """
     from radnode.listener.service import ListenerService
     from radnode.routing.setup import build_router
-    from radnode.services import broker_for, build_registry, make_outbox, open_store, wait_for_signal
+    from radnode.analyzers.registry import Registry
+    from radnode.services import broker_for, make_outbox, open_store, wait_for_signal
 
     settings = obj.settings()
     engine, sessions = open_store(settings)
-    registry = build_registry(settings)
+    registry = Registry.from_settings(settings)
     # With no broker URL there is no worker to publish to: jobs stay queued
     # in the store until `radnode serve` (or a broker) takes them.
     broker = broker_for(settings, registry.names()) if settings.broker_url else None
     outbox = make_outbox(settings, sessions, broker) if broker is not None else None
     router, watcher = build_router(settings, sessions, registry, on_jobs=outbox.kick if outbox else lambda: None)
-    service = ListenerService(settings, sink=router)
+    service = ListenerService(settings, sink=router, store=(engine, sessions))
     watcher.start()
     if outbox is not None:
         outbox.start()
@@ -132,12 +133,13 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     stops intake and waits for the running job up to the shutdown deadline;
     an unfinished job is redelivered.
     """
-    from radnode.services import WorkerPool, broker_for, build_registry, make_outbox, open_store, wait_for_signal
+    from radnode.analyzers.registry import Registry
+    from radnode.services import WorkerPool, broker_for, make_outbox, open_store, wait_for_signal
     from radnode.sr_writer.dispatch import DicomResultWriter
 
     settings = obj.settings()
     engine, sessions = open_store(settings)
-    registry = build_registry(settings)
+    registry = Registry.from_settings(settings)
     chosen = [a.strip() for a in apps.split(",") if a.strip()] if apps else (settings.worker.applications or registry.names())
     if not chosen:
         raise click.ClickException("no analyzer is installed; nothing to serve")
@@ -183,15 +185,13 @@ def web(obj: _Ctx, host: str, port: int | None) -> None:
 def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
     """List recent studies and their state."""
     from radnode.jobs.commands import _iso
-    from radnode.store.db import create_schema, make_engine, make_sessionmaker
+    from radnode.services import open_store
     from radnode.store.studies import list_studies
 
-    settings = obj.settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
-    create_schema(engine)
-    with make_sessionmaker(engine)() as session:
+    engine, sessions = open_store(obj.settings())
+    with sessions() as session:
         rows = list_studies(session, limit)
+    engine.dispose()
     out: list[dict[str, Any]] = [
         {
             "study_instance_uid": row.study_instance_uid,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import structlog
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.registry import Registry
@@ -27,17 +26,9 @@ from radnode.queue.base import Broker
 from radnode.queue.factory import make_broker
 from radnode.queue.outbox import Outbox
 from radnode.settings import Settings
-from radnode.store.db import create_schema, make_engine, make_sessionmaker
+from radnode.store.db import open_store
 
 log = structlog.get_logger(__name__)
-
-
-def open_store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
-    """Connect to the store and bring its schema up to date."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
-    create_schema(engine)
-    return engine, make_sessionmaker(engine)
 
 
 def broker_for(settings: Settings, applications: Sequence[str] = ()) -> Broker:
@@ -51,10 +42,6 @@ def broker_for(settings: Settings, applications: Sequence[str] = ()) -> Broker:
         namespace=q.namespace,
         applications=tuple(applications),
     )
-
-
-def build_registry(settings: Settings) -> Registry:
-    return Registry(settings.analyzers.plugins, settings)
 
 
 @dataclass
@@ -161,7 +148,7 @@ class Node:
 
         self.settings = settings
         self.engine, self.sessions = open_store(settings)
-        self.registry = build_registry(settings)
+        self.registry = Registry.from_settings(settings)
         self.broker = broker_for(settings, self.registry.names())
         self.outbox = make_outbox(settings, self.sessions, self.broker)
         self.router, self.watcher = build_router(settings, self.sessions, self.registry, on_jobs=self.outbox.kick)
@@ -175,7 +162,7 @@ class Node:
             settings.worker.concurrency,
             writers=[DicomResultWriter(settings, self.sessions)],
         )
-        self.listener = ListenerService(settings, sink=self.router)
+        self.listener = ListenerService(settings, sink=self.router, store=(self.engine, self.sessions))
         self.web: Any = None
         if with_web:
             import uvicorn

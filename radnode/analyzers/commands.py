@@ -32,7 +32,7 @@ def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as
     from radnode.routing.setup import load_classifier
 
     settings = ctx.obj.settings()
-    registry = Registry(settings.analyzers.plugins, settings)
+    registry = Registry.from_settings(settings)
     try:
         analyzer = registry.get(application)
     except RegistryError as exc:

@@ -58,6 +58,11 @@ class Registry:
                 raise RegistryError(f"plugin {path!r} has no 'spec' (AnalyzerSpec)")
             self._classes[spec.name] = cls
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Registry":
+        """The node's registry: built-ins plus ``analyzers.plugins``, set up with *settings*."""
+        return cls(settings.analyzers.plugins, settings)
+
     def names(self) -> list[str]:
         return sorted(set(self._paths) | set(self._classes))
 

@@ -45,10 +45,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.routing.rules import (
-    RETURN_TO_SENDER,
-    DestinationRef,
     DicomNode,
     PlannedApplication,
+    default_destinations,
     RoutingConfig,
 )
 from radnode.settings import DicomPeer, Settings
@@ -168,7 +167,7 @@ def validate_application(settings: Settings, application: str, options: Mapping[
     """
     from radnode.analyzers.registry import Registry, RegistryError
 
-    reg = registry if registry is not None else Registry(settings.analyzers.plugins, settings)
+    reg = registry if registry is not None else Registry.from_settings(settings)
     known = reg.known_applications()
     if application not in known:
         raise PullError(f"unknown application {application!r} (known: {', '.join(sorted(known)) or 'none'})")
@@ -641,11 +640,12 @@ class PullRouting:
     def planned(self, config: RoutingConfig) -> PlannedApplication:
         """The one application of the pull, with the rules' default destinations
         (``return_to_sender`` = the PACS pulled from)."""
-        refs = []
-        for name in config.defaults.destinations:
-            node = self.sender if name == RETURN_TO_SENDER else config.destinations.get(name)
-            refs.append(DestinationRef(name, node))
-        return PlannedApplication(name=self.application, options=dict(self.options), destinations=tuple(refs), rules=(f"pull #{self.pull_id}",))
+        return PlannedApplication(
+            name=self.application,
+            options=dict(self.options),
+            destinations=default_destinations(config, self.sender),
+            rules=(f"pull #{self.pull_id}",),
+        )
 
 
 def pull_for_study(settings: Settings, sessions: sessionmaker[Session], study_uid: str) -> PullRouting | None:

@@ -11,13 +11,15 @@ import threading
 from typing import Any
 
 import structlog
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.listener.assembly import Assembler, LogSink, StudySink
 from radnode.listener.index_writer import IndexWriter, reconcile
 from radnode.listener.server import start_scp
 from radnode.listener.spool import Spool
 from radnode.settings import Settings
-from radnode.store.db import create_schema, make_engine, make_sessionmaker
+from radnode.store.db import make_engine, make_sessionmaker, open_store
 
 log = structlog.get_logger(__name__)
 
@@ -41,12 +43,16 @@ def _child_main(settings: Settings, log_level: str, log_format: str) -> None:
 class ListenerService:
     """Owns the spool, the index writer, the SCP(s) and the assembler."""
 
-    def __init__(self, settings: Settings, sink: StudySink | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: StudySink | None = None,
+        store: tuple[Engine, sessionmaker[Session]] | None = None,
+    ) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = make_engine(settings.database_url)
-        create_schema(self.engine)
-        self.sessions = make_sessionmaker(self.engine)
+        # A process that already opened the store (serve, listen) shares it.
+        self._owns_store = store is None
+        self.engine, self.sessions = store if store is not None else open_store(settings)
         self.spool = Spool(settings.spool_dir, fsync=settings.listener.fsync)
         self.assembler = Assembler(self.sessions, sink or LogSink(), settings.listener.assembly_interval)
         self._writer: IndexWriter | None = None
@@ -83,5 +89,6 @@ class ListenerService:
         if self._writer is not None:
             self._writer.close()
         self.assembler.stop()
-        self.engine.dispose()
+        if self._owns_store:
+            self.engine.dispose()
         log.info("dicom listener stopped")

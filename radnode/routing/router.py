@@ -23,7 +23,7 @@ from radnode.jobs import store
 from radnode.jobs.models import Destination, Trigger
 from radnode.listener.pull import PullRouting, mark_routed, pull_for_study
 from radnode.routing.classifier import SeriesClassifier
-from radnode.routing.rules import DicomNode, PlannedApplication, RoutingConfig, RoutingDecision, StudyFacts, evaluate
+from radnode.routing.rules import DicomNode, PlannedApplication, RoutingConfig, RoutingDecision, StudyFacts, default_destinations, evaluate
 from radnode.routing.rules_commands import format_decision
 from radnode.routing.selection import BUILTIN_APPLICATIONS, ApplicationRoles, Selection, select_series
 from radnode.routing.series_index import SeriesSummary, scan_series
@@ -119,17 +119,18 @@ class Router:
         bound_app = self.bound_apps.get(called_ae)
         trig = "pull" if pull is not None else trigger or ("manual" if bound_app else "auto")
         facts = study_facts(summaries, uid, calling_ae, called_ae, trig)
-        decision = evaluate(self.rules(), facts, senders=self.senders)
+        config = self.rules()  # read once: a hot reload mid-plan must not mix two files
+        decision = evaluate(config, facts, senders=self.senders)
         planned = list(decision.applications)
         if pull is not None:
             # A pull asked for exactly one application with its options: the
             # rules' choice of applications does not apply, their default
             # destinations do (return_to_sender = the PACS pulled from).
-            planned = [pull.planned(self.rules())]
+            planned = [pull.planned(config)]
         elif bound_app and bound_app not in {p.name for p in planned}:
             # "Send to AI node" by AE title asks for this application explicitly.
-            config = self.rules()
-            planned.append(PlannedApplication(name=bound_app, options={}, destinations=_default_destinations(config, facts, self.senders), rules=(f"called AE {called_ae}",)))
+            sender = self.senders.get(facts.calling_ae) if facts.calling_ae else None
+            planned.append(PlannedApplication(name=bound_app, options={}, destinations=default_destinations(config, sender), rules=(f"called AE {called_ae}",)))
         predictions = {}
         if summaries:
             for summary, pred in zip(summaries, self.classifier.predict(summaries)):
@@ -234,16 +235,3 @@ class Router:
         )
         if created:
             self.on_jobs()
-
-
-def _default_destinations(config: RoutingConfig, facts: StudyFacts, senders: Mapping[str, DicomNode]) -> tuple:  # type: ignore[type-arg]
-    """Destinations from the routing file's defaults (for AE-bound sends)."""
-    from radnode.routing.rules import DestinationRef, RETURN_TO_SENDER
-
-    refs = []
-    for name in config.defaults.destinations:
-        if name == RETURN_TO_SENDER:
-            refs.append(DestinationRef(name, senders.get(facts.calling_ae)))
-        else:
-            refs.append(DestinationRef(name, config.destinations.get(name)))
-    return tuple(refs)

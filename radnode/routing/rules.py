@@ -884,13 +884,15 @@ def match_rule(rule: Rule, facts: StudyFacts) -> tuple[bool, tuple[ConditionResu
     return all(r.matched for r in results), tuple(results)
 
 
-def _resolve(
-    name: str, config: RoutingConfig, facts: StudyFacts, senders: Mapping[str, DicomNode]
-) -> DestinationRef:
-    if name == RETURN_TO_SENDER:
-        node = senders.get(facts.calling_ae) if facts.calling_ae else None
-        return DestinationRef(name, node)
-    return DestinationRef(name, config.destinations.get(name))
+def resolve_destination(name: str, config: RoutingConfig, sender: DicomNode | None) -> DestinationRef:
+    """A destination name as a node: ``return_to_sender`` is *sender* (None if unknown)."""
+    return DestinationRef(name, sender if name == RETURN_TO_SENDER else config.destinations.get(name))
+
+
+def default_destinations(config: RoutingConfig, sender: DicomNode | None) -> tuple[DestinationRef, ...]:
+    """The file's default destinations, for applications no rule chose
+    (a called AE bound to an application, a pull)."""
+    return tuple(resolve_destination(name, config, sender) for name in config.defaults.destinations)
 
 
 def evaluate(
@@ -906,6 +908,7 @@ def evaluate(
     the destination stays symbolic (``node is None``).
     """
     senders = senders or {}
+    sender = senders.get(facts.calling_ae) if facts.calling_ae else None
     ordered = config.ordered_rules()
     evaluated = {id(rule): match_rule(rule, facts) for rule in ordered if rule.enabled}
 
@@ -962,7 +965,7 @@ def evaluate(
         PlannedApplication(
             name=name,
             options=entry["options"],
-            destinations=tuple(_resolve(d, config, facts, senders) for d in entry["destinations"]),
+            destinations=tuple(resolve_destination(d, config, sender) for d in entry["destinations"]),
             rules=tuple(entry["rules"]),
         )
         for name, entry in merged.items()

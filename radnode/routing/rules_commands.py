@@ -121,7 +121,7 @@ def explain(ctx: click.Context, study_dir: Path, called_ae: str | None, calling_
     from radnode.routing.setup import load_classifier, rules_path
 
     settings = ctx.obj.settings()
-    registry = Registry(settings.analyzers.plugins, settings)
+    registry = Registry.from_settings(settings)
     path = rules_file or rules_path(settings)
     try:
         config = load_rules(path, registry.known_applications())

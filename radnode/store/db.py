@@ -8,9 +8,13 @@ with a busy timeout so that several listener processes can write at once.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+if TYPE_CHECKING:
+    from radnode.settings import Settings
 
 
 class Base(DeclarativeBase):
@@ -56,3 +60,11 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 def create_schema(engine: Engine) -> None:
     """Create or upgrade every table (every process calls this at start)."""
     migrate(engine)
+
+
+def open_store(settings: "Settings") -> tuple[Engine, sessionmaker]:  # type: ignore[type-arg]
+    """Connect to the configured store and bring its schema up to date."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    return engine, make_sessionmaker(engine)
