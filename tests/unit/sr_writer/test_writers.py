@@ -7,7 +7,6 @@ voxels in patient coordinates), pdftotext (what the PDF says).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,6 +31,7 @@ from radnode.sr_writer.sr import build_measurement_report
 from radnode.sr_writer.validate import dciodvfy, dsrdump, read_back
 from radnode.sr_writer.writer import WrittenObjects, write_results
 from tests.unit.sr_writer.synthetic import SEGMENTS, make_label_map, make_series, write_series
+from tests.support.require import unavailable
 
 DEMO = ModelInfo("glioma-net", "1.0.0", demo=True, manufacturer="radnode", intended_use="Research only")
 CLINICAL = ModelInfo("glioma-net", "1.0.0", demo=False)
@@ -44,9 +44,7 @@ MEASUREMENTS = [
 def _require(tool: str) -> None:
     """Skip locally without the tool; on CI a missing tool is a failure."""
     if shutil.which(tool) is None and not Path(f"/usr/bin/{tool}").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is required on CI")
-        pytest.skip(f"{tool} not installed")
+        unavailable(f"{tool} not installed")
 
 
 def _result() -> AnalyzerResult:
