@@ -96,7 +96,7 @@ def test_radnode_serve_with_the_embedded_queue(orthanc_factory, tmp_path: Path) 
         import urllib.request
 
         wait_for_port(int(env["RADNODE_WEB_PORT"]), proc=proc, log=log, timeout=30)
-        with urllib.request.urlopen(f"http://127.0.0.1:{env["RADNODE_WEB_PORT"]}/healthz", timeout=10) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['RADNODE_WEB_PORT']}/healthz", timeout=10) as resp:
             assert json.loads(resp.read())["status"] == "ok"
         _send_and_check(tmp_path, pacs, env, [log])
     finally:
