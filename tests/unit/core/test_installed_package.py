@@ -104,3 +104,12 @@ def test_installed_web_app_serves_login_with_its_stylesheet_and_scripts(tmp_path
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_the_radnode_console_script_of_the_installation_runs(tmp_path: Path) -> None:
+    """The README's commands (`radnode demo`, `radnode web` …) start through this script."""
+    script = Path(sys.executable).parent / "radnode"
+    assert script.is_file(), f"no console script beside {sys.executable}"
+    res = subprocess.run([str(script), "--version"], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                         env={**os.environ, "PYTHONPATH": python_path()})
+    assert res.returncode == 0 and res.stdout.startswith("radnode, version ") and radnode.__version__ in res.stdout, res
