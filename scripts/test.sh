@@ -15,7 +15,7 @@ rm -rf build/test-venv build/dist build/test-path
 python3 -m pip wheel -q --disable-pip-version-check --no-deps -w build/dist .
 wheel=$(ls build/dist/radnode-*.whl)
 python3 -m venv build/test-venv
-build/test-venv/bin/python -m pip install -q --disable-pip-version-check "${wheel}[test]"
+build/test-venv/bin/python -m pip install -q --disable-pip-version-check "${wheel}[test]" 2> >(grep -v "^WARNING: Location" >&2)
 mkdir -p build/test-path && ln -s "$repo/tests" build/test-path/tests
 
 export PATH="$repo/build/test-venv/bin:$PATH" PYTHONSAFEPATH=1 PYTHONPATH="$repo/build/test-path"

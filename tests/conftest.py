@@ -137,7 +137,7 @@ class ListenerProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None, timeout: float = 20) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None, timeout: float = 60) -> None:
     import socket
 
     deadline = time.monotonic() + timeout

@@ -48,7 +48,7 @@ def test_ci_tests_the_installed_wheel_not_the_source_tree() -> None:
     if not installed_mode():
         pytest.skip("run from a source checkout (scripts/test.sh tests the installed wheel)")
     here = Path(radnode.__file__).resolve()
-    assert REPO not in here.parents, f"radnode imported from the source tree: {here}"
+    assert (REPO / "radnode") not in here.parents, f"radnode imported from the source tree: {here}"
     assert "site-packages" in here.parts
     # A radnode subprocess started the way the tests start them (cwd in the repository) imports the same.
     probe = subprocess.run(
