@@ -98,7 +98,12 @@ def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as
     if spec.outputs:
         from radnode.sr_writer.dispatch import write_objects
 
-        written = write_objects(settings, inputs.job_id, spec, inputs, result, out)
+        from radnode.sr_writer.writer import ResultWriteError
+
+        try:
+            written = write_objects(settings, inputs.job_id, spec, inputs, result, out)
+        except (ResultWriteError, ValueError, TypeError) as exc:
+            raise click.ClickException(f"{application}: writing results failed: {exc}") from exc
         objects = {k: ([str(x) for x in v] if isinstance(v, list) else (str(v) if v else None)) for k, v in written.paths.items()}
     summary = dict(result.extra.get("summary", {}))
     model = spec.model

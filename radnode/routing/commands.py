@@ -25,10 +25,8 @@ from radnode.routing.classifier import (
     SeriesClassifier,
     confusion_matrix,
     default_model_path,
-    evaluate_holdout,
     format_confusion,
     ordered_labels,
-    train_default,
 )
 from radnode.routing.features import feature_matrix
 from radnode.routing.series_index import scan_series

@@ -17,12 +17,12 @@ from typing import Any, Callable
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.analyzers.base import AnalyzerInputs, AnalyzerResult, AnalyzerSpec
+from radnode.analyzers.base import AnalyzerError, AnalyzerInputs, AnalyzerResult, AnalyzerSpec
 from radnode.jobs import store
 from radnode.jobs.models import AnalyzeJob, Destination
 from radnode.settings import Settings
 from radnode.sr_writer.send import AssociationError, confirm_series, confirm_series_dicomweb, send_files, stow_files
-from radnode.sr_writer.writer import WrittenObjects, write_results
+from radnode.sr_writer.writer import ResultWriteError, WrittenObjects, write_results
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +82,12 @@ class DicomResultWriter:
         with self.sessions() as session:
             row = store.get_job(session, job.job_id)
             priors = store.prior_measurements(session, row, TREND_KEYS)
-        written = write_objects(self.settings, job.job_id, spec, inputs, result, workdir / "results", priors)
+        try:
+            written = write_objects(self.settings, job.job_id, spec, inputs, result, workdir / "results", priors)
+        except (ResultWriteError, ValueError, TypeError) as exc:
+            # Building the objects is deterministic: a retry would fail the
+            # same way, so the job fails now with the writer's reason.
+            raise AnalyzerError(f"writing results failed: {exc}") from exc
         uids = list(written.sop_instance_uids.values())
         if not self.settings.results.send or not job.destinations:
             return uids

@@ -24,7 +24,7 @@ from radnode.routing.classifier import (
     meta_path_for,
 )
 from radnode.routing.commands import classifier_group, classify_command
-from radnode.routing.corpus import LABELS, generate_corpus
+from radnode.synth.series_corpus import LABELS, generate_corpus
 from radnode.routing.series_index import SeriesSummary, scan_series
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from radnode.routing.corpus import FAMILIES, HOLDOUT_FOLDS, LABELS, generate_corpus
+from radnode.synth.series_corpus import FAMILIES, HOLDOUT_FOLDS, LABELS, generate_corpus
 
 
 def _fingerprint(items: list) -> list[tuple[str, str, str, str]]:

@@ -7,7 +7,7 @@ import dataclasses
 from pydicom.dataset import Dataset
 
 from radnode.routing.classifier import Prediction, load_default
-from radnode.routing.corpus import LABELS, generate_corpus
+from radnode.synth.series_corpus import LABELS, generate_corpus
 from radnode.routing.selection import BUILTIN_APPLICATIONS, GLIOMA, HEMORRHAGE, METASTASIS, ApplicationRoles, select_series
 from radnode.routing.series_index import SeriesSummary
 

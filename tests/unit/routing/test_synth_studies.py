@@ -1,6 +1,6 @@
 """The shipped classifier on radnode's own synthetic studies (an independent check).
 
-The training corpus (``radnode.routing.corpus``) never sees the output of
+The training corpus (``radnode.synth.series_corpus``) never sees the output of
 ``radnode.synth.mr_study``; the two generators were written separately, so
 these studies test that the corpus covers realistic Siemens-like and GE-like
 headers rather than that the model memorised them.
