@@ -58,13 +58,23 @@ def classifier_group() -> None:
 
 
 @classifier_group.command("train")
-@click.option("--labels", "labels_csv", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV: series_instance_uid,label")
-@click.option("--dicom", "dicom_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder with the labelled series.")
+@click.option("--labels", "labels_csv", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV: series_instance_uid,label")
+@click.option("--dicom", "dicom_dir", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder with the labelled series.")
+@click.option("--with-corrections", "with_corrections", is_flag=True,
+              help="Train a site model: the generated corpus plus the corrections radiologists made in the web app (held-out split reported).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Model file to write (JSON).")
 @click.option("--folds", default=5, show_default=True, help="k for the k-fold accuracy estimate.")
 @click.option("--seed", default=0, show_default=True)
-def train_command(labels_csv: Path, dicom_dir: Path, out_path: Path, folds: int, seed: int) -> None:
-    """Train a classifier on your own labelled series; prints k-fold accuracy and a confusion matrix."""
+@click.option("--studies-per-family", default=12, show_default=True, help="Generated studies per naming family under the corrections.")
+@click.pass_context
+def train_command(ctx: click.Context, labels_csv: Path | None, dicom_dir: Path | None, with_corrections: bool, out_path: Path,
+                  folds: int, seed: int, studies_per_family: int) -> None:
+    """Train a classifier on your own labelled series (--labels/--dicom) or on the site's corrections (--with-corrections)."""
+    if with_corrections:
+        _train_with_corrections(ctx, out_path, seed, studies_per_family)
+        return
+    if labels_csv is None or dicom_dir is None:
+        raise click.UsageError("give --labels and --dicom, or --with-corrections")
     wanted = read_label_csv(labels_csv)
     summaries = [s for s in scan_series(dicom_dir) if s.series_instance_uid in wanted]
     found = {s.series_instance_uid for s in summaries}
@@ -97,17 +107,126 @@ def train_command(labels_csv: Path, dicom_dir: Path, out_path: Path, folds: int,
     click.echo(f"model written to {out_path}")
 
 
+def _open_sessions(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from radnode.services import open_store
+
+    if ctx.obj is not None and hasattr(ctx.obj, "settings"):
+        settings = ctx.obj.settings()
+    else:  # the group used on its own (tests): settings from the environment
+        from radnode.settings import load
+
+        settings = load(None)
+    _, sessions = open_store(settings)
+    return settings, sessions
+
+
+def _train_with_corrections(ctx: click.Context, out_path: Path, seed: int, studies_per_family: int) -> None:
+    from radnode.routing.classifier import load_default
+    from radnode.routing.corrections import MIN_SITE_ACCURACY, all_corrections, train_site_model, usable
+    from radnode.synth import series_corpus
+
+    _, sessions = _open_sessions(ctx)
+    corrections = all_corrections(sessions)
+    rows = usable(corrections)
+    if not rows:
+        raise click.ClickException("no corrections recorded yet (correct a series on a job page first)")
+    items = series_corpus.generate_corpus(seed=seed, studies_per_family=studies_per_family)
+    base_x = feature_matrix([it.summary for it in items])
+    try:
+        clf, report = train_site_model(rows, base_x, [it.label for it in items], seed=seed, reference=load_default())
+    except ClassifierError as exc:
+        raise click.ClickException(str(exc)) from exc
+    clf.save(out_path)
+    click.echo(f"site model trained on {len(items)} generated series and {report['n_train']} corrected series; written to {out_path}")
+    if report["n_held_out"]:
+        click.echo(f"held-out corrections: {report['n_held_out']}; site model {report['site_accuracy']:.3f}, shipped model {report.get('reference_accuracy', float('nan')):.3f}")
+        ok = report["site_accuracy"] >= max(MIN_SITE_ACCURACY, report.get("reference_accuracy", 0.0))
+        click.echo("the node may use it: set routing.classifier_model to this file" if ok else "not good enough on the held-out corrections: the node will refuse it")
+    else:
+        click.echo("fewer than 4 corrected series: nothing held out, so the node will refuse this model until more corrections exist")
+
+
+@classifier_group.group("corrections")
+def corrections_group() -> None:
+    """Corrections of series labels made by radiologists."""
+
+
+@corrections_group.command("export")
+@click.option("--json", "as_json", is_flag=True, help="JSON with header attributes and feature vectors (default).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV, one row per correction.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here instead of stdout.")
+@click.pass_context
+def export_command(ctx: click.Context, as_json: bool, as_csv: bool, out_path: Path | None) -> None:
+    """Every correction: who, when, which series, what the classifier said, what it is."""
+    from radnode.routing.corrections import all_corrections, export_csv, export_json
+
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv exclude each other")
+    _, sessions = _open_sessions(ctx)
+    corrections = all_corrections(sessions)
+    text = export_csv(corrections) if as_csv else export_json(corrections)
+    if out_path is not None:
+        out_path.write_text(text, encoding="utf-8")
+        click.echo(f"{len(corrections)} corrections written to {out_path}", err=True)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
 @classifier_group.command("build-default")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: the shipped model path.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--studies-per-family", default=40, show_default=True)
-def build_default_command(out_path: Path | None, seed: int, studies_per_family: int) -> None:
-    """Generate the synthetic corpus, evaluate on held-out families, train and write the shipped model."""
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the figures as JSON here.")
+def build_default_command(out_path: Path | None, seed: int, studies_per_family: int, report_path: Path | None) -> None:
+    """Generate the corpus; evaluate leave-families-out and leave-one-vendor-out; calibrate; train; score the external set."""
+    from radnode.routing.classifier import apply_temperature
+    from radnode.synth import series_corpus
+    from radnode.training.series import (
+        HIGH_CONFIDENCE,
+        confidence_report,
+        evaluate_external,
+        evaluate_holdout,
+        fit_temperature,
+        per_class_recall,
+        train_default,
+    )
+
     started = time.monotonic()
-    report = evaluate_holdout(seed=seed, studies_per_family=studies_per_family)
-    click.echo(report.format())
-    clf = train_default(seed=seed, studies_per_family=studies_per_family, report=report)
+    items = series_corpus.generate_corpus(seed=seed, studies_per_family=studies_per_family)
+    x = feature_matrix([it.summary for it in items])
+    figures: dict[str, object] = {"n_series": len(items), "families": len(series_corpus.FAMILIES)}
+    reports = {}
+    for kind, folds in (("family", series_corpus.HOLDOUT_FOLDS), ("vendor", series_corpus.vendor_folds())):
+        report = evaluate_holdout(seed=seed, items=items, x=x, folds=folds)
+        reports[kind] = report
+        click.echo(f"== leave-{kind}-out ==")
+        click.echo(report.format())
+        recall = per_class_recall(report)
+        click.echo("recall: " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items()))
+        figures[kind] = {"accuracy": report.accuracy, "n": report.n, "folds": report.folds, "recall": recall, "confusion": report.confusion}
+    pooled = np.vstack([reports["family"].proba, reports["vendor"].proba])
+    truth = list(reports["family"].truth) + list(reports["vendor"].truth)
+    temperature = fit_temperature(pooled, truth)
+    raw = confidence_report(pooled, truth)
+    calibrated = confidence_report(apply_temperature(pooled, temperature), truth)
+    click.echo(f"calibration: temperature {temperature}; wrong picks with p >= {HIGH_CONFIDENCE}: {raw['wrong_high_confidence']} of {raw['wrong']} before, "
+               f"{calibrated['wrong_high_confidence']} of {calibrated['wrong']} after; ECE {raw['ece']} -> {calibrated['ece']}")
+    figures["calibration"] = {"temperature": temperature, "raw": raw, "calibrated": calibrated, "threshold": HIGH_CONFIDENCE}
+    clf = train_default(seed=seed, studies_per_family=studies_per_family, report=reports["family"], vendor_report=reports["vendor"],
+                        temperature=temperature, items=items, x=x)
+    external = evaluate_external(clf)
+    click.echo(f"external set (package-shipped real headers): {external['correct']}/{external['n']} = {external['accuracy']:.3f}")
+    for row in external["rows"]:
+        mark = "ok " if row["true"] == row["predicted"] else "ERR"
+        click.echo(f"  {mark} {row['source']}:{row['name']:<45} {row['true']:<10} -> {row['predicted']:<10} {row['probability']:.2f}")
+    figures["external"] = external
+    if clf.meta is not None:
+        clf.meta.extra["external"] = {k: external[k] for k in ("n", "correct", "accuracy")}
+        clf.meta.extra["calibration"] = figures["calibration"]
     path = clf.save(out_path or default_model_path())
+    figures["seconds"] = round(time.monotonic() - started, 1)
+    if report_path is not None:
+        report_path.write_text(json.dumps(figures, indent=2, default=float) + "\n", encoding="utf-8")
     click.echo(f"model written to {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.monotonic() - started:.1f} s")
 
 

@@ -169,3 +169,35 @@ def slice_spacing(frames: Sequence[SourceFrame]) -> tuple[float, float, float]:
     normal = first.normal
     pos = [float(np.dot(f.position, normal)) for f in frames]
     return float(np.median(np.diff(pos))), dr, dc
+
+
+def with_top_level_geometry(ds: Dataset) -> Dataset:
+    """A pixel-less copy of a multi-frame object with frame 1's geometry also at the top level.
+
+    Why: highdicom's TID 1601 Image Library Entry (the SR's list of source
+    images) reads Pixel Spacing, Image Orientation and Image Position from
+    the top level, where an enhanced object has none. The SR only needs the
+    header; the SOP Instance UID and class stay those of the source, so the
+    references are unchanged. Classic instances come back as they are.
+    """
+    if not is_multiframe(ds):
+        return ds
+    view = Dataset()
+    for elem in ds:
+        if elem.keyword not in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            view.add(elem)
+    if hasattr(ds, "file_meta"):
+        view.file_meta = ds.file_meta
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds and len(ds.SharedFunctionalGroupsSequence) else None
+    first = ds.PerFrameFunctionalGroupsSequence[0]
+    pos, ori, pix = (_macro(first, shared, kw) for kw in ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence"))
+    if pos is not None and "ImagePositionPatient" not in view:
+        view.ImagePositionPatient = pos.ImagePositionPatient
+    if ori is not None and "ImageOrientationPatient" not in view:
+        view.ImageOrientationPatient = ori.ImageOrientationPatient
+    if pix is not None:
+        if "PixelSpacing" not in view and "PixelSpacing" in pix:
+            view.PixelSpacing = pix.PixelSpacing
+        if "SliceThickness" not in view and "SliceThickness" in pix:
+            view.SliceThickness = pix.SliceThickness
+    return view

@@ -291,6 +291,9 @@ def segmentation_to_label_map(
             segment_numbers=numbers,
             combine_segments=True,
             relabel=False,
+            # Empty frames are omitted from the SEG; the frame numbers asked
+            # for come from the source object itself, so they are valid.
+            assert_missing_frames_are_empty=True,
         )
     else:
         pixels = obj.get_pixels_by_source_instance(

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from radnode.analyzers.base import AnalyzerResult, LabelMap, Measurement, ModelInfo
 from radnode.sr_writer.branding import ReportBranding
 from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
-from radnode.sr_writer.frames import slice_spacing, sorted_volume, source_frames
+from radnode.sr_writer.frames import slice_spacing, sorted_volume, source_frames, with_top_level_geometry
 from radnode.sr_writer.pdf import PriorResult, build_report_pdf, render_key_images
 from radnode.sr_writer.provenance import OutputProvenance
 from radnode.sr_writer.secondary_capture import build_secondary_captures, key_image_inputs, pdftoppm_available, render_pdf_pages
@@ -236,7 +236,7 @@ def write_results(
 
     with _step("SR"):
         sr_ds = build_measurement_report(
-            sources,
+            [with_top_level_geometry(ds) for ds in sources],
             provenance,
             segmentation=seg_ds,
             segments=segments,
