@@ -120,14 +120,15 @@ def flatten_header(ds: Dataset) -> Dataset:
     Classic headers come back unchanged (the same object). Never raises for
     odd content: a macro that cannot be read is skipped.
     """
-    if not is_enhanced(ds):
+    enhanced = is_enhanced(ds)
+    if not enhanced and "EchoPulseSequence" not in ds:
         return ds
     flat = Dataset()
     for elem in ds:
         if elem.keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "PixelData"):
             continue
         flat.add(elem)
-    for container_kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+    for container_kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence") if enhanced else ():
         container = _first_item(ds, container_kw)
         if container is None:
             continue

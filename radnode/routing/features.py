@@ -84,7 +84,7 @@ DERIVED_FEATURES: tuple[str, ...] = (
 
 #: ImageType / FrameType values that mean the same thing across vendors (v2).
 _IMAGE_TYPE_FLAGS: dict[str, frozenset[str]] = {
-    "IsProjection": frozenset({"MIP", "MNIP", "MIN IP", "MINIP", "MIN_IP", "PROJECTION IMAGE", "PROJECTION", "MAX_IP"}),
+    "IsProjection": frozenset({"MIP", "MNIP", "MIN IP", "MINIP", "MIN_IP", "PROJECTION IMAGE", "PROJECTION", "MAX_IP", "MINIMUM", "MAXIMUM"}),
     "IsSWIType": frozenset({"SWI", "SWAN", "SWIP", "SWI_IMAGES", "SW"}),
     "IsPhase": frozenset({"P", "PHASE", "P_FFE", "P_SE", "PHASE MAP", "PHASE_CONTRAST"}),
     "IsDiffusionMap": frozenset({"ADC", "EADC", "FA", "EXP", "TRACE_ADC", "CALC_ADC"}),
@@ -117,6 +117,8 @@ _VOCAB: dict[str, tuple[str, ...]] = {
         "MPR", "MIP", "MNIP", "MIN IP", "PROJECTION IMAGE", "SUBTRACT", "SUB", "ADC", "EADC", "DIFFUSION", "TRACEW", "TRACE",
         "FA", "SWI", "LOCALIZER", "AXIAL", "REFORMATTED", "VOLUME", "OTHER", "SCREEN SAVE", "CSA REPORT", "MOSAIC",
         "PERFUSION", "T2_STAR", "FILTERED", "MOCO", "CPR", "3D", "DOSE INFO", "NONE", "PROJECTION", "MINIP",
+        # Enhanced MR Image Flavor (value 3) and Derived Pixel Contrast (value 4), PS3.3 C.8.16.1.3-4
+        "T1", "T2", "PROTON_DENSITY", "FLUID_ATTENUATED", "STIR", "FMRI", "ANGIO", "MIN_IP", "MAX_IP", "MINIMUM", "MAXIMUM",
     ),
     "BodyPartExamined": ("HEAD", "BRAIN", "SKULL", "NECK", "SPINE", "CSPINE", "TSPINE", "LSPINE", "CHEST", "ABDOMEN", "PELVIS", "EXTREMITY", "KNEE", "HEADNECK", "ORBIT"),
     "PatientPosition": ("HFS", "FFS", "HFP", "FFP"),

@@ -138,6 +138,12 @@ def enhance(lce: Dataset) -> Dataset:
     ds.EchoPlanarPulseSequence = "YES" if "EP" in scanning else "NO"
     if acquisition_type is not None:
         ds.MRAcquisitionType = acquisition_type
+    # Top-level attributes of the Enhanced MR IOD (General Series, MR Image and
+    # Spectroscopy Instance Macro) that the converter left unassigned.
+    for kw in ("ProtocolName", "MagneticFieldStrength", "PatientPosition", "BodyPartExamined", "ImagingFrequency", "ReceiveCoilName"):
+        value = take(kw)
+        if value is not None:
+            setattr(ds, kw, value)
     agent = ds.get("ContrastBolusAgent")
     shared.ContrastBolusUsageSequence = [
         _item(ContrastBolusAgentNumber=1, ContrastBolusAgentAdministered="YES" if agent else "NO")
@@ -169,12 +175,15 @@ def _as_list(value: object) -> list[object]:
         return [value]
 
 
-def multiframe_header(classic: Dataset, frames: int, *, kind: str) -> Dataset:
+def multiframe_header(classic: Dataset, frames: int, *, kind: str, contrast: tuple[str, str] | None = None) -> Dataset:
     """A header-only multi-frame view of one classic header (for the classifier corpus).
 
     *kind* ``"legacy"`` puts the acquisition attributes into the Unassigned
     Shared Converted Attributes sequence, as highdicom's converter does;
-    ``"enhanced"`` then applies :func:`enhance`. Pixel data and per-frame
+    ``"enhanced"`` then applies :func:`enhance`, and with *contrast*
+    ``(Acquisition Contrast, Image Flavor)`` writes them as an enhanced
+    scanner does (ImageType value 3 is the flavor, value 4 the derived pixel
+    contrast). Pixel data and per-frame
     positions are not produced: this is for header features only.
     """
     if kind not in ("legacy", "enhanced"):
@@ -217,7 +226,24 @@ def multiframe_header(classic: Dataset, frames: int, *, kind: str) -> Dataset:
         ds.SOPInstanceUID = pydicom.uid.generate_uid(prefix="2.25.", entropy_srcs=[str(classic.get("SeriesInstanceUID", "")), "mf"])
     if "SeriesInstanceUID" not in ds:
         ds.SeriesInstanceUID = pydicom.uid.generate_uid(prefix="2.25.", entropy_srcs=[str(classic.get("StudyInstanceUID", "")), "mf-series"])
-    return enhance(ds) if kind == "enhanced" else ds
+    if kind == "legacy":
+        return ds
+    ds = enhance(ds)
+    if contrast is not None:
+        acquisition, flavor = contrast
+        ds.AcquisitionContrast = acquisition
+        classic_type = [str(v).upper() for v in _as_list(classic.get("ImageType"))]
+        derived = {"MIN_IP": "MINIMUM", "MAX_IP": "MAXIMUM"}.get(flavor, "NONE")
+        for token, value in (("ADC", "ADC"), ("EADC", "ADC"), ("FA", "FA"), ("TRACEW", "TRACE"), ("SUBTRACT", "SUBTRACTION"),
+                             ("MNIP", "MINIMUM"), ("MIP", "MAXIMUM")):
+            if token in classic_type:
+                derived = value
+                break
+        ds.ComplexImageComponent = "PHASE" if {"P", "PHASE", "P_FFE"} & set(classic_type) else "MAGNITUDE"
+        first = [str(v) for v in _as_list(classic.get("ImageType"))][:2] or ["ORIGINAL", "PRIMARY"]
+        ds.ImageType = [*(first + ["PRIMARY"])[:2], flavor, derived]
+        ds.SharedFunctionalGroupsSequence[0].MRImageFrameTypeSequence[0].FrameType = ds.ImageType
+    return ds
 
 
 def to_enhanced(files: Sequence[Path], out_path: Path) -> Path:

@@ -51,12 +51,29 @@ ARCHETYPE_LABEL: dict[str, str] = {
     "t2_tse": "t2", "t2_3d": "t2", "flair_2d": "flair", "flair_3d": "flair",
     "dwi": "dwi", "adc": "adc", "swi": "swi",
     "swi_mip": "other", "swi_phase": "other", "t2star": "other", "stir": "other", "tof": "other", "tof_mip": "other",
-    "perf": "other", "asl": "other", "svs": "other", "dti": "other", "fa": "other", "mpr": "other", "sub": "other",
+    "perf": "other", "asl": "other", "fmri": "other", "svs": "other", "dti": "other", "fa": "other", "mpr": "other", "sub": "other",
     "spine_t2": "other", "spine_t1": "other",
     "ct_brain": "ct_brain", "ct_bone": "other", "ct_scout": "localizer", "ct_mpr": "other", "ct_cta": "other",
     "ct_body": "other", "ct_dose": "other",
 }
 T1_ARCHETYPES = ("t1_se", "t1_ir", "t1_3d", "t1_3d_se", "t1_gre_2d")
+
+#: Names for archetypes added after most families were written (v2); a
+#: family's own names win when it has them.
+GENERIC_NAMES: dict[str, tuple[str, ...]] = {
+    "fmri": ("ep2d_bold_rest", "BOLD_resting_state", "fMRI_task", "rs-fMRI", "Ax BOLD", "RESTING_STATE", "bold_mb4_2mm", "fMRI_motor"),
+}
+
+#: Acquisition Contrast / Image Flavor an Enhanced MR scanner writes for each archetype (PS3.3 C.8.13.1.1.1, C.8.16.1.3).
+ACQUISITION_CONTRAST: dict[str, tuple[str, str]] = {
+    "t1_se": ("T1", "T1"), "t1_ir": ("T1", "T1"), "t1_3d": ("T1", "T1"), "t1_3d_se": ("T1", "T1"), "t1_gre_2d": ("T1", "T1"),
+    "spine_t1": ("T1", "T1"), "t2_tse": ("T2", "T2"), "t2_3d": ("T2", "T2"), "spine_t2": ("T2", "T2"),
+    "flair_2d": ("FLUID_ATTENUATED", "FLUID_ATTENUATED"), "flair_3d": ("FLUID_ATTENUATED", "FLUID_ATTENUATED"),
+    "dwi": ("DIFFUSION", "DIFFUSION"), "adc": ("DIFFUSION", "DIFFUSION"), "dti": ("DIFFUSION", "DIFFUSION"), "fa": ("DIFFUSION", "DIFFUSION"),
+    "swi": ("T2_STAR", "T2_STAR"), "swi_mip": ("T2_STAR", "MIN_IP"), "swi_phase": ("T2_STAR", "T2_STAR"), "t2star": ("T2_STAR", "T2_STAR"),
+    "stir": ("STIR", "STIR"), "tof": ("TOF", "ANGIO"), "tof_mip": ("TOF", "MAX_IP"), "perf": ("PERFUSION", "PERFUSION"),
+    "asl": ("PERFUSION", "PERFUSION"), "fmri": ("T2_STAR", "FMRI"), "mpr": ("T1", "T1"), "sub": ("T1", "T1"),
+}
 
 
 @dataclass(frozen=True)
@@ -788,6 +805,12 @@ def _mr_physics(arch: str, vendor: str, field_t: float, g: _Gen) -> dict[str, ob
     elif arch == "perf":
         d.update(ScanningSequence="EP", SequenceVariant="SK\\SS", MRAcquisitionType="2D", RepetitionTime=g.u(1200, 1900), EchoTime=g.u(25, 45),
                  FlipAngle=g.u(60, 90, 0), SliceThickness=g.u(4, 6, 1), count=g.i(19, 25) * g.i(40, 60), NumberOfTemporalPositions=g.i(40, 60))
+    elif arch == "fmri":
+        d.update(ScanningSequence="EP", SequenceVariant=g.pick(("SK\\SS", "SK", "NONE")), MRAcquisitionType="2D",
+                 RepetitionTime=g.u(700, 3000), EchoTime=g.u(22, 40), FlipAngle=g.u(50, 90, 0), SliceThickness=g.u(2, 4, 1))
+        frames = g.i(100, 400)
+        d["count"] = g.i(30, 72) * frames if g.p(0.6) else frames  # one mosaic per volume on Siemens
+        d["NumberOfTemporalPositions"] = frames
     elif arch == "asl":
         d.update(ScanningSequence=g.pick(("EP", "SE", "GR")), SequenceVariant="SK", MRAcquisitionType=g.pick(("2D", "3D")),
                  RepetitionTime=g.u(4000, 5200), EchoTime=g.u(9, 25), InversionTime=g.u(1500, 2025), FlipAngle="90",
@@ -976,7 +999,7 @@ def _protocol(family: Family, g: _Gen) -> list[tuple[str, bool]]:
         seq.append(("swi", False))
         if g.p(0.5):
             seq.append((g.pick(("swi_mip", "swi_phase")), False))
-    for arch, prob in (("t2star", 0.2), ("tof", 0.15), ("asl", 0.1), ("svs", 0.1), ("dti", 0.15), ("stir", 0.05)):
+    for arch, prob in (("t2star", 0.2), ("tof", 0.15), ("asl", 0.1), ("svs", 0.1), ("dti", 0.15), ("stir", 0.05), ("fmri", 0.08)):
         if g.p(prob):
             seq.append((arch, False))
             if arch == "tof" and g.p(0.7):
@@ -1001,7 +1024,7 @@ def _protocol(family: Family, g: _Gen) -> list[tuple[str, bool]]:
 
 
 def _describe(family: Family, arch: str, post: bool, plain_post: bool, pre_word: bool, g: _Gen) -> str:
-    template = g.pick(family.names[arch])
+    template = g.pick(family.names.get(arch) or GENERIC_NAMES[arch])
     plane = family.planes[g.pick(("ax", "ax", "ax", "sag", "cor"))]
     label = ARCHETYPE_LABEL[arch]
     post_text = ""
@@ -1038,7 +1061,7 @@ def generate_study(family: Family, g: _Gen) -> list[CorpusItem]:
         plain_post = post and g.p(0.15)
         if family.modality == "CT":
             ds, count = _ct_dataset(family, arch, study, g)
-            description = g.pick(family.names[arch])
+            description = g.pick(family.names.get(arch) or GENERIC_NAMES[arch])
             if g.p(0.05):
                 description = ""
         else:
@@ -1065,7 +1088,9 @@ def generate_study(family: Family, g: _Gen) -> list[CorpusItem]:
         elif description and g.p(0.8):
             ds.ProtocolName = description.split("_ADC")[0].split("_TRACEW")[0]
         if family.modality == "MR" and arch not in ("loc", "cal", "svs") and g.p(family.multiframe_rate):
-            ds = multiframe_header(ds, count, kind="enhanced" if g.p(0.5) else "legacy")
+            kind = "enhanced" if g.p(0.5) else "legacy"
+            contrast = ACQUISITION_CONTRAST.get(arch) if kind == "enhanced" else None
+            ds = multiframe_header(ds, count, kind=kind, contrast=contrast)
         items.append(CorpusItem(SeriesSummary.from_header(ds, instance_count=count), label, family.name, arch))
         number += 1
     return items

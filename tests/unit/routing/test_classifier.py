@@ -19,13 +19,13 @@ from radnode.routing.classifier import (
     ClassifierError,
     SeriesClassifier,
     default_model_path,
-    evaluate_holdout,
     load_default,
     meta_path_for,
 )
 from radnode.routing.commands import classifier_group, classify_command
 from radnode.synth.series_corpus import LABELS, generate_corpus
 from radnode.routing.series_index import SeriesSummary, scan_series
+from radnode.training.series import evaluate_holdout
 
 
 @pytest.fixture(scope="module")
