@@ -211,3 +211,52 @@ def check_site_model(clf: SeriesClassifier, path: Path) -> None:
 def all_corrections(sessions: sessionmaker[Session]) -> list[Correction]:
     with sessions() as session:
         return list_corrections(session)
+
+
+def rerun_with_series(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    classifier: SeriesClassifier,
+    *,
+    job_id: str,
+    role: str,
+    series_instance_uid: str,
+    author: str,
+) -> dict[str, Any]:
+    """Use *series_instance_uid* for *role* and queue the job again with that input.
+
+    A new job is created (the old one is superseded, not deleted, as when the
+    router re-plans); when the role is a series type (``t1c``, ``flair``…) the
+    choice is also recorded as a label correction, so it retrains.
+    """
+    from radnode.jobs import store
+    from radnode.jobs.models import Destination, Trigger
+
+    with sessions() as session:
+        try:
+            row = store.get_job(session, job_id)
+        except store.JobNotFound as exc:
+            raise CorrectionError(str(exc)) from exc
+        series = dict(row.series)
+        if role not in series:
+            raise CorrectionError(f"role: job {job_id} has no role {role!r} (roles: {', '.join(series)})")
+        study = row.study_instance_uid
+        selection = json.loads(row.selection_json or "{}")
+        request_args = dict(
+            study_instance_uid=study, application=row.application, model_version=row.model_version, trigger=Trigger(row.trigger),
+            accession=row.accession, options=json.loads(row.options_json),
+            destinations=[Destination.model_validate(d) for d in json.loads(row.destinations_json)],
+            patient_key=row.patient_key, study_date=row.study_date,
+        )
+    if series_instance_uid not in {s.series_instance_uid for s in study_series(settings, study)}:
+        raise CorrectionError(f"series {series_instance_uid} is not in the spool of study {study}")
+    if role in LABELS:
+        correct_series(settings, sessions, classifier, study_instance_uid=study, series_instance_uid=series_instance_uid,
+                       label=role, author=author, job_id=job_id, role=role, note=f"chosen for role {role}")
+    series[role] = series_instance_uid
+    selection[role] = {"series_instance_uid": series_instance_uid, "label": role, "probability": 1.0, "chosen_by": author}
+    with sessions.begin() as session:
+        new, created = store.create_job(session, store.JobRequest(series=series, selection=selection, **request_args), actor=author)  # type: ignore[arg-type]
+        store.record_event(session, author, "job:rerun-with-series", job_id=new.job_id, study_instance_uid=study,
+                           detail=f"role {role} -> series {series_instance_uid} (was job {job_id})")
+        return {"job_id": new.job_id, "created": created}

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from radnode.jobs import store
 from radnode.routing.classifier import SeriesClassifier
-from radnode.routing.corrections import CorrectionError, correct_series, series_table
+from radnode.routing.corrections import CorrectionError, correct_series, rerun_with_series, series_table
 from radnode.routing.labels import LABELS
 from radnode.store.corrections import CorrectionRow
 from radnode.web import deps
@@ -79,3 +79,19 @@ async def correct_label(request: Request, job_id: str, who: Principal = Depends(
     return _redirect(f"/jobs/{job_id}/series", f"Series corrected: {out['predicted']} → {out['corrected']}.")
 
 
+
+
+@router.post("/jobs/{job_id}/series/role")
+async def use_for_role(request: Request, job_id: str, who: Principal = Depends(require("radiologist"))) -> Response:
+    """Pick another series for one of the job's roles and run the job again with it."""
+    form = await request.form()
+    series_uid = str(form.get("series_instance_uid", ""))
+    role = str(form.get("role", ""))
+    try:
+        out = await run_in_threadpool(
+            lambda: rerun_with_series(deps.settings(request), deps.db(request), _classifier(request), job_id=job_id, role=role,
+                                      series_instance_uid=series_uid, author=who.name)
+        )
+    except CorrectionError as exc:
+        return error_page(request, 422, str(exc))
+    return _redirect(f"/jobs/{out['job_id']}", f"Job queued again with the series chosen for {role}.")

@@ -136,3 +136,23 @@ def test_site_model_learns_the_corrected_series(tiny_model: SeriesClassifier) ->
     trained = [c for c in corrections if c.series_instance_uid not in report["held_out_series"]]
     pred = site.predict_proba_matrix(np.vstack([c.features_array() for c in trained])).argmax(axis=1)
     assert all(LABELS[int(k)] == "flair" for k in pred)
+
+
+def test_another_series_for_a_role_reruns_the_job_and_is_a_correction(node, tiny_model: SeriesClassifier) -> None:  # type: ignore[no-untyped-def]
+    from radnode.routing.corrections import rerun_with_series
+
+    settings, sessions, study = node
+    t1, t2, flair = (study.by_label(k).series_instance_uid for k in ("t1", "t2", "flair"))
+    with sessions.begin() as s:
+        old, _ = store.create_job(s, store.JobRequest(study.study_instance_uid, "glioma", "0.1.0", {"t1": t1, "flair": t2}))
+        old_id = old.job_id
+    out = rerun_with_series(settings, sessions, tiny_model, job_id=old_id, role="flair", series_instance_uid=flair, author="rita")
+    assert out["created"] and out["job_id"] != old_id
+    with sessions() as s:
+        new = store.get_job(s, out["job_id"])
+        assert new.series == {"t1": t1, "flair": flair} and new.state == "queued" and new.published_at is None
+        assert any(e.action == "job:rerun-with-series" for e in store.job_events(s, out["job_id"]))
+    [c] = all_corrections(sessions)
+    assert (c.series_instance_uid, c.corrected_label, c.role) == (flair, "flair", "flair")
+    with pytest.raises(CorrectionError, match="role"):
+        rerun_with_series(settings, sessions, tiny_model, job_id=old_id, role="t2", series_instance_uid=flair, author="rita")
