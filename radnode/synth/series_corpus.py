@@ -33,12 +33,11 @@ import numpy as np
 import structlog
 from pydicom.dataset import Dataset
 
+from radnode.routing.labels import LABELS  # noqa: F401  (re-exported for the corpus' users)
 from radnode.routing.series_index import SeriesSummary
 from radnode.synth.enhanced import multiframe_header
 
 log = structlog.get_logger(__name__)
-
-from radnode.routing.labels import LABELS  # noqa: E402  (re-exported for the corpus' users)
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

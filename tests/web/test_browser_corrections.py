@@ -24,7 +24,10 @@ from radnode.routing.classifier import SeriesClassifier, load_default
 from radnode.routing.series_index import scan_series
 from radnode.services import open_store
 from radnode.synth.mr_study import generate_mr_study
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, _need_browser, _shot, served  # noqa: F401  (fixture)
+from tests.web import test_browser as _browser
+from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, _need_browser, _shot
+
+served = _browser.served  # the same uvicorn fixture as the other browser tests
 
 REPO = Path(__file__).resolve().parents[2]
 
