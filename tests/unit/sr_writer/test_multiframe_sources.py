@@ -132,3 +132,29 @@ def test_writer_failure_is_a_result_write_error_naming_the_object(tmp_path: Path
     with pytest.raises(ResultWriteError, match="reading the t1c series"):
         write_results(job_id="job-junk", result=_result(make_label_map()), model=DEMO, out_dir=tmp_path / "out2",
                       application="Glioma", source_series={"t1c": [junk]})
+
+
+def test_dispatch_writer_failure_fails_the_job_permanently_with_the_reason(tmp_path: Path) -> None:
+    """The worker's result writer turns a writer failure into an AnalyzerError (the job fails, not retried)."""
+    from radnode.analyzers.base import AnalyzerError, AnalyzerInputs, AnalyzerSpec, SeriesInput
+    from radnode.jobs import store
+    from radnode.jobs.models import AnalyzeJob
+    from radnode.services import open_store
+    from radnode.settings import Settings
+    from radnode.sr_writer.dispatch import DicomResultWriter
+
+    settings = Settings(data_dir=tmp_path / "data")
+    _, sessions = open_store(settings)
+    series = make_series("mf-dispatch", shuffle=False)
+    classic = write_series(series, tmp_path / "classic")
+    target = to_legacy_converted(classic, tmp_path / "mf" / "image.dcm")
+    study_uid = str(series[0].StudyInstanceUID)
+    with sessions.begin() as s:
+        row, _ = store.create_job(s, store.JobRequest(study_uid, "glioma", "1.0.0", {"t1c": "1.2.3"}))
+        job_id = row.job_id
+    job = AnalyzeJob(job_id=job_id, study_instance_uid=study_uid, application="glioma", model_version="1.0.0", series={"t1c": "1.2.3"})
+    spec = AnalyzerSpec("glioma", "1.0.0", "test", ("t1c",), model=DEMO, outputs=("seg", "sr", "pdf"))
+    inputs = AnalyzerInputs(study_uid, {"t1c": SeriesInput("t1c", "1.2.3", (target,))}, options=None, job_id=job_id)  # type: ignore[arg-type]
+    writer = DicomResultWriter(settings, sessions)
+    with pytest.raises(AnalyzerError, match=r"writing results failed: (volumes|SEG|key images): "):
+        writer(job, spec, inputs, _result(make_label_map()[:-3]), tmp_path / "work", lambda stage: None)
