@@ -175,7 +175,7 @@ def export_command(ctx: click.Context, as_json: bool, as_csv: bool, out_path: Pa
 @classifier_group.command("build-default")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: the shipped model path.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--studies-per-family", default=40, show_default=True)
+@click.option("--studies-per-family", default=30, show_default=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the figures as JSON here.")
 def build_default_command(out_path: Path | None, seed: int, studies_per_family: int, report_path: Path | None) -> None:
     """Generate the corpus; evaluate leave-families-out and leave-one-vendor-out; calibrate; train; score the external set."""

@@ -39,7 +39,7 @@ HIGH_CONFIDENCE = 0.9
 
 def evaluate_holdout(
     seed: int = 0,
-    studies_per_family: int = 40,
+    studies_per_family: int = 30,
     folds: Sequence[Sequence[str]] | None = None,
     rounds: int = DEFAULT_ROUNDS,
     items: Sequence[corpus_mod.CorpusItem] | None = None,
@@ -156,7 +156,7 @@ def confidence_report(proba: np.ndarray, truth: Sequence[str], labels: Sequence[
 
 def train_default(
     seed: int = 0,
-    studies_per_family: int = 40,
+    studies_per_family: int = 30,
     rounds: int = DEFAULT_ROUNDS,
     report: EvalReport | None = None,
     vendor_report: EvalReport | None = None,
