@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -66,9 +67,9 @@ def _macro(item: Dataset | None, shared: Dataset | None, keyword: str) -> Datase
     return None
 
 
-def _floats(value: object, n: int, what: str) -> np.ndarray:
+def _floats(value: Any, n: int, what: str) -> np.ndarray:
     try:
-        arr = np.asarray([float(v) for v in value], dtype=float)  # type: ignore[attr-defined]
+        arr = np.asarray([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"source_images: {what} is missing or not numeric") from exc
     if arr.shape != (n,):

@@ -37,7 +37,7 @@ ENHANCED_MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4.1")
 _TIMING = ("RepetitionTime", "FlipAngle", "EchoTrainLength", "RFEchoTrainLength", "GradientEchoTrainLength")
 
 
-def _derived_uid(uid: str, kind: str) -> str:
+def _derived_uid(uid: str, kind: str) -> UID:
     """A deterministic UID for the converted series (same input, same output)."""
     return pydicom.uid.generate_uid(prefix="2.25.", entropy_srcs=[str(uid), kind])
 

@@ -82,7 +82,7 @@ def evaluate_holdout(
         true = [truth[i] for i in np.flatnonzero(test)]
         correct = sum(t == p for t, p in zip(true, pred))
         fold_reports.append({"families": list(held), "n": len(true), "accuracy": correct / len(true)})
-        for i, t, p, row in zip(np.flatnonzero(test), true, pred, proba):
+        for i, t, p, row in zip((int(k) for k in np.flatnonzero(test)), true, pred, proba):
             if t != p:
                 errors.append({"family": items[i].family, "description": items[i].summary.series_description, "true": t, "predicted": p,
                                "archetype": items[i].archetype, "probability": f"{row.max():.3f}"})
