@@ -106,3 +106,12 @@ def test_real_enhanced_mr_header_from_pydicom() -> None:
     assert vec[names.index("cat:ImageType=T1")] == 1.0
     assert vec[names.index("cat:ScanningSequence=GR")] == 1.0  # EchoPulseSequence GRADIENT
     assert vec[names.index("cat:MRAcquisitionType=3D")] == 1.0
+
+
+def test_selection_tie_break_reads_thickness_from_pixel_measures() -> None:
+    from radnode.routing.selection import _tie_key
+
+    classic = SeriesSummary.from_header(_classic(), instance_count=24)
+    enhanced = SeriesSummary.from_header(multiframe_header(_classic(), 24, kind="enhanced"), instance_count=24)
+    assert "SliceThickness" not in enhanced.header
+    assert _tie_key(enhanced)[:3] == _tie_key(classic)[:3] == (0.0, -5.0, 24.0)
