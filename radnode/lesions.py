@@ -140,10 +140,12 @@ def pct_change(now: float, before: float) -> float | None:
     return None if before <= 0 else 100.0 * (now - before) / before
 
 
-def rano_category(current_sum: float, priors: list[PriorExam], new_measurable: bool) -> tuple[RanoCategory, str]:
+def rano_category(current_sum: float, priors: list[PriorExam], new_measurable: bool,
+                  enhancing_present: bool | None = None) -> tuple[RanoCategory, str]:
     """The product rule on sums of products (oldest prior = baseline).
 
-    * CR: no measurable enhancing disease now, where the baseline had some;
+    * CR: no enhancing disease now (none measurable, and none at all when
+      *enhancing_present* is given), where the baseline had some;
     * PD: ≥ 25 % increase over the smallest sum so far (nadir), or a new
       measurable enhancing lesion;
     * PR: ≥ 50 % decrease against the baseline;
@@ -153,8 +155,8 @@ def rano_category(current_sum: float, priors: list[PriorExam], new_measurable: b
         raise ValueError("priors: at least one prior exam is needed for a category")
     baseline = priors[0].sum_of_products_mm2
     nadir = min([p.sum_of_products_mm2 for p in priors])
-    if current_sum <= 0 and baseline > 0 and not new_measurable:
-        return RanoCategory.CR, "no measurable enhancing disease (baseline had some)"
+    if current_sum <= 0 and baseline > 0 and not new_measurable and not enhancing_present:
+        return RanoCategory.CR, "no enhancing disease (baseline had measurable disease)"
     if new_measurable:
         return RanoCategory.PD, "new measurable enhancing lesion"
     if nadir > 0 and current_sum >= nadir * (1 + PD_INCREASE):

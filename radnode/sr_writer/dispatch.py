@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.base import AnalyzerInputs, AnalyzerResult, AnalyzerSpec
+from radnode.analyzers.glioma.followup import PRIOR_ROW_NAMES, annotate
 from radnode.jobs import store
 from radnode.jobs.models import AnalyzeJob, Destination
 from radnode.settings import Settings
@@ -81,7 +82,12 @@ class DicomResultWriter:
             return []  # the analyzer declares no DICOM outputs (e.g. measurements only)
         with self.sessions() as session:
             row = store.get_job(session, job.job_id)
-            priors = store.prior_measurements(session, row, TREND_KEYS)
+            priors = store.prior_measurements(session, row, PRIOR_ROW_NAMES)
+            patient_key = row.patient_key or job.study_instance_uid
+        if annotate(result, priors, patient_key, spec.name):  # lesion tracking and the RANO follow-up
+            with self.sessions.begin() as session:
+                store.add_measurements(session, job.job_id, [(m.name, m.value, m.unit, "|".join(m.code) if m.code else None)
+                                                             for m in result.measurements])
         written = write_objects(self.settings, job.job_id, spec, inputs, result, workdir / "results", priors)
         uids = list(written.sop_instance_uids.values())
         if not self.settings.results.send or not job.destinations:
