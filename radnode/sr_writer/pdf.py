@@ -405,8 +405,8 @@ def _lesions(lesions: Sequence[Lesion], tracking: Mapping[int, tuple[int, str]],
     """Per-lesion table (volumes, location, RANO diameters) and the follow-up against the prior."""
     if not lesions:
         return []
-    rows: list[list] = [["Lesion", "Location", "Whole (mL)", "Enhancing (mL)", "Largest axial \u2300 (mm)",
-                         "RANO diameters (mm)", "Product (mm\u00b2)", "Measurable"]]
+    rows: list[list] = [["Lesion", "Location", "Whole (mL)", "Enhancing (mL)", "Largest axial diameter (mm)",
+                         "RANO diameters (mm)", "Product (mm\u00b2)", "Measur\u00adable"]]
     for les in lesions:
         bi = les.bidimensional
         track = tracking.get(les.index, (les.index, ""))[0]
@@ -417,7 +417,7 @@ def _lesions(lesions: Sequence[Lesion], tracking: Mapping[int, tuple[int, str]],
             "\u2014" if bi is None else f"{bi.product_mm2:.0f}",
             "\u2014" if bi is None else ("yes" if bi.measurable else "no"),
         ])
-    widths = [22 * mm, 38 * mm, 17 * mm, 20 * mm, 22 * mm, 25 * mm, 19 * mm, 17 * mm]
+    widths = [22 * mm, 34 * mm, 17 * mm, 20 * mm, 22 * mm, 26 * mm, 19 * mm, 20 * mm]
     total = sum(les.bidimensional.product_mm2 for les in lesions if les.bidimensional and les.bidimensional.measurable)
     story: list = [Paragraph("Lesions and RANO measurements", st.h2), st.table(rows, widths, align_right_from=2)]
     story.append(Paragraph(f"Sum of products of measurable enhancing lesions: <b>{total:.0f} mm\u00b2</b>", st.body))

@@ -92,6 +92,6 @@ def render_bidimensional(volume: sitk.Image, labels: sitk.Image, segments: Seque
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    title = (f"Lesion {lesion.index} RANO: {bi.longest_mm:.1f} \u00d7 {bi.perpendicular_mm:.1f} mm "
+    title = (f"Lesion {lesion.index} RANO: {bi.longest_mm:.1f} x {bi.perpendicular_mm:.1f} mm "
              f"(axial, z = {bi.slab_z_mm:.0f} mm)")
     return KeyImage(title=title, rgb=pixels, png=buf.getvalue())

@@ -20,14 +20,17 @@ Structure (PS3.16 TID 1500):
   finding site the coarse lobe with laterality, Tracking Identifier
   "Lesion <track>" and a Tracking UID shared with the same lesion in the
   patient's other exams; its measurements: volume, largest axial diameter,
-  RANO Long Axis and Short Axis (each with its two end points as 3D
-  coordinates) and the product of the two (private code), and whether it is
-  measurable;
-* with *lesions*: one study-level TID 1501 group "RANO" holding only values
-  that are unambiguous at study level, each with its own concept: the sum of
-  products (private), and with a *follow_up* the prior's sum, the percent
-  changes against the prior and the nadir and the RANO imaging category
-  (private codes; "automated measurement, not a response assessment");
+  RANO Long Axis and Perpendicular Axis (method NCIt C114879 "RANO"); the
+  product and "measurable" follow from the two (TID 1411 admits no
+  coordinates on its measurements: the end points are drawn on the RANO key
+  image);
+* with *lesions*: one study-level TID 1501 group "RANO sum of products"
+  holding only values that are unambiguous at study level, each with its own
+  concept: the sum of products (private: no standard concept exists), and
+  with a *follow_up* its DCM 125314 "Fractional Change" against the prior
+  exam (%) and DCM 112048 "Current Response" valued with the target-lesion
+  response code the product rule implies (an automated measurement, not a
+  response assessment);
 * one TID 1501 group per qualitative finding (detection apps): the finding
   code present/absent plus a DCM 122157 "Probability" measurement.
 
@@ -92,19 +95,13 @@ _SEG_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
 
 
-#: Every private concept radnode writes (value → meaning); none has a DCM/SCT code.
+#: Every private concept radnode writes (value → meaning, ≤ 64 characters).
+#: Only the RANO sum of products has no concept in DCM, SCT or NCIt; the
+#: per-lesion product is not written (it is Long Axis × Perpendicular Axis).
+#: dicom3tools' dciodvfy warns about any private coding scheme designator
+#: it does not know, so each use of these codes costs one such warning.
 PRIVATE_CODES: dict[str, str] = {
-    "RANO-PRODUCT": "Product of perpendicular diameters (RANO)",
     "RANO-SPD": "Sum of products of perpendicular diameters (RANO)",
-    "RANO-SPD-PRIOR": "Sum of products of perpendicular diameters on the prior exam (RANO)",
-    "RANO-CHG-PRIOR": "Percent change of the sum of products against the prior exam",
-    "RANO-CHG-NADIR": "Percent change of the sum of products against the nadir",
-    "RANO-MEASURABLE": "Measurable lesion (RANO, both diameters at least 10 mm)",
-    "RANO-CATEGORY": "RANO imaging category by the product rule (automated measurement, not a response assessment)",
-    "CR": "Complete response (imaging, product rule)",
-    "PR": "Partial response (imaging, product rule)",
-    "SD": "Stable disease (imaging, product rule)",
-    "PD": "Progressive disease (imaging, product rule)",
 }
 
 BRAIN = hd.sr.CodedConcept("12738006", "SCT", "Brain")
@@ -112,9 +109,17 @@ NEOPLASM = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
 LESION = hd.sr.CodedConcept("52988006", "SCT", "Lesion")
 MORPHOLOGICALLY_ABNORMAL = hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure")
 LONG_AXIS = hd.sr.CodedConcept("103339001", "SCT", "Long Axis")
-SHORT_AXIS = hd.sr.CodedConcept("103340004", "SCT", "Short Axis")
-YES = hd.sr.CodedConcept("373066001", "SCT", "Yes")
-NO = hd.sr.CodedConcept("373067005", "SCT", "No")
+PERPENDICULAR_AXIS = hd.sr.CodedConcept("131189007", "SCT", "Perpendicular Axis")
+FRACTIONAL_CHANGE = hd.sr.CodedConcept("125314", "DCM", "Fractional Change")
+CURRENT_RESPONSE = hd.sr.CodedConcept("112048", "DCM", "Current Response")
+RANO_METHOD = hd.sr.CodedConcept("C114879", "NCIt", "RANO")
+#: RANO product-rule category → DICOM target-lesion response codes (CID 6144/6145 family).
+RESPONSE_CODES: dict[str, hd.sr.CodedConcept] = {
+    "CR": hd.sr.CodedConcept("112041", "DCM", "Target Lesion Complete Response"),
+    "PR": hd.sr.CodedConcept("112042", "DCM", "Target Lesion Partial Response"),
+    "PD": hd.sr.CodedConcept("112043", "DCM", "Target Lesion Progressive Disease"),
+    "SD": hd.sr.CodedConcept("112044", "DCM", "Target Lesion Stable Disease"),
+}
 #: Coarse lobe names (radnode.analyzers.glioma.lesions) → SNOMED CT body structures.
 REGION_SITES: dict[str, hd.sr.CodedConcept] = {
     "frontal": hd.sr.CodedConcept("83251001", "SCT", "Frontal lobe"),
@@ -368,11 +373,6 @@ def build_measurement_report(
     return sr
 
 
-def _coordinates(points: tuple[tuple[float, float, float], tuple[float, float, float]], frame: str) -> hd.sr.CoordinatesForMeasurement3D:
-    return hd.sr.CoordinatesForMeasurement3D(graphic_type=hd.sr.GraphicTypeValues3D.POLYLINE,
-                                             graphic_data=np.asarray(points, dtype=float), frame_of_reference_uid=frame)
-
-
 def _lesion_group(lesion: Lesion, track: tuple[int, str], frame: str, series: hd.sr.SourceSeriesForSegmentation,
                   algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     """TID 1411 for one lesion (see the module docstring)."""
@@ -381,17 +381,15 @@ def _lesion_group(lesion: Lesion, track: tuple[int, str], frame: str, series: hd
         hd.sr.Measurement(name=VOLUME, value=float(lesion.volumes_ml["whole_tumor"]), unit=unit_code("ml")),
         hd.sr.Measurement(name=DIAMETER, value=float(lesion.max_axial_diameter_mm), unit=unit_code("mm"), derivation=MAXIMUM),
     ]
-    evaluations = []
     bi = lesion.bidimensional
     if bi is not None:
+        # TID 1411 admits no coordinates on its measurements (TID 1419); the
+        # end points are drawn on the RANO key image instead. Measurable and
+        # the product follow from the two values (RANO: both ≥ 10 mm).
         items += [
-            hd.sr.Measurement(name=LONG_AXIS, value=float(bi.longest_mm), unit=unit_code("mm"),
-                              referenced_coordinates=[_coordinates(bi.long_axis, frame)]),
-            hd.sr.Measurement(name=SHORT_AXIS, value=float(bi.perpendicular_mm), unit=unit_code("mm"),
-                              referenced_coordinates=[_coordinates(bi.perpendicular, frame)]),
-            hd.sr.Measurement(name=private_code("RANO-PRODUCT"), value=round(float(bi.product_mm2), 1), unit=unit_code("mm2")),
+            hd.sr.Measurement(name=LONG_AXIS, value=float(bi.longest_mm), unit=unit_code("mm"), method=RANO_METHOD),
+            hd.sr.Measurement(name=PERPENDICULAR_AXIS, value=float(bi.perpendicular_mm), unit=unit_code("mm"), method=RANO_METHOD),
         ]
-        evaluations.append(hd.sr.QualitativeEvaluation(name=private_code("RANO-MEASURABLE"), value=YES if bi.measurable else NO))
     site = hd.sr.FindingSite(REGION_SITES.get(lesion.region, BRAIN), laterality=LATERALITY.get(lesion.hemisphere))
     common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=f"Lesion {number}"),
@@ -400,7 +398,6 @@ def _lesion_group(lesion: Lesion, track: tuple[int, str], frame: str, series: hd
         finding_sites=[site],
         algorithm_id=algorithm,
         measurements=items,
-        qualitative_evaluations=evaluations or None,
     )
     if len(lesion.ellipsoid_lps_mm) == 6:
         surface = hd.sr.VolumeSurface(graphic_type=hd.sr.GraphicTypeValues3D.ELLIPSOID,
@@ -414,18 +411,17 @@ def _rano_group(lesions: Sequence[Lesion], follow_up: FollowUp | None, provenanc
                 algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """The study-level TID 1501 group: only values that are unambiguous at study level."""
     total = sum(les.bidimensional.product_mm2 for les in lesions if les.bidimensional and les.bidimensional.measurable)
-    items = [hd.sr.Measurement(name=private_code("RANO-SPD"), value=round(float(total), 1), unit=unit_code("mm2"))]
+    items = [hd.sr.Measurement(name=private_code("RANO-SPD"), value=round(float(total), 1), unit=unit_code("mm2"), method=RANO_METHOD)]
     evaluations = None
     if follow_up is not None:
-        items.append(hd.sr.Measurement(name=private_code("RANO-SPD-PRIOR"), value=round(float(follow_up.prior_sum_mm2), 1), unit=unit_code("mm2")))
-        if follow_up.change_vs_prior_pct is not None:
-            items.append(hd.sr.Measurement(name=private_code("RANO-CHG-PRIOR"), value=float(follow_up.change_vs_prior_pct), unit=unit_code("%")))
-        if follow_up.change_vs_nadir_pct is not None:
-            items.append(hd.sr.Measurement(name=private_code("RANO-CHG-NADIR"), value=float(follow_up.change_vs_nadir_pct), unit=unit_code("%")))
-        evaluations = [hd.sr.QualitativeEvaluation(name=private_code("RANO-CATEGORY"), value=private_code(follow_up.category.value))]
+        if follow_up.change_vs_prior_pct is not None:  # of the sum of products, against the prior exam
+            items.append(hd.sr.Measurement(name=FRACTIONAL_CHANGE, value=float(follow_up.change_vs_prior_pct), unit=unit_code("%"),
+                                           method=RANO_METHOD))
+        evaluations = [hd.sr.QualitativeEvaluation(name=CURRENT_RESPONSE, value=RESPONSE_CODES[follow_up.category.value])]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=provenance.uid("subject", "RANO"), identifier="RANO sum of products"),
         finding_type=NEOPLASM,
+        method=RANO_METHOD,
         finding_sites=[hd.sr.FindingSite(BRAIN)],
         algorithm_id=algorithm,
         measurements=items,

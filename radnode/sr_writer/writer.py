@@ -23,6 +23,7 @@ from radnode.analyzers.base import AnalyzerResult, LabelMap, Measurement, ModelI
 from radnode.sr_writer.branding import ReportBranding
 from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
 from radnode.sr_writer.pdf import PriorResult, build_report_pdf, render_key_images
+from radnode.sr_writer.patient import apply_patient_module
 from radnode.sr_writer.provenance import OutputProvenance
 from radnode.sr_writer.rano_figures import render_bidimensional, series_image
 from radnode.sr_writer.secondary_capture import build_secondary_captures, key_image_inputs, pdftoppm_available, render_pdf_pages
@@ -192,6 +193,7 @@ def write_results(
     written = WrittenObjects(paths={"seg": None, "sr": None, "pdf": None, "encapsulated_pdf": None, "secondary_captures": []})
 
     def save(ds: Dataset, name: str) -> Path:
+        apply_patient_module(ds, first)
         path = out_dir / name
         tmp = path.with_suffix(".tmp")
         ds.save_as(tmp, enforce_file_format=True)
