@@ -33,6 +33,7 @@ from radnode.jobs.models import JobState
 from radnode.routing.rules import RoutingFileError, RoutingIssue, parse_rules
 from radnode.routing.setup import DEFAULT_RULES, rules_path
 from radnode.settings import DicomPeer, Settings
+from radnode.web.rano import rano_block
 from radnode.store.routing_history import RoutingVersionRow
 
 log = structlog.get_logger(__name__)
@@ -101,6 +102,7 @@ def job_detail(session: Session, settings: Settings, job_id: str) -> dict[str, A
         raise ServiceError(404, str(exc)) from exc
     data = job_dict(row) | {"accession": row.accession, "options": json.loads(row.options_json)}
     data["measurements"] = [{"name": m.name, "value": m.value, "unit": m.unit, "code": m.code} for m in store.job_measurements(session, row.job_id)]
+    data["rano"] = rano_block(data["measurements"])  # glioma: RANO diameters and the follow-up (#13)
     data["events"] = [
         {"at": datetime.fromtimestamp(e.at, timezone.utc).isoformat(timespec="seconds"), "actor": e.actor, "action": e.action, "detail": e.detail}
         for e in store.job_events(session, row.job_id)
