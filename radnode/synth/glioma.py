@@ -329,7 +329,7 @@ class _Tumor:
     texture: np.ndarray  # smooth unit noise inside box
 
 
-def _make_tumor(tpl: Template, rng: np.random.Generator) -> _Tumor:
+def _make_tumor(tpl: Template, rng: np.random.Generator, volume_scale: float = 1.0) -> _Tumor:
     """Perturbed-ellipsoid glioma: oedema shell, enhancing rim, necrotic core.
 
     The whole tumour is 10–80 mL (log-uniform target; cropping by the brain
@@ -339,7 +339,7 @@ def _make_tumor(tpl: Template, rng: np.random.Generator) -> _Tumor:
     sp = tpl.spacing
     cand = np.argwhere(tpl.candidates)
     centre = cand[rng.integers(len(cand))]
-    v_target = math.exp(rng.uniform(math.log(12.0), math.log(75.0)))  # mL
+    v_target = math.exp(rng.uniform(math.log(12.0), math.log(75.0))) * volume_scale  # mL
     r0 = (3.0 * v_target * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
     ratios = np.exp(rng.normal(0.0, 0.18, 3))
     axes = r0 * ratios / np.prod(ratios) ** (1.0 / 3.0)
@@ -417,7 +417,7 @@ def _contrast(tpl: Template, contrast: str, tumor: _Tumor | None, jitter: dict[s
 
 
 def synthesize_template_case(seed: int, *, spacing: float = 1.0, tumor: bool = True,
-                             anatomy: str = "colin27") -> TemplateCase:
+                             anatomy: str = "colin27", tumor_scale: float = 1.0) -> TemplateCase:
     """Anatomy + tumour in template space (no noise, bias or scanner geometry).
 
     Used by the DICOM generator (1 mm) and by the model's training (2 mm):
@@ -425,7 +425,7 @@ def synthesize_template_case(seed: int, *, spacing: float = 1.0, tumor: bool = T
     """
     tpl = load_template(spacing, anatomy)
     rng = np.random.default_rng([int(seed), 0x6C10])
-    t = _make_tumor(tpl, rng) if tumor else None
+    t = _make_tumor(tpl, rng, tumor_scale) if tumor else None
     jitter = {k: float(rng.uniform(0.88, 1.12)) for k in ("nec", "edema", "enh")}
     images = {c: _contrast(tpl, c, t, jitter) for c in CONTRASTS}
     labels = t.labels if t is not None else np.zeros(tpl.shape, dtype=np.uint8)
@@ -607,6 +607,8 @@ def generate_glioma_study(
     scale: float = 1.0,
     write_all_labels: bool = True,
     anatomy: str = "colin27",
+    followup_days: int = 0,
+    tumor_scale: float = 1.0,
 ) -> GliomaStudy:
     """Write a glioma MR study under ``out_dir/dicom`` and its truth under ``out_dir/ground_truth``.
 
@@ -615,12 +617,21 @@ def generate_glioma_study(
     series' geometry (``labels_<series>.nii.gz``), not only the T1c one.
     The vendor dialect, field strength, head tilt, table offset, matrices,
     fields of view, slice gap, noise and bias all follow from ``seed``.
+
+    A follow-up exam of the same patient: the same ``seed`` (patient,
+    anatomy, tumour site and shape) with ``followup_days`` > 0 (a later study
+    date, a new study and accession) and ``tumor_scale`` (the tumour's
+    target volume relative to the first exam).
     """
     t_start = time.perf_counter()
     if vendor not in (None, "siemens", "ge"):
         raise ValueError("vendor must be 'siemens', 'ge' or None")
     if not 0.1 <= scale <= 1.0:
         raise ValueError("scale must be in [0.1, 1]")
+    if not isinstance(followup_days, int) or followup_days < 0:
+        raise ValueError("followup_days must be a non-negative int")
+    if not 0.05 <= tumor_scale <= 5.0:
+        raise ValueError("tumor_scale must be in [0.05, 5]")
     out_dir = Path(out_dir)
     dicom_dir = out_dir / "dicom"
     gt_dir = out_dir / "ground_truth"
@@ -632,7 +643,7 @@ def generate_glioma_study(
 
     # Anatomy → patient: tilt about a random axis, table offset of the head.
     check_anatomy(anatomy)
-    case = synthesize_template_case(seed, tumor=tumor, anatomy=anatomy)
+    case = synthesize_template_case(seed, tumor=tumor, anatomy=anatomy, tumor_scale=tumor_scale)
     tpl = case.template
     brain_idx = np.argwhere(tpl.brain)
     c_t = tpl.index_to_lps(brain_idx.mean(axis=0))
@@ -657,10 +668,13 @@ def generate_glioma_study(
     birth = _dt.date(study_dt.year - age_years, int(rng.integers(1, 13)), int(rng.integers(1, 29)))
     patient_name = f"SYNTH^GLIOMA{seed}"
     patient_id = f"RNGLI{seed:06d}"[:64]
-    accession = f"7{seed % 10**8:08d}"
+    accession = f"7{seed % 10**8:08d}" if not followup_days else f"8{(seed * 7 + followup_days) % 10**8:08d}"
+    study_dt += _dt.timedelta(days=followup_days)
     key = f"radnode-synth-glioma|{seed}|{int(tumor)}|{vendor}|{scale}|{t2_flair_slice_mm}"
     if anatomy != "colin27":  # Colin27 studies keep the UIDs they always had
         key += f"|{anatomy}"
+    if followup_days or tumor_scale != 1.0:
+        key += f"|followup{followup_days}|{tumor_scale}"
 
     def uid(*parts: object) -> str:
         return derive_uid("radnode.synth.glioma", key, *map(str, parts))
