@@ -157,7 +157,7 @@ def check_anatomy(name: str) -> tuple[str, int]:
     return base, int(warp or 0)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)  # training cycles through a dozen heads: a miss costs seconds
 def load_template(spacing: float = 1.0, anatomy: str = "colin27") -> Template:
     """Load an anatomy at 1 mm, or block-averaged to 2 mm.
 
