@@ -113,6 +113,8 @@ class PriorExam:
     sum_of_products_mm2: float
     lesions: tuple[PriorLesion, ...] = ()
     volumes_ml: dict[str, float] = field(default_factory=dict)
+    #: False for exams measured before radnode computed RANO (volumes only).
+    has_rano: bool = True
 
 
 @dataclass(frozen=True)

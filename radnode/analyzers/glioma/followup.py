@@ -64,7 +64,8 @@ def prior_exams(rows: Sequence[tuple[str, Mapping[str, float]]]) -> list[PriorEx
                 product_mm2=float(values.get(f"lesion_{n}_rano_product", 0.0)),
             ))
         volumes = {k: float(values[k]) for k in ("whole_tumor", "tumor_core", "enhancing", "necrotic", "edema") if k in values}
-        out.append(PriorExam(fmt_date(date), float(values.get("rano_sum_of_products", 0.0)), tuple(lesions), volumes))
+        out.append(PriorExam(fmt_date(date), float(values.get("rano_sum_of_products", 0.0)), tuple(lesions), volumes,
+                             has_rano="rano_sum_of_products" in values))
     return out
 
 
@@ -95,7 +96,8 @@ def match_tracks(lesions: Sequence[Lesion], prior: PriorExam | None, all_priors:
 
 
 def follow_up(lesions: Sequence[Lesion], current_sum_mm2: float, priors: Sequence[PriorExam]) -> FollowUp | None:
-    """The comparison with the latest prior (None without priors)."""
+    """The comparison with the latest prior (None without priors that have RANO rows)."""
+    priors = [p for p in priors if p.has_rano]  # volume-only exams cannot give a product-rule category
     if not priors:
         return None
     prior = priors[-1]

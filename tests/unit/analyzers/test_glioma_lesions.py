@@ -145,3 +145,27 @@ def test_coarse_location_hemisphere_and_lobes() -> None:
     assert coarse_location(np.array([-2.0, 20.0, 40.0]), frame) == ("midline", "parietal")
     assert coarse_location(np.array([40.0, 0.0, -10.0]), frame) == ("left", "temporal")
     assert coarse_location(np.array([10.0, 50.0, -40.0]), frame) == ("left", "posterior fossa")
+
+
+def test_follow_up_rules_and_priors_without_rano_rows() -> None:
+    from radnode.analyzers.glioma.followup import follow_up, prior_exams
+    from radnode.lesions import Lesion, RanoCategory
+
+    line = ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0))
+
+    def lesion(i: int, longest: float, perp: float, offset: tuple[float, float, float]) -> Lesion:
+        vols = {"whole_tumor": 5.0, "tumor_core": 2.0, "enhancing": 1.0, "necrotic": 1.0, "edema": 3.0}
+        return Lesion(i, vols, (0, 0, 0), offset, "left", "frontal", longest, Bidimensional(longest, perp, 0, line, line))
+
+    base = [("20240101", {"rano_sum_of_products": 400.0, "lesion_1_offset_x": 0.0, "lesion_1_offset_y": 0.0,
+                          "lesion_1_offset_z": 0.0, "lesion_1_track": 1.0})]
+    grown = follow_up([lesion(1, 25, 20, (3, 0, 0))], 500.0, prior_exams(base))
+    assert grown.category is RanoCategory.PD and grown.change_vs_prior_pct == 25.0 and grown.tracks == {1: 1}
+    stable = follow_up([lesion(1, 20, 19, (3, 0, 0))], 380.0, prior_exams(base))
+    assert stable.category is RanoCategory.SD
+    new = follow_up([lesion(1, 20, 19, (3, 0, 0)), lesion(2, 12, 11, (60, 0, 0))], 512.0, prior_exams(base))
+    assert new.category is RanoCategory.PD and new.new_lesions == (2,) and new.tracks == {1: 1, 2: 2}
+    gone = follow_up([], 0.0, prior_exams(base))
+    assert gone.category is RanoCategory.CR
+    # An exam measured before RANO rows existed gives volumes only, no category.
+    assert follow_up([lesion(1, 25, 20, (0, 0, 0))], 500.0, prior_exams([("20230101", {"whole_tumor": 10.0})])) is None
