@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -391,7 +392,7 @@ def _lesion_group(lesion: Lesion, track: tuple[int, str], frame: str, series: hd
             hd.sr.Measurement(name=PERPENDICULAR_AXIS, value=float(bi.perpendicular_mm), unit=unit_code("mm"), method=RANO_METHOD),
         ]
     site = hd.sr.FindingSite(REGION_SITES.get(lesion.region, BRAIN), laterality=LATERALITY.get(lesion.hemisphere))
-    common = dict(
+    common: dict[str, Any] = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=f"Lesion {number}"),
         finding_type=NEOPLASM,
         finding_category=MORPHOLOGICALLY_ABNORMAL,
@@ -404,7 +405,7 @@ def _lesion_group(lesion: Lesion, track: tuple[int, str], frame: str, series: hd
                                       graphic_data=np.asarray(lesion.ellipsoid_lps_mm, dtype=float),
                                       frame_of_reference_uid=frame, source_series=series)
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_volume_surface=surface, **common)
-    return hd.sr.MeasurementsAndQualitativeEvaluations(**common)  # type: ignore[return-value]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(**common)  # type: ignore[return-value,arg-type]
 
 
 def _rano_group(lesions: Sequence[Lesion], follow_up: FollowUp | None, provenance: OutputProvenance,

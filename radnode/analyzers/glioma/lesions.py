@@ -294,7 +294,7 @@ def _ellipsoid(points: np.ndarray) -> tuple[tuple[float, float, float], ...]:
     out: list[tuple[float, float, float]] = []
     for k in (2, 1, 0):  # major first
         a = float(np.sqrt(max(w[k], 0.0) * 5.0)) or 0.5
-        out += [tuple(float(x) for x in c - a * vecs[:, k]), tuple(float(x) for x in c + a * vecs[:, k])]  # type: ignore[misc]
+        out += [tuple(float(x) for x in c - a * vecs[:, k]), tuple(float(x) for x in c + a * vecs[:, k])]  # type: ignore[misc,list-item]
     return tuple(out)
 
 
