@@ -175,6 +175,7 @@ def main() -> None:
         "cases": reports,
         "mean_dice": {k: round(float(np.mean([r["dice"][k] for r in reports])), 3) for k in ("whole_tumor", "tumor_core", "enhancing")},
         "anatomy": args.anatomy,
+        "mean_dice_subregions": {k: round(float(np.mean([r["dice_subregions"][k] for r in reports])), 3) for k in ("necrotic", "edema")},
         "mean_brain_extraction_dice": round(float(np.mean([r["brain_extraction_dice"] for r in reports])), 3),
         "single_lesion_cases": sum(1 for r in reports if r["lesions_reported"] == 1),
         "mean": {when: {k: round(float(np.mean([abs(r[when][k]) for r in reports])), 2)
@@ -191,7 +192,7 @@ def main() -> None:
     for k, v in summary["mean_stages_s"].items():
         print(f"  {k:<18} {v:7.2f} s")
     print(f"  {'total':<18} {summary['mean_total_s']:7.2f} s   (peak RSS {summary['peak_rss_mb']} MB)")
-    print("  mean Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_dice"].items()))
+    print("  mean Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in {**summary["mean_dice"], **summary["mean_dice_subregions"]}.items()))
     print(f"  anatomy {summary['anatomy']}; brain extraction Dice {summary['mean_brain_extraction_dice']:.3f}; "
           f"single lesion reported in {summary['single_lesion_cases']}/{len(reports)} cases")
     for when, m in summary["mean"].items():
