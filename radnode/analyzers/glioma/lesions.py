@@ -300,7 +300,7 @@ def _ellipsoid(points: np.ndarray) -> tuple[tuple[float, float, float], ...]:
 
 def brain_frame(image: sitk.Image, brain_mask: np.ndarray) -> dict[str, Any]:
     """Centroid and bounding box (LPS mm) of the brain mask: the frame lesions are located in."""
-    pts = physical_points(image, brain_mask)
+    pts = physical_points(image, brain_mask)[::7]  # a sample is plenty for a centroid and a box (and 7× faster)
     if len(pts) == 0:
         return {}
     return {"centroid": pts.mean(axis=0), "lo": np.percentile(pts, 0.5, axis=0), "hi": np.percentile(pts, 99.5, axis=0)}
