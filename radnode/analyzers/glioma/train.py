@@ -3,9 +3,10 @@
 Why this exists: no glioma weights can ship with radnode (every published
 model downloads its weights at run time), yet the glioma analyzer needs a
 model to run end to end. This script trains a small 3D U-Net on tumours made
-by :mod:`radnode.synth.glioma` in Colin27 template space at 2 mm (the spacing
-the analyzer resamples to) and writes ``model.onnx``, ``manifest.yaml`` and
-``MODEL_CARD.md``. The augmentations mimic what the analyzer's preprocessing
+by :mod:`radnode.synth.glioma` at 2 mm (the spacing the analyzer resamples
+to) on several heads — MNI152 and random elastic warps of it — and
+evaluates on Colin27, a head never used in training; it writes
+``model.onnx``, ``manifest.yaml`` (format unchanged) and ``MODEL_CARD.md``. The augmentations mimic what the analyzer's preprocessing
 does to real studies: thick 2D T2/FLAIR slices interpolated along one axis,
 residual rotation after registration, bias field, noise, contrast changes and
 brain masks that are a voxel too large or too small.
@@ -317,7 +318,7 @@ def train(out: Path, minutes: float, seed: int, base: int, batch: int) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
         if step % 25 == 0:
             print(f"step {step} t={elapsed/60:.1f}min lr={lr:.2e} loss={np.mean(losses[-25:]):.4f} "
