@@ -16,14 +16,14 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-from pydicom.dataset import Dataset  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
 
-from radnode.analyzers.base import Segment  # noqa: E402
-from radnode.lesions import Lesion  # noqa: E402
-from radnode.sr_writer.pdf import KeyImage, _overlay_rgb  # noqa: E402
+from radnode.analyzers.base import Segment
+from radnode.lesions import Lesion
+from radnode.sr_writer.pdf import KeyImage, _overlay_rgb
 
 #: Half the field of view around the lesion (mm) and the pixel size of the reformat.
 HALF_FOV_MM = 55.0

@@ -23,7 +23,15 @@ import pytest
 import SimpleITK as sitk
 from fastapi.testclient import TestClient
 
-from radnode.analyzers.base import AnalyzerInputs, AnalyzerResult, AnalyzerSpec, LabelMap, ModelInfo, NoOptions, SeriesInput
+from radnode.analyzers.base import (
+    AnalyzerInputs,
+    AnalyzerResult,
+    AnalyzerSpec,
+    LabelMap,
+    ModelInfo,
+    NoOptions,
+    SeriesInput,
+)
 from radnode.analyzers.glioma.followup import tracking_uid
 from radnode.analyzers.glioma.lesions import clean_label_map, find_lesions
 from radnode.analyzers.glioma.measure import glioma_measurements
@@ -118,8 +126,8 @@ def followup(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 
 
 def test_the_follow_up_is_computed_against_the_prior(followup) -> None:  # type: ignore[no-untyped-def]
-    settings, sessions, jobs = followup
-    base_id, base = jobs["baseline"]
+    _, sessions, jobs = followup
+    _, base = jobs["baseline"]
     cur_id, cur = jobs["followup"]
     assert base.extra["follow_up"] is None
     fu = cur.extra["follow_up"]

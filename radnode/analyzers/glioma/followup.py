@@ -24,7 +24,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from radnode.analyzers.base import AnalyzerResult, Measurement
-from radnode.lesions import FollowUp, Lesion, PriorExam, PriorLesion, RanoCategory, pct_change, rano_category
+from radnode.lesions import (
+    FollowUp,
+    Lesion,
+    PriorExam,
+    PriorLesion,
+    RanoCategory,
+    pct_change,
+    rano_category,
+)
 from radnode.uids import derive_uid
 
 #: How far (mm, brain-relative centroids) a lesion may move between exams and still be the same lesion.

@@ -22,7 +22,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from radnode.analyzers.base import Measurement
-from radnode.analyzers.glioma.lesions import REGIONS, max_axial_diameter, physical_points
+from radnode.analyzers.glioma.lesions import (
+    REGIONS,
+    max_axial_diameter,
+    physical_points,
+)
 from radnode.lesions import Lesion
 
 VOLUME_CODE = ("118565006", "SCT", "Volume")

@@ -71,7 +71,7 @@ def test_without_a_core_the_largest_component_is_the_tumour() -> None:
     labels = np.zeros(SHAPE, dtype=np.uint8)
     labels[_ball((60, 60, 60), 12)] = 2
     labels[_ball((60, 120, 60), 5)] = 2
-    clean, lesion_map, report = clean_label_map(labels, (1.0, 1.0, 1.0), None)
+    clean, _, report = clean_label_map(labels, (1.0, 1.0, 1.0), None)
     assert report.lesions == 1 and clean[60, 60, 60] == 2 and clean[60, 120, 60] == 0
 
 
@@ -124,7 +124,7 @@ def test_bidimensional_of_an_ellipse_and_a_rotated_rectangle() -> None:
     direction = (p1 - p0)[:2] / np.linalg.norm((p1 - p0)[:2])
     assert abs(abs(direction @ [np.cos(a), np.sin(a)]) - 1) < 0.01
     q0, q1 = np.array(bi.perpendicular)
-    assert abs(((q1 - q0)[:2] @ direction)) < 0.5  # perpendicular
+    assert abs((q1 - q0)[:2] @ direction) < 0.5  # perpendicular
     # The largest slab wins: a small slab above a big one.
     small = pts[pts[:, 2] == 0] * [0.3, 0.3, 1] + [0, 0, 10]
     assert bidimensional(np.concatenate([pts, small]), bin_mm=0.5).slab_z_mm in (0.0, 1.0, 2.0, 3.0, 4.0)

@@ -24,7 +24,12 @@ from radnode.sr_writer.branding import ReportBranding
 from radnode.sr_writer.sr import LOCAL_SCHEME, PRIVATE_CODES
 from radnode.sr_writer.validate import dcentvfy, dciodvfy_report
 from radnode.sr_writer.writer import write_results
-from tests.unit.sr_writer.synthetic import SEGMENTS, make_label_map, make_series, write_series
+from tests.unit.sr_writer.synthetic import (
+    SEGMENTS,
+    make_label_map,
+    make_series,
+    write_series,
+)
 
 MODEL = ModelInfo("glioma-net", "1.0.0", demo=True, manufacturer="radnode", intended_use="Research only")
 

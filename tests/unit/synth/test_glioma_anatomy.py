@@ -12,7 +12,7 @@ import SimpleITK as sitk
 if not Path("/usr/share/mricron/templates/ch2.nii.gz").exists():
     pytest.skip("Colin27 template (Debian mricron-data) not installed", allow_module_level=True)
 
-from radnode.synth.glioma import check_anatomy, generate_glioma_study, load_template  # noqa: E402
+from radnode.synth.glioma import check_anatomy, generate_glioma_study, load_template
 
 
 def test_anatomy_names_are_checked() -> None:
@@ -46,7 +46,7 @@ def test_a_study_on_mni152_with_its_brain_mask(tmp_path: Path) -> None:
 
 
 def test_a_follow_up_exam_is_the_same_patient_later_with_a_changed_tumour(tmp_path: Path) -> None:
-    kw = dict(scale=0.25, localizer=False, write_all_labels=False)
+    kw = {"scale": 0.25, "localizer": False, "write_all_labels": False}
     first = generate_glioma_study(tmp_path / "a", seed=21, **kw)
     later = generate_glioma_study(tmp_path / "b", seed=21, followup_days=91, tumor_scale=1.6, **kw)
     a = pydicom.dcmread(first.study.files[0], stop_before_pixels=True)
