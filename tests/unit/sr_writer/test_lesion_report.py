@@ -185,6 +185,15 @@ def test_the_sr_reads_back_to_the_jobs_measurements(report) -> None:  # type: ig
         assert finding.ConceptCodeSequence[0].CodeValue == "108369006"
         surface = [i for i in _items(g.ContentSequence) if i.ValueType == "SCOORD3D" and i.GraphicType == "ELLIPSOID"]
         assert len(surface) == 1 and np.allclose(np.asarray(surface[0].GraphicData).reshape(-1, 3), les.ellipsoid_lps_mm)
+    # Every region volume the job measured is in its region's group, with its code and unit.
+    regions = [m for m in result.measurements if m.unit == "mL" and m.segment and not m.segment.startswith("Lesion ")]
+    assert {m.segment for m in regions} >= {"Whole tumor", "Enhancing tumour"}
+    for m in regions:
+        got = _measurements(by_id[m.segment])
+        assert got[("118565006", "SCT")][:2] == (pytest.approx(m.value), "ml|UCUM"), m.segment
+    for s in SEGMENTS:  # segment groups reference their segment and name a finding site
+        g = by_id[s.name]
+        assert any(_name(i) == ("363698007", "SCT") for i in g.ContentSequence)
     fu = result.extra["follow_up"]
     rano = _measurements(by_id["RANO sum of products"])
     assert rano[("RANO-SPD", LOCAL_SCHEME)][:2] == (pytest.approx(fu.current_sum_mm2), "mm2|UCUM")
