@@ -70,8 +70,32 @@ class DicomPeer(_Section):
     host: str
     port: int = Field(ge=1, le=65535)
     retrieve: Literal["move", "get"] = Field(default="move", description="How pulls retrieve studies: C-MOVE or C-GET.")
+    tls: PeerTls | None = Field(default=None, description="Associate with this peer over DICOM TLS.")
 
     _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class TlsFiles(_Section):
+    """Certificate files for DICOM TLS (PS3.15 B.1) on the listener or towards a peer.
+
+    ``ca_file`` is the bundle peers' certificates are checked against; with
+    ``require_client_cert`` the listener refuses a peer without a certificate
+    signed by it (mutual TLS, the BCP 195 profile hospitals ask for).
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+    require_client_cert: bool = False
+
+
+class PeerTls(_Section):
+    """TLS towards one peer: ``ca_file`` checks the peer; cert/key present radnode (optional)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify_hostname: bool = False
 
 
 class ListenerSettings(_Section):
@@ -89,7 +113,19 @@ class ListenerSettings(_Section):
         default=None, description="If set, only these source IP addresses may associate."
     )
     max_associations: int = Field(default=16, ge=1, le=1000)
-    max_pdu_size: int = Field(default=0, ge=0, description="0 means unlimited.")
+    # --- security (issue 14): bounded reads, per-host slots, sizes, TLS ---
+    max_associations_per_host: int = Field(
+        default=4, ge=1, le=1000, description="Connections one source address may hold at once (checked on accept)."
+    )
+    max_pdu_size: int = Field(
+        default=262144, ge=4096, le=16 * 1024 * 1024,
+        description="Largest PDU radnode receives (announced to peers and enforced; a longer one drops the connection).",
+    )
+    max_instance_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, le=64 * 1024**3,
+        description="Largest data set accepted, inflated size of deflated data included (else 0xA700).",
+    )
+    tls: TlsFiles | None = Field(default=None, description="DICOM TLS on the listener port (cert_file, key_file, ca_file, require_client_cert).")
     processes: int = Field(
         default=1, ge=1, le=64, description="Listener processes sharing the port (SO_REUSEPORT)."
     )

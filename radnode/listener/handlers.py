@@ -11,20 +11,26 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 import time
+import uuid
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import structlog
 from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom import evt
 from pynetdicom.events import Event
 
-from radnode.listener.spool import Spool, UnsafeUIDError
-from radnode.listener.status import EchoStatus, StoreStatus
+from radnode.listener.rawdata import InflatedTooLarge, MalformedDataSet, inflate_bounded, strip_meta_groups
+from radnode.listener.spool import DuplicateInstanceError, Spool, UnsafeUIDError
+from radnode.listener.status import DUPLICATE_ELSEWHERE, EchoStatus, StoreStatus
+from radnode.listener.transport import GuardedSocket
 from radnode.store.studies import InstanceRecord
 from radnode.uids import is_valid_uid
 
@@ -114,58 +120,144 @@ def handle_echo(event: Event) -> int:
     return EchoStatus.SUCCESS
 
 
+@dataclass(frozen=True)
+class StoreLimits:
+    """Size limits ``handle_store`` applies (from ``settings.listener``)."""
+
+    max_instance_bytes: int = 512 * 1024 * 1024
+
+
+def store_limits(settings: Any) -> StoreLimits:
+    return StoreLimits(max_instance_bytes=settings.listener.max_instance_bytes)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A network-supplied value cut for a log line (a UID may be 60,000 characters)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}…[{len(text)} chars]"
+
+
+class _Refused(Exception):
+    def __init__(self, status: StoreStatus, reason: str, **context: Any) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.context = context
+
+
+def _read_header(data: bytes, raw: bytes, transfer_syntax: str, meta: Any, spool: Spool, limits: StoreLimits) -> Any:
+    """The few header elements the index needs, read without trusting sizes."""
+    if transfer_syntax != DeflatedExplicitVRLittleEndian:
+        return dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    # Deflated: inflate in bounded chunks into a scratch file and read that.
+    plain_meta = FileMetaDataset(meta)
+    plain_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    prefix = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(plain_meta)))
+    scratch = spool.incoming / f"{uuid.uuid4().hex}.inflate"
+    try:
+        inflate_bounded(raw, limits.max_instance_bytes, scratch, prefix)
+        return dcmread(scratch, stop_before_pixels=True, specific_tags=_HEADER_TAGS, defer_size=1024)
+    except InflatedTooLarge as exc:
+        raise _Refused(StoreStatus.TOO_LARGE, "deflated data set inflates past listener.max_instance_bytes", limit=limits.max_instance_bytes) from exc
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
 def handle_store(
     event: Event,
     spool: Spool,
     sink: RecordSink,
     quiet_seconds_for: Callable[[str], float],
+    limits: StoreLimits = StoreLimits(),
 ) -> int:
-    """Spool one instance durably, then acknowledge it (PS3.4 B.2.3 statuses)."""
+    """Spool one instance durably, then acknowledge it (PS3.4 B.2.3 statuses).
+
+    What reaches the disk is radnode's own file meta, built only from the
+    association (calling/called AE, negotiated transfer syntax, the command's
+    SOP class and instance), followed by the data set without any group
+    0000-0002 elements the peer put in it.
+    """
+    calling = str(event.assoc.requestor.ae_title).strip()
+    try:
+        return _store(event, spool, sink, quiet_seconds_for, limits, calling)
+    except _Refused as exc:
+        log.warning("c-store refused", reason=exc.reason, status=f"0x{int(exc.status):04X}", calling_ae=calling, **exc.context)
+        return exc.status
+
+
+def _store(
+    event: Event,
+    spool: Spool,
+    sink: RecordSink,
+    quiet_seconds_for: Callable[[str], float],
+    limits: StoreLimits,
+    calling: str,
+) -> int:
     request = event.request
-    calling = event.assoc.requestor.ae_title
-    called = event.assoc.requestor.primitive.called_ae_title  # type: ignore[union-attr]
+    called = str(event.assoc.requestor.primitive.called_ae_title).strip()  # type: ignore[union-attr]
     sop_uid = str(request.AffectedSOPInstanceUID or "")
     sop_class = str(request.AffectedSOPClassUID or "")
+    sock = event.assoc.dul.socket
+    if isinstance(sock, GuardedSocket) and sock.take_oversized():
+        raise _Refused(StoreStatus.TOO_LARGE, "data set larger than listener.max_instance_bytes", limit=limits.max_instance_bytes)
     if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):
-        log.warning("c-store refused", reason="invalid SOP instance/class UID in request", calling_ae=calling)
-        return StoreStatus.INVALID_UID
+        raise _Refused(StoreStatus.INVALID_UID, "invalid SOP instance/class UID in request", sop_uid=_short(sop_uid))
+    raw = request.DataSet.getvalue() if request.DataSet is not None else b""  # type: ignore[union-attr]
+    if not raw:
+        raise _Refused(StoreStatus.EMPTY_DATA_SET, "0-byte data set", sop_uid=sop_uid)
+    if len(raw) > limits.max_instance_bytes:
+        raise _Refused(StoreStatus.TOO_LARGE, "data set larger than listener.max_instance_bytes", limit=limits.max_instance_bytes)
 
+    meta = event.file_meta  # built by pynetdicom from the command and the accepted context
+    meta.SourceApplicationEntityTitle = calling
+    meta.ReceivingApplicationEntityTitle = called
+    transfer_syntax = str(meta.TransferSyntaxUID)
     try:
-        meta = event.file_meta
-        meta.SourceApplicationEntityTitle = calling
-        meta.ReceivingApplicationEntityTitle = called
-        data = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), request.DataSet.getvalue()))  # type: ignore[union-attr]
-        header = dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        raw, dropped = strip_meta_groups(raw, transfer_syntax)
+    except MalformedDataSet as exc:
+        raise _Refused(StoreStatus.CANNOT_UNDERSTAND, "data set cannot be parsed", error=_short(exc, 200), sop_uid=sop_uid) from exc
+    if dropped:
+        log.warning(
+            "file-meta elements inside a data set dropped",
+            tags=[f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in dropped[:20]],
+            calling_ae=calling,
+            sop_uid=sop_uid,
+        )
+        if not raw:
+            raise _Refused(StoreStatus.EMPTY_DATA_SET, "data set held only file-meta elements", sop_uid=sop_uid)
+    data = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), raw))
+    try:
+        header = _read_header(data, raw, transfer_syntax, meta, spool, limits)
         study_uid = str(header.get("StudyInstanceUID", "") or "")
         series_uid = str(header.get("SeriesInstanceUID", "") or "")
         ds_sop_uid = str(header.get("SOPInstanceUID", "") or "")
-    except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OSError, NotImplementedError) as exc:
-        log.warning("c-store refused", reason="data set cannot be parsed", error=str(exc)[:200], sop_uid=sop_uid)
-        return StoreStatus.CANNOT_UNDERSTAND
+    except RecursionError as exc:
+        raise _Refused(StoreStatus.NESTING_TOO_DEEP, "sequences nested too deeply", sop_uid=sop_uid) from exc
+    except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OSError, NotImplementedError, struct.error, AttributeError, IndexError, OverflowError, MemoryError) as exc:
+        raise _Refused(StoreStatus.CANNOT_UNDERSTAND, "data set cannot be parsed", error=_short(exc, 200), sop_uid=sop_uid) from exc
     if not study_uid or not series_uid:
-        log.warning("c-store refused", reason="missing Study/Series Instance UID", sop_uid=sop_uid)
-        return StoreStatus.CANNOT_UNDERSTAND
+        raise _Refused(StoreStatus.CANNOT_UNDERSTAND, "missing Study/Series Instance UID", sop_uid=sop_uid)
     if ds_sop_uid and ds_sop_uid != sop_uid:
-        log.warning("c-store refused", reason="SOP Instance UID differs between command and data set", sop_uid=sop_uid)
-        return StoreStatus.DATASET_MISMATCH
+        raise _Refused(StoreStatus.DATASET_MISMATCH, "SOP Instance UID differs between command and data set", sop_uid=sop_uid)
     try:
         relative = spool.relative_path(study_uid, series_uid, sop_uid)
     except UnsafeUIDError as exc:
-        log.warning("c-store refused", reason=str(exc), calling_ae=calling)
-        return StoreStatus.INVALID_UID
+        raise _Refused(StoreStatus.INVALID_UID, _short(exc, 200)) from exc
 
     try:
         spool.write(relative, data)
+    except DuplicateInstanceError as exc:
+        raise _Refused(DUPLICATE_ELSEWHERE, "SOP Instance UID already stored in another study or series", sop_uid=sop_uid, stored_as=exc.existing) from exc
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             log.error("c-store refused: no space left in spool", sop_uid=sop_uid)
             return StoreStatus.OUT_OF_RESOURCES
-        log.error("c-store failed to write", error=str(exc), sop_uid=sop_uid)
+        log.error("c-store failed to write", error=_short(exc, 200), sop_uid=sop_uid)
         return StoreStatus.OUT_OF_RESOURCES
 
     try:
         series_number = int(header.get("SeriesNumber")) if header.get("SeriesNumber") not in (None, "") else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         series_number = None
     sink.submit(
         InstanceRecord(
@@ -173,7 +265,7 @@ def handle_store(
             study_instance_uid=study_uid,
             series_instance_uid=series_uid,
             sop_class_uid=sop_class,
-            transfer_syntax_uid=str(meta.TransferSyntaxUID),
+            transfer_syntax_uid=transfer_syntax,
             modality=str(header.get("Modality", "") or "")[:16],
             series_number=series_number,
             series_description=str(header.get("SeriesDescription", "") or "")[:64],

@@ -6,7 +6,6 @@ shared by several listener processes (SO_REUSEPORT) to use every core.
 from __future__ import annotations
 
 import ipaddress
-import socket
 import threading
 from typing import Any
 
@@ -14,7 +13,6 @@ import structlog
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from radnode.listener.handlers import (
     PeerPolicy,
@@ -23,22 +21,18 @@ from radnode.listener.handlers import (
     handle_echo,
     handle_requested,
     handle_store,
+    store_limits,
 )
 from radnode.listener.spool import Spool
+from radnode.listener.transport import Guard, GuardedServer
 from radnode.settings import Settings
+from radnode.tls import server_context
 
 log = structlog.get_logger(__name__)
 
 
-class SharedPortServer(ThreadedAssociationServer):
-    """An association server whose port other processes may also bind."""
-
-    reuse_port = False
-
-    def server_bind(self) -> None:
-        if self.reuse_port:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+#: Kept for callers that imported it; the guarded server also shares the port.
+SharedPortServer = GuardedServer
 
 
 def peer_policy(settings: Settings) -> PeerPolicy:
@@ -53,13 +47,30 @@ def peer_policy(settings: Settings) -> PeerPolicy:
     )
 
 
+def guard_for(settings: Settings) -> Guard:
+    """The per-connection limits of ``settings.listener`` (see ``listener/transport.py``)."""
+    lst = settings.listener
+    tls = lst.tls
+    ctx = None
+    if tls is not None:
+        ctx = server_context(tls.cert_file, tls.key_file, tls.ca_file, require_client_cert=tls.require_client_cert)
+    return Guard(
+        network_timeout=lst.network_timeout,
+        max_pdu_size=lst.max_pdu_size,
+        max_instance_bytes=lst.max_instance_bytes,
+        max_per_host=lst.max_associations_per_host,
+        host_allowed=peer_policy(settings).host_allowed,
+        tls_context=ctx,
+    )
+
+
 def build_ae(settings: Settings) -> AE:
     """An AE that accepts every storage SOP class pynetdicom knows, as sent."""
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.listener.max_associations
     ae.maximum_pdu_size = settings.listener.max_pdu_size
     ae.network_timeout = settings.listener.network_timeout
-    ae.acse_timeout = 30
+    ae.acse_timeout = min(30.0, settings.listener.network_timeout)
     ae.dimse_timeout = settings.listener.network_timeout
     # Called AE titles are checked by handle_requested against the configured list.
     ae.require_called_aet = False
@@ -70,24 +81,33 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
-def start_scp(settings: Settings, spool: Spool, sink: RecordSink, *, reuse_port: bool = False) -> tuple[AE, Any]:
+def start_scp(
+    settings: Settings,
+    spool: Spool,
+    sink: RecordSink,
+    *,
+    reuse_port: bool = False,
+    on_refused: Any = None,
+) -> tuple[AE, Any]:
     """Start the SCP in background threads; return the AE and its server."""
     ae = build_ae(settings)
     handlers = [
         (evt.EVT_CONN_OPEN, handle_conn_open),
         (evt.EVT_REQUESTED, handle_requested, [peer_policy(settings)]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_STORE, handle_store, [spool, sink, settings.quiet_seconds_for]),
+        (evt.EVT_C_STORE, handle_store, [spool, sink, settings.quiet_seconds_for, store_limits(settings)]),
     ]
-    server_class = type("RadnodeServer", (SharedPortServer,), {"reuse_port": reuse_port})
+    guard = guard_for(settings)
+    server_class = type("RadnodeServer", (GuardedServer,), {"reuse_port": reuse_port, "guard": guard, "on_refused": staticmethod(on_refused) if on_refused else None})
     server = ae.make_server(
         (settings.listener.host, settings.port),
         ae_title=settings.ae_title,
         evt_handlers=handlers,
         server_class=server_class,
+        ssl_context=guard.tls_context,
     )
     thread = threading.Thread(target=server.serve_forever, name="radnode-scp", daemon=True)
     thread.start()
     ae._servers.append(server)  # so ae.shutdown() stops it
-    log.info("dicom listener started", ae_title=settings.ae_title, port=settings.port, host=settings.listener.host)
+    log.info("dicom listener started", ae_title=settings.ae_title, port=settings.port, host=settings.listener.host, tls=guard.tls_context is not None)
     return ae, server
