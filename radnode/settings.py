@@ -125,6 +125,7 @@ class ListenerSettings(_Section):
         default=512 * 1024 * 1024, ge=1024, le=64 * 1024**3,
         description="Largest data set accepted, inflated size of deflated data included (else 0xA700).",
     )
+    max_nesting_depth: int = Field(default=32, ge=1, le=512, description="Deepest sequence nesting accepted (else 0xC213).")
     tls: TlsFiles | None = Field(default=None, description="DICOM TLS on the listener port (cert_file, key_file, ca_file, require_client_cert).")
     processes: int = Field(
         default=1, ge=1, le=64, description="Listener processes sharing the port (SO_REUSEPORT)."

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-import struct
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,13 +20,19 @@ from typing import Any, Callable, Protocol
 import structlog
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom import evt
 from pynetdicom.events import Event
 
-from radnode.listener.rawdata import InflatedTooLarge, MalformedDataSet, inflate_bounded, strip_meta_groups
+from radnode.listener.rawdata import (
+    InflatedTooLarge,
+    MalformedDataSet,
+    NestingTooDeep,
+    check_nesting,
+    inflate_bounded,
+    strip_meta_groups,
+)
 from radnode.listener.spool import DuplicateInstanceError, Spool, UnsafeUIDError
 from radnode.listener.status import DUPLICATE_ELSEWHERE, EchoStatus, StoreStatus
 from radnode.listener.transport import GuardedSocket
@@ -37,6 +42,7 @@ from radnode.uids import is_valid_uid
 log = structlog.get_logger(__name__)
 
 _HEADER_TAGS = [
+    "SOPClassUID",
     "SOPInstanceUID",
     "StudyInstanceUID",
     "SeriesInstanceUID",
@@ -115,6 +121,48 @@ def handle_requested(event: Event, policy: PeerPolicy) -> None:
     assoc.kill()
 
 
+#: Stands in for an unusable SOP Instance UID so that pynetdicom can route the
+#: request to ``handle_store``, which then answers the recorded status.
+PLACEHOLDER_UID = "2.25.0"
+_VERDICTS = "radnode_verdicts"
+
+
+def handle_dimse_recv(event: Event) -> None:
+    """Make sure a malformed C-STORE request still gets an answer.
+
+    pynetdicom drops a C-STORE whose command carries an empty SOP Instance
+    UID (no answer: the sender waits for its timeout), aborts on one over 64
+    characters, and has no service for a SOP class that is not the
+    presentation context's. Here such a command is given usable values and
+    the status radnode will answer is recorded for ``handle_store``.
+    """
+    message = event.message  # type: ignore[attr-defined]
+    command = message.command_set
+    if command is None or command.get("CommandField") != 0x0001:
+        return
+    message_id = command.get("MessageID")
+    sop_uid = str(command.get("AffectedSOPInstanceUID", "") or "")
+    sop_class = str(command.get("AffectedSOPClassUID", "") or "")
+    cx = event.assoc._accepted_cx.get(message.context_id)
+    verdict: tuple[StoreStatus, str] | None = None
+    if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):
+        verdict = (StoreStatus.INVALID_UID, "invalid SOP instance/class UID in the command")
+    elif cx is not None and sop_class != cx.abstract_syntax:
+        verdict = (StoreStatus.SOP_CLASS_NOT_SUPPORTED, "command SOP class differs from the presentation context's")
+    if verdict is None or cx is None or message_id is None:
+        return
+    log.warning(
+        "c-store command malformed",
+        reason=verdict[1],
+        sop_uid=_short(sop_uid),
+        sop_class=_short(sop_class),
+        calling_ae=str(event.assoc.requestor.ae_title).strip(),
+    )
+    event.assoc.__dict__.setdefault(_VERDICTS, {})[int(message_id)] = verdict
+    command.AffectedSOPInstanceUID = PLACEHOLDER_UID
+    command.AffectedSOPClassUID = cx.abstract_syntax
+
+
 def handle_echo(event: Event) -> int:
     log.debug("c-echo", calling_ae=event.assoc.requestor.ae_title)
     return EchoStatus.SUCCESS
@@ -125,10 +173,12 @@ class StoreLimits:
     """Size limits ``handle_store`` applies (from ``settings.listener``)."""
 
     max_instance_bytes: int = 512 * 1024 * 1024
+    max_nesting_depth: int = 32
 
 
 def store_limits(settings: Any) -> StoreLimits:
-    return StoreLimits(max_instance_bytes=settings.listener.max_instance_bytes)
+    lst = settings.listener
+    return StoreLimits(max_instance_bytes=lst.max_instance_bytes, max_nesting_depth=lst.max_nesting_depth)
 
 
 def _short(value: object, limit: int = 80) -> str:
@@ -194,11 +244,15 @@ def _store(
     calling: str,
 ) -> int:
     request = event.request
+    sock = event.assoc.dul.socket
+    oversized = isinstance(sock, GuardedSocket) and sock.take_oversized()
+    verdict = event.assoc.__dict__.get(_VERDICTS, {}).pop(request.MessageID, None)
+    if verdict is not None:
+        return verdict[0]  # logged when the command arrived (handle_dimse_recv)
     called = str(event.assoc.requestor.primitive.called_ae_title).strip()  # type: ignore[union-attr]
     sop_uid = str(request.AffectedSOPInstanceUID or "")
     sop_class = str(request.AffectedSOPClassUID or "")
-    sock = event.assoc.dul.socket
-    if isinstance(sock, GuardedSocket) and sock.take_oversized():
+    if oversized:
         raise _Refused(StoreStatus.TOO_LARGE, "data set larger than listener.max_instance_bytes", limit=limits.max_instance_bytes)
     if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):
         raise _Refused(StoreStatus.INVALID_UID, "invalid SOP instance/class UID in request", sop_uid=_short(sop_uid))
@@ -225,20 +279,29 @@ def _store(
         )
         if not raw:
             raise _Refused(StoreStatus.EMPTY_DATA_SET, "data set held only file-meta elements", sop_uid=sop_uid)
+    try:
+        check_nesting(raw, transfer_syntax, limits.max_nesting_depth)
+    except NestingTooDeep as exc:
+        raise _Refused(StoreStatus.NESTING_TOO_DEEP, str(exc), sop_uid=sop_uid) from exc
     data = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), raw))
     try:
         header = _read_header(data, raw, transfer_syntax, meta, spool, limits)
         study_uid = str(header.get("StudyInstanceUID", "") or "")
         series_uid = str(header.get("SeriesInstanceUID", "") or "")
         ds_sop_uid = str(header.get("SOPInstanceUID", "") or "")
+        ds_sop_class = str(header.get("SOPClassUID", "") or "")
     except RecursionError as exc:
         raise _Refused(StoreStatus.NESTING_TOO_DEEP, "sequences nested too deeply", sop_uid=sop_uid) from exc
-    except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OSError, NotImplementedError, struct.error, AttributeError, IndexError, OverflowError, MemoryError) as exc:
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser failure means "cannot understand"
+        if isinstance(exc, _Refused):
+            raise
         raise _Refused(StoreStatus.CANNOT_UNDERSTAND, "data set cannot be parsed", error=_short(exc, 200), sop_uid=sop_uid) from exc
     if not study_uid or not series_uid:
         raise _Refused(StoreStatus.CANNOT_UNDERSTAND, "missing Study/Series Instance UID", sop_uid=sop_uid)
     if ds_sop_uid and ds_sop_uid != sop_uid:
         raise _Refused(StoreStatus.DATASET_MISMATCH, "SOP Instance UID differs between command and data set", sop_uid=sop_uid)
+    if ds_sop_class and ds_sop_class != sop_class:
+        raise _Refused(StoreStatus.DATASET_MISMATCH, "SOP Class UID differs between command and data set", sop_uid=sop_uid)
     try:
         relative = spool.relative_path(study_uid, series_uid, sop_uid)
     except UnsafeUIDError as exc:

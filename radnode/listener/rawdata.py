@@ -101,3 +101,77 @@ def inflate_bounded(raw: bytes, limit: int, out: Path, prefix: bytes = b"") -> i
     except zlib.error as exc:
         raise MalformedDataSet(f"broken deflate stream: {exc}") from exc
     return total
+
+
+class NestingTooDeep(ValueError):
+    """Sequences are nested deeper than ``listener.max_nesting_depth``."""
+
+
+_SEQ, _ITEM = 0, 1
+_UNDEFINED = 0xFFFFFFFF
+
+
+def check_nesting(raw: bytes, transfer_syntax: str, limit: int) -> int:
+    """The deepest sequence nesting in *raw*; NestingTooDeep past *limit*.
+
+    Walks element headers only (values are skipped by their lengths), so it
+    costs microseconds per element whatever the pixel data's size. It is
+    deliberately lenient: on bytes it cannot follow it stops and reports
+    what it saw, leaving "cannot parse" to the reader, so that a valid data
+    set is never refused by this check. Deflated data sets are not walked.
+    """
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        return 0
+    from pydicom.datadict import dictionary_VR
+
+    endian = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
+    implicit = transfer_syntax == ImplicitVRLittleEndian
+    tag_fmt = struct.Struct(endian + "HH")
+    u32 = struct.Struct(endian + "L")
+    u16 = struct.Struct(endian + "H")
+    stack: list[tuple[int, int | None]] = []  # (kind, end offset or None if undefined)
+    depth = deepest = 0
+    pos, size = 0, len(raw)
+    while pos + 8 <= size:
+        while stack and stack[-1][1] is not None and pos >= stack[-1][1]:  # type: ignore[operator]
+            if stack.pop()[0] == _SEQ:
+                depth -= 1
+        group, element = tag_fmt.unpack_from(raw, pos)
+        if group == 0xFFFE:
+            (length,) = u32.unpack_from(raw, pos + 4)
+            pos += 8
+            if element == 0xE000:
+                stack.append((_ITEM, None if length == _UNDEFINED else pos + length))
+            elif stack and stack[-1][1] is None:  # item or sequence delimiter
+                if stack.pop()[0] == _SEQ:
+                    depth -= 1
+            continue
+        if implicit:
+            (length,) = u32.unpack_from(raw, pos + 4)
+            pos += 8
+            try:
+                vr = dictionary_VR(group << 16 | element)
+            except KeyError:
+                vr = "UN"
+        else:
+            vr_bytes = raw[pos + 4 : pos + 6]
+            vr = vr_bytes.decode("latin-1")
+            if vr_bytes in _LONG_VRS:
+                if pos + 12 > size:
+                    return deepest
+                (length,) = u32.unpack_from(raw, pos + 8)
+                pos += 12
+            else:
+                (length,) = u16.unpack_from(raw, pos + 6)
+                pos += 8
+        if (group, element) == (0x7FE0, 0x0010) and length == _UNDEFINED:
+            return deepest  # encapsulated pixel data: fragments, not elements; nothing nests after it
+        if vr == "SQ" or length == _UNDEFINED:
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                raise NestingTooDeep(f"sequences nested more than {limit} deep")
+            stack.append((_SEQ, None if length == _UNDEFINED else pos + length))
+            continue
+        pos += length
+    return deepest

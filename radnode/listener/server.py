@@ -18,6 +18,7 @@ from radnode.listener.handlers import (
     PeerPolicy,
     RecordSink,
     handle_conn_open,
+    handle_dimse_recv,
     handle_echo,
     handle_requested,
     handle_store,
@@ -95,6 +96,7 @@ def start_scp(
         (evt.EVT_CONN_OPEN, handle_conn_open),
         (evt.EVT_REQUESTED, handle_requested, [peer_policy(settings)]),
         (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_DIMSE_RECV, handle_dimse_recv),
         (evt.EVT_C_STORE, handle_store, [spool, sink, settings.quiet_seconds_for, store_limits(settings)]),
     ]
     guard = guard_for(settings)
