@@ -198,6 +198,13 @@ class ResultSettings(_Section):
     secondary_capture_pages: bool = Field(default=True, description="Also send report pages as secondary capture images.")
 
 
+class WebTls(_Section):
+    """HTTPS for the web app without a proxy (passed to uvicorn)."""
+
+    cert_file: Path
+    key_file: Path
+
+
 class WebSettings(_Section):
     """The web front end (``radnode web``): login sessions and the retraining archive.
 
@@ -215,6 +222,13 @@ class WebSettings(_Section):
     secure_cookies: bool = Field(default=True, description="Send cookies only over HTTPS (turn off only for plain-HTTP test setups).")
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts this long.")
     retraining_dir: Path | None = Field(default=None, description="Where flagged cases are copied; default data_dir/retraining.")
+    # --- security (issue 14) ---
+    login_delay_after: int = Field(default=5, ge=1, le=1000, description="Failed logins (per user and per address) before each next try must wait.")
+    login_max_delay: float = Field(default=900.0, gt=0, description="Longest wait between tries; the wait doubles from 1 s.")
+    login_lock_after: int = Field(default=20, ge=1, le=10000, description="Failed logins after which the user is locked.")
+    login_lock_seconds: float = Field(default=3600.0, gt=0, description="How long a lock lasts unless an admin unlocks first.")
+    docs_require_login: bool = Field(default=True, description="/docs and /openapi.json need a login.")
+    tls: WebTls | None = Field(default=None, description="Serve HTTPS directly (cert_file, key_file).")
 
 
 class Settings(BaseSettings):

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radnode.listener.handlers import (
@@ -67,6 +68,11 @@ def guard_for(settings: Settings) -> Guard:
 
 def build_ae(settings: Settings) -> AE:
     """An AE that accepts every storage SOP class pynetdicom knows, as sent."""
+    # pynetdicom's built-in PDU/DIMSE debug loggers run first among the
+    # notification handlers and raise on hostile commands (a multi-valued UID),
+    # which skips every handler after them, radnode's checks included. radnode
+    # never shows pynetdicom's debug lines (logconfig), so they are off.
+    _pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.listener.max_associations
     ae.maximum_pdu_size = settings.listener.max_pdu_size
