@@ -47,7 +47,7 @@ SECURITY_HEADERS = {
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+    return request.url.path.startswith("/api/") or request.url.path == "/openapi.json" or "application/json" in request.headers.get("accept", "")
 
 
 def create_app(settings: Settings) -> FastAPI:
