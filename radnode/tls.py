@@ -81,3 +81,13 @@ def peer_tls_args(peer: object, host: str) -> tuple[ssl.SSLContext, str] | None:
         return None
     ctx = client_context(tls.ca_file, tls.cert_file, tls.key_file, verify_hostname=tls.verify_hostname)
     return ctx, host
+
+
+def uvicorn_ssl_kwargs(settings: object) -> dict[str, str]:
+    """``ssl_certfile``/``ssl_keyfile`` for uvicorn when ``web.tls`` is set (HTTPS without a proxy)."""
+    tls = getattr(getattr(settings, "web", None), "tls", None)
+    if tls is None:
+        return {}
+    _check_file("web.tls.cert_file", tls.cert_file)
+    _check_file("web.tls.key_file", tls.key_file)
+    return {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}

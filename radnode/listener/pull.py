@@ -278,7 +278,9 @@ def _association(
     opened: list[bool] = []
     handlers = [(evt.EVT_CONN_OPEN, lambda _e: opened.append(True)), *(evt_handlers or [])]
     started = time.monotonic()
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=list(ext_neg or []) or None, evt_handlers=handlers)
+    from radnode.tls import peer_tls_args  # issue 14: per-peer DICOM TLS
+
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=list(ext_neg or []) or None, evt_handlers=handlers, tls_args=peer_tls_args(peer, peer.host))
     if not assoc.is_established:
         raise PacsUnavailable(_diagnose(settings, peer, assoc, bool(opened), time.monotonic() - started, timeout))
     sock = assoc.dul.socket

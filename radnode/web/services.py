@@ -549,7 +549,9 @@ def echo_peer(settings: Settings, peer: DicomPeer, timeout: float = 5.0) -> dict
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.connection_timeout = timeout
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    from radnode.tls import peer_tls_args  # issue 14: per-peer DICOM TLS
+
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer_tls_args(peer, peer.host))
     try:
         if assoc.is_established:
             status = assoc.send_c_echo()
