@@ -251,6 +251,7 @@ def _register_optional() -> None:
         ("radnode.demo", {"demo": "demo"}),
         ("radnode.listener.pull_commands", {"pull": "pull"}),
         ("radnode.web.commands", {"users": "users", "tokens": "tokens"}),
+        ("radnode.audit_commands", {"audit": "audit"}),
     ):
         try:
             mod = importlib.import_module(module)

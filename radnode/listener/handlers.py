@@ -98,7 +98,7 @@ def handle_conn_open(event: Event) -> None:
             pass
 
 
-def handle_requested(event: Event, policy: PeerPolicy) -> None:
+def handle_requested(event: Event, policy: PeerPolicy, audit: Any = None) -> None:
     """Reject an A-ASSOCIATE-RQ from a peer that is not allowed (PS3.8 9.3.4)."""
     assoc = event.assoc
     primitive = assoc.requestor.primitive
@@ -114,6 +114,7 @@ def handle_requested(event: Event, policy: PeerPolicy) -> None:
     else:
         return
     log.warning("association rejected", reason=reason, calling_ae=calling, called_ae=called, host=host)
+    _audit(audit, calling or "?", "dicom:rejected", f"{reason} (called {called})", host)
     # Rejected-permanent by the service user; kill() lets the DUL flush the
     # A-ASSOCIATE-RJ before the socket closes (as pynetdicom's own checks do).
     assoc.acse.send_reject(0x01, 0x01, diagnostic)
@@ -161,6 +162,32 @@ def handle_dimse_recv(event: Event) -> None:
     event.assoc.__dict__.setdefault(_VERDICTS, {})[int(message_id)] = verdict
     command.AffectedSOPInstanceUID = PLACEHOLDER_UID
     command.AffectedSOPClassUID = cx.abstract_syntax
+
+
+def _audit(audit: Any, actor: str, action: str, detail: str, source: str | None, study: str | None = None) -> None:
+    if audit is not None:
+        from radnode.audit import AuditEntry
+
+        audit.submit(AuditEntry(actor=_short(actor, 64), action=action, detail=_short(detail, 500), source=source, study_instance_uid=study))
+
+
+def handle_accepted(event: Event, audit: Any) -> None:
+    """Audit: an association was accepted (who, to which AE title, from where)."""
+    assoc = event.assoc
+    called = str(assoc.requestor.primitive.called_ae_title).strip()  # type: ignore[union-attr]
+    _audit(audit, str(assoc.requestor.ae_title).strip(), "dicom:accepted", f"called {called}", str(assoc.requestor.address))
+
+
+def handle_ended(event: Event, audit: Any) -> None:
+    """Audit: the studies an association delivered, once, when it ends (not per instance)."""
+    assoc = event.assoc
+    received: dict[str, int] = assoc.__dict__.pop(_RECEIVED, {})
+    calling, host = str(assoc.requestor.ae_title).strip(), str(assoc.requestor.address)
+    for study, count in received.items():
+        _audit(audit, calling, "dicom:received", f"{count} instance(s)", host, study)
+
+
+_RECEIVED = "radnode_received"
 
 
 def handle_echo(event: Event) -> int:
@@ -318,6 +345,8 @@ def _store(
         log.error("c-store failed to write", error=_short(exc, 200), sop_uid=sop_uid)
         return StoreStatus.OUT_OF_RESOURCES
 
+    counts = event.assoc.__dict__.setdefault(_RECEIVED, {})
+    counts[study_uid] = counts.get(study_uid, 0) + 1
     try:
         series_number = int(header.get("SeriesNumber")) if header.get("SeriesNumber") not in (None, "") else None
     except (TypeError, ValueError, OverflowError):

@@ -18,8 +18,10 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from radnode.listener.handlers import (
     PeerPolicy,
     RecordSink,
+    handle_accepted,
     handle_conn_open,
     handle_dimse_recv,
+    handle_ended,
     handle_echo,
     handle_requested,
     handle_store,
@@ -94,19 +96,29 @@ def start_scp(
     sink: RecordSink,
     *,
     reuse_port: bool = False,
-    on_refused: Any = None,
+    audit: Any = None,
 ) -> tuple[AE, Any]:
     """Start the SCP in background threads; return the AE and its server."""
     ae = build_ae(settings)
     handlers = [
         (evt.EVT_CONN_OPEN, handle_conn_open),
-        (evt.EVT_REQUESTED, handle_requested, [peer_policy(settings)]),
+        (evt.EVT_REQUESTED, handle_requested, [peer_policy(settings), audit]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_DIMSE_RECV, handle_dimse_recv),
+        (evt.EVT_ACCEPTED, handle_accepted, [audit]),
+        (evt.EVT_RELEASED, handle_ended, [audit]),
+        (evt.EVT_ABORTED, handle_ended, [audit]),
         (evt.EVT_C_STORE, handle_store, [spool, sink, settings.quiet_seconds_for, store_limits(settings)]),
     ]
     guard = guard_for(settings)
-    server_class = type("RadnodeServer", (GuardedServer,), {"reuse_port": reuse_port, "guard": guard, "on_refused": staticmethod(on_refused) if on_refused else None})
+
+    def on_refused(host: str, reason: str) -> None:
+        if audit is not None:
+            from radnode.audit import AuditEntry
+
+            audit.submit(AuditEntry(actor="?", action="dicom:refused", detail=reason, source=host))
+
+    server_class = type("RadnodeServer", (GuardedServer,), {"reuse_port": reuse_port, "guard": guard, "on_refused": staticmethod(on_refused)})
     server = ae.make_server(
         (settings.listener.host, settings.port),
         ae_title=settings.ae_title,
