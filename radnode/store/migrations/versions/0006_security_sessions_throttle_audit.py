@@ -1,4 +1,4 @@
-"""Server-side web sessions, login throttling, and where an audited action came from.
+"""Server-side web sessions, login throttling, where an audited action came from, de-identification map.
 
 Revision ID: 0006
 Revises: 0005
@@ -32,9 +32,17 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("audit") as batch:
         batch.add_column(sa.Column("source", sa.String(64), nullable=True))
+    op.create_table(
+        "deid_map",
+        sa.Column("kind", sa.String(32), primary_key=True),
+        sa.Column("pseudonym", sa.String(128), primary_key=True),
+        sa.Column("original", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.Float(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("deid_map")
     with op.batch_alter_table("audit") as batch:
         batch.drop_column("source")
     op.drop_table("login_throttle")
