@@ -58,3 +58,72 @@ def test_refused_on_accept_is_audited(make_settings) -> None:  # type: ignore[no
     finally:
         service.stop()
     assert got[0]["source"] == "127.0.0.1" and got[0]["detail"] == "source address not allowed"
+
+
+def test_forward_sends_dicom_audit_messages_over_tls_syslog(tmp_path: Path) -> None:
+    """`radnode audit forward` to a TLS syslog receiver (RFC 5425 framing, PS3.15 A.5 XML), resuming after the last id."""
+    import socket
+    import ssl
+    import subprocess
+    import threading
+    import xml.etree.ElementTree as ET
+
+    from radnode.services import open_store
+    from radnode.settings import Settings
+    from radnode.web.auth import add_user
+
+    d = tmp_path / "pki"
+    d.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem", "-out", "c.pem", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], cwd=d, check=True, capture_output=True)
+    settings = Settings(data_dir=tmp_path / "data")
+    _, sessions = open_store(settings)
+    with sessions.begin() as s:
+        add_user(s, "alice", "a long password", "viewer", actor="adam")
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(d / "c.pem", d / "k.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received: list[bytes] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _addr = listener.accept()
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                buf = b""
+                while chunk := tls.recv(65536):
+                    buf += chunk
+                received.append(buf)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    env = {"RADNODE_DATA_DIR": str(settings.data_dir)}
+    args = ["audit", "forward", "--host", "127.0.0.1", "--port", str(port), "--ca-file", str(d / "c.pem")]
+    res = CliRunner().invoke(cli_main, args, env=env)
+    assert res.exit_code == 0, res.output
+    with sessions.begin() as s:
+        from radnode.jobs.store import record_event
+
+        record_event(s, "mallory", "login:failed", source="10.0.0.66")
+    res = CliRunner().invoke(cli_main, args, env=env)
+    assert res.exit_code == 0, res.output
+    t.join(10)
+    assert len(received) == 2
+
+    def messages(stream: bytes) -> list[ET.Element]:
+        out = []
+        while stream:
+            length, _, rest = stream.partition(b" ")
+            msg, stream = rest[: int(length)], rest[int(length):]
+            assert msg.startswith(b"<85>1 ")
+            out.append(ET.fromstring(msg.split(b"\xef\xbb\xbf", 1)[1]))
+        return out
+
+    first, second = messages(received[0]), messages(received[1])
+    assert [m.find("EventIdentification/EventTypeCode").get("csd-code") for m in first] == ["110137"]  # user added
+    [failed] = second  # only the new entry: the cursor resumed after the last id
+    ev = failed.find("EventIdentification")
+    assert ev.find("EventID").get("csd-code") == "110114" and ev.get("EventOutcomeIndicator") == "4"
+    who = failed.find("ActiveParticipant")
+    assert who.get("UserID") == "mallory" and who.get("NetworkAccessPointID") == "10.0.0.66"
