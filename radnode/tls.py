@@ -91,3 +91,11 @@ def uvicorn_ssl_kwargs(settings: object) -> dict[str, str]:
     _check_file("web.tls.cert_file", tls.cert_file)
     _check_file("web.tls.key_file", tls.key_file)
     return {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
+
+
+def tls_for_node(settings: object, host: str | None, port: int, ae_title: str | None) -> tuple[ssl.SSLContext, str] | None:
+    """``tls_args`` for a result destination: the TLS of the configured peer with that AE title, host and port."""
+    for peer in getattr(settings, "peers", []):
+        if peer.host == host and peer.port == port and peer.ae_title == ae_title:
+            return peer_tls_args(peer, peer.host)
+    return None

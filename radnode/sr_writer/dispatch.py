@@ -126,7 +126,9 @@ class DicomResultWriter:
                 if dest.url:
                     report = stow_files(remaining, dest.url)
                 else:
-                    report = send_files(remaining, dest.host, dest.port or 104, dest.ae_title, calling_ae=self.settings.ae_title)
+                    from radnode.tls import tls_for_node  # issue 14: a configured peer's TLS
+
+                    report = send_files(remaining, dest.host, dest.port or 104, dest.ae_title, calling_ae=self.settings.ae_title, tls_args=tls_for_node(self.settings, dest.host, dest.port or 104, dest.ae_title))
             except (AssociationError, OSError, RuntimeError) as exc:
                 last_error = str(exc)[:300]
             else:

@@ -37,13 +37,13 @@ class AssociationError(RuntimeError):
     """The destination refused or did not answer the association."""
 
 
-def open_association(ae: AE, host: str, port: int, called_ae: str, purpose: str = "") -> Any:
+def open_association(ae: AE, host: str, port: int, called_ae: str, purpose: str = "", tls_args: Any = None) -> Any:
     """Associate with *called_ae* at host:port; Nagle off; AssociationError if refused.
 
     pynetdicom never sets TCP_NODELAY, and without it every small PDU to
     DCMTK-based peers (Orthanc too) waits ~40 ms for a delayed ACK.
     """
-    assoc = ae.associate(host, port, ae_title=called_ae)
+    assoc = ae.associate(host, port, ae_title=called_ae, tls_args=tls_args)
     if not assoc.is_established:
         what = f"{purpose} association" if purpose else "association"
         raise AssociationError(f"{what} with {called_ae}@{host}:{port} was rejected or timed out")
@@ -60,6 +60,7 @@ def send_files(
     called_ae: str,
     calling_ae: str = "RADNODE",
     timeout: float = 30.0,
+    tls_args: Any = None,
 ) -> SendReport:
     """C-STORE each file as stored (no re-encoding) over one association."""
     datasets = []
@@ -73,7 +74,7 @@ def send_files(
         contexts.setdefault(str(ds.SOPClassUID), set()).add(str(ds.file_meta.TransferSyntaxUID))
     for sop_class, syntaxes in contexts.items():
         ae.add_requested_context(sop_class, sorted(syntaxes | {ExplicitVRLittleEndian, ImplicitVRLittleEndian}))
-    assoc = open_association(ae, host, port, called_ae)
+    assoc = open_association(ae, host, port, called_ae, tls_args=tls_args)
     report = SendReport()
     try:
         for path, ds in datasets:

@@ -158,3 +158,25 @@ def test_web_app_serves_https_without_a_proxy(tmp_path: Path, pki: dict[str, Pat
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_results_are_sent_over_tls_to_a_peer_configured_with_tls(make_settings, pki: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """send_files with tls_for_node: a TLS-only radnode listener stands in for the PACS."""
+    from radnode.settings import Settings
+    from radnode.sr_writer.send import send_files
+    from radnode.tls import tls_for_node
+
+    pacs = ListenerService(make_settings(ae_title="TLSPACS", listener={"tls": _tls(pki)}))
+    pacs.start()
+    try:
+        port = pacs.settings.port
+        node = Settings(data_dir=tmp_path / "node", peers=[{"name": "pacs", "ae_title": "TLSPACS", "host": "127.0.0.1", "port": port,
+                                                            "tls": {"ca_file": str(pki["ca_crt"]), "cert_file": str(pki["client_crt"]), "key_file": str(pki["client_key"])}}])
+        files = generate_mr_study(tmp_path / "study", seed=23, series=("t1",), slices=2).series[0].files
+        args = tls_for_node(node, "127.0.0.1", port, "TLSPACS")
+        assert args is not None
+        report = send_files(files, "127.0.0.1", port, "TLSPACS", calling_ae="RADNODE", tls_args=args)
+        assert report.ok and len(report.sent) == 2
+        assert tls_for_node(node, "127.0.0.1", port, "OTHER") is None
+    finally:
+        pacs.stop()
