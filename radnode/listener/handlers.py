@@ -144,7 +144,7 @@ def handle_dimse_recv(event: Event) -> None:
     message_id = command.get("MessageID")
     sop_uid = str(command.get("AffectedSOPInstanceUID", "") or "")
     sop_class = str(command.get("AffectedSOPClassUID", "") or "")
-    cx = event.assoc._accepted_cx.get(message.context_id)
+    cx = event.assoc._accepted_cx.get(int(message.context_id or 0))
     verdict: tuple[StoreStatus, str] | None = None
     if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):
         verdict = (StoreStatus.INVALID_UID, "invalid SOP instance/class UID in the command")
@@ -277,8 +277,8 @@ def _store(
     if verdict is not None:
         return verdict[0]  # logged when the command arrived (handle_dimse_recv)
     called = str(event.assoc.requestor.primitive.called_ae_title).strip()  # type: ignore[union-attr]
-    sop_uid = str(request.AffectedSOPInstanceUID or "")
-    sop_class = str(request.AffectedSOPClassUID or "")
+    sop_uid = str(request.AffectedSOPInstanceUID or "")  # type: ignore[union-attr]
+    sop_class = str(request.AffectedSOPClassUID or "")  # type: ignore[union-attr]
     if oversized:
         raise _Refused(StoreStatus.TOO_LARGE, "data set larger than listener.max_instance_bytes", limit=limits.max_instance_bytes)
     if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):

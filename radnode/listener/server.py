@@ -100,7 +100,7 @@ def start_scp(
 ) -> tuple[AE, Any]:
     """Start the SCP in background threads; return the AE and its server."""
     ae = build_ae(settings)
-    handlers = [
+    handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, handle_conn_open),
         (evt.EVT_REQUESTED, handle_requested, [peer_policy(settings), audit]),
         (evt.EVT_C_ECHO, handle_echo),

@@ -232,6 +232,7 @@ class GuardedRequestHandler(RequestHandler):
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
+        assert assoc.dul.socket is not None  # set by RequestHandler._create_association
         assoc.dul.socket = GuardedSocket.adopt(assoc.dul.socket, self.server.guard)
         return assoc
 
@@ -251,7 +252,7 @@ class GuardedServer(ThreadedAssociationServer):
         self.RequestHandlerClass = GuardedRequestHandler
 
     def server_bind(self) -> None:
-        if self.reuse_port:
+        if self.reuse_port and self.socket is not None:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 

@@ -409,13 +409,13 @@ def resolve_principal(request: Request) -> Principal | None:
             principal = Principal(name=f"token:{row.name}", role=row.role, via="token")
     else:
         data = session_data(request)
-        token = data.get("s") if data else None
-        if isinstance(token, str) and token:
+        session_token = data.get("s") if data else None
+        if isinstance(session_token, str) and session_token:
             with sessions() as s:
-                row = lookup_session(s, token)
-                user = s.scalars(select(UserRow).where(UserRow.username == row.username)).first() if row is not None else None
-                if row is not None and user is not None and not user.disabled:
-                    principal = Principal(name=user.username, role=user.role, via="session", csrf=row.csrf)
+                web = lookup_session(s, session_token)
+                user = s.scalars(select(UserRow).where(UserRow.username == web.username)).first() if web is not None else None
+                if web is not None and user is not None and not user.disabled:
+                    principal = Principal(name=user.username, role=user.role, via="session", csrf=web.csrf)
     request.state.principal = principal
     return principal
 
