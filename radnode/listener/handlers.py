@@ -271,7 +271,8 @@ def _store(
     calling: str,
 ) -> int:
     request = event.request
-    sock = event.assoc.dul.socket
+    # The pull's C-GET path hands in a stand-in event without a DUL (listener/pull.py).
+    sock = getattr(getattr(event.assoc, "dul", None), "socket", None)
     oversized = isinstance(sock, GuardedSocket) and sock.take_oversized()
     verdict = event.assoc.__dict__.get(_VERDICTS, {}).pop(request.MessageID, None)
     if verdict is not None:
