@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 P_DATA_TF = 0x04
 #: A-ASSOCIATE-RQ/AC/RJ, release and abort PDUs are small; this bounds them.
 MAX_CONTROL_PDU = 1024 * 1024
+#: Longest DIMSE command set accepted (real ones are under 1 KB).
+MAX_COMMAND_BYTES = 64 * 1024
 _HEADER = struct.Struct(">BBL")
 _PDV_LENGTH = struct.Struct(">L")
 
@@ -83,6 +85,7 @@ class GuardedSocket(AssociationSocket):
     _pending: bytes
     _msg_bytes: int
     _msg_truncated: bool
+    _cmd_bytes: int
     #: One entry per completed data set, in arrival order: True when it was cut.
     oversized: collections.deque[bool]
 
@@ -95,6 +98,7 @@ class GuardedSocket(AssociationSocket):
         new._pending = b""
         new._msg_bytes = 0
         new._msg_truncated = False
+        new._cmd_bytes = 0
         new.oversized = collections.deque()
         return new
 
@@ -151,7 +155,11 @@ class GuardedSocket(AssociationSocket):
             log.warning("connection dropped", reason=str(exc)[:200], host=self._peer_host())
             raise
         if pdu_type == P_DATA_TF and len(body) == length:
-            body = self._account(body)
+            try:
+                body = self._account(body)
+            except PduTooLarge as exc:
+                log.warning("connection dropped", reason=str(exc), host=self._peer_host())
+                raise
             header = _HEADER.pack(pdu_type, 0, len(body))
         self._pending = body
         return bytearray(header)
@@ -188,8 +196,15 @@ class GuardedSocket(AssociationSocket):
                     self.oversized.append(self._msg_truncated)
                     self._msg_bytes = 0
                     self._msg_truncated = False
-            elif out is not None:
-                out.append(body[offset:end])
+            else:
+                # A command set is a few hundred bytes; one fragmented without end would grow for ever.
+                self._cmd_bytes += item_len - 2
+                if self._cmd_bytes > MAX_COMMAND_BYTES:
+                    raise PduTooLarge(f"command set longer than {MAX_COMMAND_BYTES} bytes")
+                if is_last:
+                    self._cmd_bytes = 0
+                if out is not None:
+                    out.append(body[offset:end])
             offset = end
         return body if out is None else b"".join(out)
 

@@ -258,6 +258,9 @@ PDU_CASES: dict[str, bytes] = {
     "second-associate-rq": rawscu.associate_rq("RADNODE", "RAWSCU", CONTEXTS),
     "release-rp-unsolicited": struct.pack(">BBL", 0x06, 0, 4) + b"\x00" * 4,
     "garbage-after-header": struct.pack(">BBL", 0x04, 0, 64) + bytes(range(64)),
+    "endless-command-fragments": b"".join(
+        struct.pack(">BBL", 0x04, 0, 16006) + struct.pack(">LBB", 16002, 3, 0x01) + b"\x00" * 16000 for _ in range(8)
+    ),
     "command-garbage": struct.pack(">BBL", 0x04, 0, 38) + struct.pack(">LBB", 34, 1, 3) + b"\xff" * 32,
 }
 
