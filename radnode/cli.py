@@ -76,7 +76,8 @@ def listen(obj: _Ctx) -> None:
     from radnode.listener.service import ListenerService
     from radnode.routing.setup import build_router
     from radnode.analyzers.registry import Registry
-    from radnode.services import broker_for, make_outbox, open_store, wait_for_signal
+    from radnode.composition import broker_for, make_outbox, wait_for_signal
+    from radnode.store.db import open_store
 
     settings = obj.settings()
     engine, sessions = open_store(settings)
@@ -111,7 +112,7 @@ def serve(obj: _Ctx) -> None:
     With no broker URL set, jobs go through the embedded queue and the
     SQLite job store: nothing else to install.
     """
-    from radnode.services import Node, wait_for_signal
+    from radnode.composition import Node, wait_for_signal
 
     settings = obj.settings()
     node = Node(settings, with_web=settings.web.in_serve)
@@ -134,7 +135,8 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     an unfinished job is redelivered.
     """
     from radnode.analyzers.registry import Registry
-    from radnode.services import WorkerPool, broker_for, make_outbox, open_store, wait_for_signal
+    from radnode.composition import WorkerPool, broker_for, make_outbox, wait_for_signal
+    from radnode.store.db import open_store
     from radnode.sr_writer.dispatch import DicomResultWriter
 
     settings = obj.settings()
@@ -185,7 +187,7 @@ def web(obj: _Ctx, host: str, port: int | None) -> None:
 def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
     """List recent studies and their state."""
     from radnode.jobs.commands import _iso
-    from radnode.services import open_store
+    from radnode.store.db import open_store
     from radnode.store.studies import list_studies
 
     engine, sessions = open_store(obj.settings())
@@ -236,9 +238,9 @@ def _register_optional() -> None:
         ("radnode.routing.commands", {"classify": "classify_command", "classifier": "classifier_group"}),
         ("radnode.routing.rules_commands", {"routing": "routing"}),
         ("radnode.jobs.commands", {"jobs": "jobs", "results": "results"}),
-        ("radnode.analyzers.commands", {"analyze": "analyze"}),
+        ("radnode.commands.analyze", {"analyze": "analyze"}),
         ("radnode.demo", {"demo": "demo"}),
-        ("radnode.listener.pull_commands", {"pull": "pull"}),
+        ("radnode.jobs.pull_commands", {"pull": "pull"}),
         ("radnode.web.commands", {"users": "users", "tokens": "tokens"}),
     ):
         try:

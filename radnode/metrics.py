@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.jobs.store import JobRow
+from radnode.store.jobs import JobRow
 from radnode.store.studies import InstanceRow, StudyRow
 
 STAGE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)

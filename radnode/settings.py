@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from radnode.sr_writer.branding import ReportBranding
+from radnode.model.branding import ReportBranding
 
 DEFAULT_CONFIG_FILE = Path("radnode.yaml")
 

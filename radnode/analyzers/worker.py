@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.base import AnalyzerError, AnalyzerInputs, AnalyzerResult, AnalyzerSpec, SeriesInput
 from radnode.analyzers.registry import Registry, RegistryError
-from radnode.jobs import store
-from radnode.jobs.models import AnalyzeJob, JobState
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import AnalyzeJob, JobState
 from radnode.queue.base import Delivery, HandlerResult
 from radnode.uids import is_valid_uid
 
@@ -88,13 +88,13 @@ class JobHandler:
         bound = log.bind(job_id=job.job_id, application=job.application, study_uid=job.study_instance_uid)
         try:
             with self.sessions.begin() as session:
-                row = store.claim(
+                row = jobstore.claim(
                     session, job.job_id, worker, lease_seconds=self.lease_seconds, take_over=delivery.redelivered
                 )
                 attempt = row.attempts
-        except store.JobNotFound:
+        except jobstore.JobNotFound:
             return HandlerResult.dead(f"job {job.job_id} is not in the job store")
-        except (store.ClaimRefused, store.TransitionError) as exc:
+        except (jobstore.ClaimRefused, jobstore.TransitionError) as exc:
             bound.info("delivery skipped", reason=str(exc))
             return HandlerResult.ack()
 
@@ -160,9 +160,9 @@ class JobHandler:
             raise _Permanent(f"{job.application}: {exc}") from exc
         self._stage(job.job_id, JobState.WRITING, worker)
         with self.sessions.begin() as session:
-            store.add_measurements(session, job.job_id, [(m.name, m.value, m.unit, "|".join(m.code) if m.code else None) for m in result.measurements])
+            jobstore.add_measurements(session, job.job_id, [(m.name, m.value, m.unit, "|".join(m.code) if m.code else None) for m in result.measurements])
             if result.flags:
-                store.add_flags(session, job.job_id, result.flags)
+                jobstore.add_flags(session, job.job_id, result.flags)
         uids: list[str] = []
         for writer in self.writers:
             try:
@@ -170,7 +170,7 @@ class JobHandler:
             except AnalyzerError as exc:
                 raise _Permanent(str(exc)) from exc
         with self.sessions.begin() as session:
-            row = store.get_job(session, job.job_id)
+            row = jobstore.get_job(session, job.job_id)
             row.result_uids_json = json.dumps(uids)
         self._finish(job.job_id, JobState.DONE, worker)
         bound.info("job done", measurements=len(result.measurements), objects=len(uids))
@@ -191,18 +191,18 @@ class JobHandler:
 
     def _stage(self, job_id: str, to: JobState, worker: str) -> None:
         with self.sessions.begin() as session:
-            row = store.get_job(session, job_id)
+            row = jobstore.get_job(session, job_id)
             if row.state == JobState.CANCELLED.value:
                 raise _Cancelled()
             if row.state != to.value:
-                store.transition(session, job_id, to, actor=worker)
+                jobstore.transition(session, job_id, to, actor=worker)
 
     def _finish(self, job_id: str, to: JobState, worker: str, *, error: str | None = None, published: bool = False) -> None:
         with self.sessions.begin() as session:
-            row = store.get_job(session, job_id)
+            row = jobstore.get_job(session, job_id)
             if row.state == to.value or JobState(row.state) is JobState.CANCELLED:
                 return
-            store.transition(session, job_id, to, actor=worker, error=error)
+            jobstore.transition(session, job_id, to, actor=worker, error=error)
             row.claimed_by = None
             row.lease_until = None
             if to is JobState.QUEUED and published:
@@ -219,9 +219,9 @@ class JobHandler:
             return
         try:
             with self.sessions.begin() as session:
-                row = session.get(store.JobRow, job_id)
+                row = session.get(jobstore.JobRow, job_id)
                 if row is not None and not JobState(row.state).terminal:
-                    store.transition(session, job_id, JobState.FAILED, actor=self.name, error=reason)
+                    jobstore.transition(session, job_id, JobState.FAILED, actor=self.name, error=reason)
         except Exception as exc:  # never crash the consumer over bookkeeping
             log.warning("could not mark malformed job failed", error=str(exc)[:200])
 
@@ -250,6 +250,6 @@ class _Heartbeat:
         while not self._stop.wait(lease / 3):
             try:
                 with sessions.begin() as session:
-                    store.renew_lease(session, job_id, worker, lease)
+                    jobstore.renew_lease(session, job_id, worker, lease)
             except Exception as exc:
                 log.warning("lease renewal failed", job_id=job_id, error=str(exc)[:200])

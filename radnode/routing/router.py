@@ -19,9 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.registry import Registry, RegistryError
-from radnode.jobs import store
-from radnode.jobs.models import Destination, Trigger
-from radnode.listener.pull import PullRouting, mark_routed, pull_for_study
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import Destination, Trigger
+from radnode.routing.pulled import PullRouting, mark_routed, pull_for_study
 from radnode.routing.classifier import SeriesClassifier
 from radnode.routing.rules import DicomNode, PlannedApplication, RoutingConfig, RoutingDecision, StudyFacts, default_destinations, evaluate
 from radnode.routing.rules_commands import format_decision
@@ -39,7 +39,7 @@ class ApplicationPlan:
     roles: ApplicationRoles
     selection: Selection
     model_version: str
-    request: store.JobRequest
+    request: jobstore.JobRequest
 
 
 @dataclass
@@ -171,7 +171,7 @@ class Router:
                 closest = ", ".join(f"{c[1] or c[0]} ({c[2]:.2f})" for c in missing.closest_candidates[:3]) or "no candidates"
                 parts.append(f"missing role {missing.role!r}; closest: {closest}")
             needs_input = "; ".join(parts)
-        request = store.JobRequest(
+        request = jobstore.JobRequest(
             study_instance_uid=facts.study_instance_uid,
             application=app.name,
             model_version=model_version,
@@ -198,9 +198,9 @@ class Router:
         study_dir = self.settings.spool_dir / event.study_instance_uid
         with self.sessions() as session:
             seen = session.scalars(
-                select(store.RoutingDecisionRow.id).where(
-                    store.RoutingDecisionRow.study_instance_uid == event.study_instance_uid,
-                    store.RoutingDecisionRow.generation == event.generation,
+                select(jobstore.RoutingDecisionRow.id).where(
+                    jobstore.RoutingDecisionRow.study_instance_uid == event.study_instance_uid,
+                    jobstore.RoutingDecisionRow.generation == event.generation,
                 )
             ).first()
         if seen is not None:
@@ -209,7 +209,7 @@ class Router:
         plan = self.plan(study_dir, study_uid=event.study_instance_uid, calling_ae=event.calling_ae, called_ae=event.called_ae, pull=pull)
         created = 0
         with self.sessions.begin() as session:
-            store.record_routing(
+            jobstore.record_routing(
                 session,
                 event.study_instance_uid,
                 event.generation,
@@ -219,7 +219,7 @@ class Router:
             )
             jobs = []
             for app in plan.applications:
-                job, new = store.create_job(session, app.request)
+                job, new = jobstore.create_job(session, app.request)
                 jobs.append((job.job_id, job.state))
                 created += int(new)
             if pull is not None:

@@ -17,11 +17,12 @@ from typing import Any, Callable
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.analyzers.base import AnalyzerInputs, AnalyzerResult, AnalyzerSpec
-from radnode.jobs import store
-from radnode.jobs.models import AnalyzeJob, Destination
+from radnode.model.analysis import AnalyzerInputs, AnalyzerResult, AnalyzerSpec
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import AnalyzeJob
 from radnode.settings import Settings
-from radnode.sr_writer.send import AssociationError, confirm_series, confirm_series_dicomweb, send_files, stow_files
+from radnode.peers.destinations import CallerIdentity, ResultDestination, open_destination
+from radnode.peers.dicom import PeerUnavailable
 from radnode.sr_writer.writer import WrittenObjects, write_results
 
 log = structlog.get_logger(__name__)
@@ -80,8 +81,8 @@ class DicomResultWriter:
         if not spec.outputs:
             return []  # the analyzer declares no DICOM outputs (e.g. measurements only)
         with self.sessions() as session:
-            row = store.get_job(session, job.job_id)
-            priors = store.prior_measurements(session, row, TREND_KEYS)
+            row = jobstore.get_job(session, job.job_id)
+            priors = jobstore.prior_measurements(session, row, TREND_KEYS)
         written = write_objects(self.settings, job.job_id, spec, inputs, result, workdir / "results", priors)
         uids = list(written.sop_instance_uids.values())
         if not self.settings.results.send or not job.destinations:
@@ -90,14 +91,13 @@ class DicomResultWriter:
         files = written.dicom_files()
         sends: dict[str, Any] = {}
         errors = []
+        caller = CallerIdentity(ae_title=self.settings.ae_title)
         for dest in job.destinations:
-            outcome = self._send(dest, files)
+            target = open_destination(dest, caller)
+            outcome = self._send(target, files)
             if self.settings.results.confirm and not outcome.get("error"):
                 try:
-                    if dest.url:
-                        found = confirm_series_dicomweb(job.study_instance_uid, written.series_instance_uids(), dest.url)
-                    else:
-                        found = confirm_series(job.study_instance_uid, written.series_instance_uids(), dest.host, dest.port or 104, dest.ae_title, self.settings.ae_title)
+                    found = target.confirm(job.study_instance_uid, written.series_instance_uids())
                     outcome["confirmed"] = all(n > 0 for n in found.values())
                     outcome["series_found"] = found
                 except Exception as exc:  # a failed confirmation is recorded, not fatal
@@ -107,15 +107,15 @@ class DicomResultWriter:
             if outcome.get("error"):
                 errors.append(f"{dest.name} ({dest.label}): {outcome['error']}")
         with self.sessions.begin() as session:
-            store.record_sends(session, job.job_id, sends)
+            jobstore.record_sends(session, job.job_id, sends)
             for name, outcome in sends.items():
-                store.record_event(session, "dispatch", "sent", job_id=job.job_id, study_instance_uid=job.study_instance_uid,
+                jobstore.record_event(session, "dispatch", "sent", job_id=job.job_id, study_instance_uid=job.study_instance_uid,
                                    detail=f"{name}: {outcome.get('sent', 0)} sent, {len(outcome.get('failed', {}))} failed, confirmed={outcome.get('confirmed')}")
         if errors:
             raise SendFailed("could not deliver results to " + "; ".join(errors))
         return uids
 
-    def _send(self, dest: Destination, files: list[Path]) -> dict[str, Any]:
+    def _send(self, dest: ResultDestination, files: list[Path]) -> dict[str, Any]:
         delays = list(self.settings.results.send_retry_delays)
         last_error = ""
         remaining = list(files)
@@ -123,11 +123,8 @@ class DicomResultWriter:
         failed: dict[str, str] = {}
         for attempt in range(1, self.settings.results.send_attempts + 1):
             try:
-                if dest.url:
-                    report = stow_files(remaining, dest.url)
-                else:
-                    report = send_files(remaining, dest.host, dest.port or 104, dest.ae_title, calling_ae=self.settings.ae_title)
-            except (AssociationError, OSError, RuntimeError) as exc:
+                report = dest.send(remaining)
+            except (PeerUnavailable, OSError, RuntimeError) as exc:
                 last_error = str(exc)[:300]
             else:
                 sent += len(report.sent)

@@ -42,8 +42,8 @@ from reportlab.platypus import (  # noqa: E402
     TableStyle,
 )
 
-from radnode.analyzers.base import Finding, Measurement, ModelInfo, Segment  # noqa: E402
-from radnode.sr_writer.branding import ReportBranding  # noqa: E402
+from radnode.model.analysis import Finding, Measurement, ModelInfo, Segment  # noqa: E402
+from radnode.model.branding import ReportBranding  # noqa: E402
 
 log = structlog.get_logger(__name__)
 

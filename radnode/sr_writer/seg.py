@@ -26,7 +26,7 @@ import structlog
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
-from radnode.analyzers.base import Segment
+from radnode.model.analysis import Segment
 from radnode.sr_writer.provenance import OutputProvenance
 
 log = structlog.get_logger(__name__)

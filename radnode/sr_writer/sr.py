@@ -36,7 +36,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from radnode.analyzers.base import Finding, Measurement, Segment
+from radnode.model.analysis import Finding, Measurement, Segment
 from radnode.sr_writer.provenance import OutputProvenance
 from radnode.sr_writer.seg import check_segments, segment_numbers, sort_sources
 

@@ -19,8 +19,8 @@ import pydicom
 import structlog
 from pydicom.dataset import Dataset
 
-from radnode.analyzers.base import AnalyzerResult, LabelMap, Measurement, ModelInfo
-from radnode.sr_writer.branding import ReportBranding
+from radnode.model.analysis import AnalyzerResult, LabelMap, Measurement, ModelInfo
+from radnode.model.branding import ReportBranding
 from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
 from radnode.sr_writer.pdf import PriorResult, build_report_pdf, render_key_images
 from radnode.sr_writer.provenance import OutputProvenance

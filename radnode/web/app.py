@@ -52,7 +52,7 @@ def _wants_json(request: Request) -> bool:
 
 def create_app(settings: Settings) -> FastAPI:
     from radnode.analyzers.registry import Registry
-    from radnode.services import open_store
+    from radnode.store.db import open_store
     from radnode.web.routers import api, pages
 
     engine, sessions = open_store(settings)

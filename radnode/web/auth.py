@@ -35,7 +35,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.jobs.store import record_event
+from radnode.store.jobs import record_event
 from radnode.settings import Settings
 from radnode.store.accounts import ROLES, ApiTokenRow, UserRow
 

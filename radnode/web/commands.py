@@ -17,7 +17,7 @@ from radnode.store.accounts import ROLES
 
 
 def _sessions(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from radnode.services import open_store
+    from radnode.store.db import open_store
 
     _, sessions = open_store(ctx.obj.settings())
     return sessions

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 import types
@@ -27,9 +26,11 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.jobs import store
+from radnode.store import jobs as jobstore
+from radnode.jobs import pull
 from radnode.jobs.commands import job_dict
-from radnode.jobs.models import JobState
+from radnode.model.jobs import JobState
+from radnode.peers.dicom import Remote, echo
 from radnode.routing.rules import RoutingFileError, RoutingIssue, parse_rules
 from radnode.routing.setup import DEFAULT_RULES, rules_path
 from radnode.settings import DicomPeer, Settings
@@ -77,33 +78,33 @@ def list_jobs(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     """Newest first; *since*/*until* are inclusive UTC days of creation."""
-    q = select(store.JobRow).order_by(store.JobRow.created_at.desc()).limit(max(1, min(limit, 500)))
+    q = select(jobstore.JobRow).order_by(jobstore.JobRow.created_at.desc()).limit(max(1, min(limit, 500)))
     if state:
-        q = q.where(store.JobRow.state == state)
+        q = q.where(jobstore.JobRow.state == state)
     if application:
-        q = q.where(store.JobRow.application == application)
+        q = q.where(jobstore.JobRow.application == application)
     if since:
-        q = q.where(store.JobRow.created_at >= _day_start(since))
+        q = q.where(jobstore.JobRow.created_at >= _day_start(since))
     if until:
-        q = q.where(store.JobRow.created_at < _day_start(until) + 86400)
+        q = q.where(jobstore.JobRow.created_at < _day_start(until) + 86400)
     return [job_dict(r) | {"accession": r.accession} for r in session.scalars(q).all()]
 
 
 def applications_seen(session: Session) -> list[str]:
-    return sorted(session.scalars(select(store.JobRow.application).distinct()).all())
+    return sorted(session.scalars(select(jobstore.JobRow.application).distinct()).all())
 
 
 def job_detail(session: Session, settings: Settings, job_id: str) -> dict[str, Any]:
     """Everything the job page shows: the job, its stages, measurements, audit and result files."""
     try:
-        row = store.get_job(session, job_id)
-    except store.JobNotFound as exc:
+        row = jobstore.get_job(session, job_id)
+    except jobstore.JobNotFound as exc:
         raise ServiceError(404, str(exc)) from exc
     data = job_dict(row) | {"accession": row.accession, "options": json.loads(row.options_json)}
-    data["measurements"] = [{"name": m.name, "value": m.value, "unit": m.unit, "code": m.code} for m in store.job_measurements(session, row.job_id)]
+    data["measurements"] = [{"name": m.name, "value": m.value, "unit": m.unit, "code": m.code} for m in jobstore.job_measurements(session, row.job_id)]
     data["events"] = [
         {"at": datetime.fromtimestamp(e.at, timezone.utc).isoformat(timespec="seconds"), "actor": e.actor, "action": e.action, "detail": e.detail}
-        for e in store.job_events(session, row.job_id)
+        for e in jobstore.job_events(session, row.job_id)
     ]
     stages = []
     order = ("created", "queued", "preprocessing", "inferring", "writing", "sending", "finished")
@@ -115,7 +116,7 @@ def job_detail(session: Session, settings: Settings, job_id: str) -> dict[str, A
     data["stages"] = stages
     data["retraining"] = [
         {"note": c.note, "flagged_by": c.flagged_by, "archive_path": c.archive_path, "at": datetime.fromtimestamp(c.created_at, timezone.utc).isoformat(timespec="seconds")}
-        for c in session.scalars(select(store.RetrainingCaseRow).where(store.RetrainingCaseRow.job_id == row.job_id)).all()
+        for c in session.scalars(select(jobstore.RetrainingCaseRow).where(jobstore.RetrainingCaseRow.job_id == row.job_id)).all()
     ]
     data["files"] = result_files(settings, row.job_id)
     return data
@@ -179,8 +180,8 @@ def key_image_png(path: Path) -> bytes:
 
 def _resolve_job_id(session: Session, job_id: str) -> str:
     try:
-        return store.get_job(session, job_id).job_id
-    except store.JobNotFound as exc:
+        return jobstore.get_job(session, job_id).job_id
+    except jobstore.JobNotFound as exc:
         raise ServiceError(404, str(exc)) from exc
 
 
@@ -188,8 +189,8 @@ def retry_job(sessions: sessionmaker[Session], job_id: str, actor: str) -> dict[
     with sessions.begin() as s:
         jid = _resolve_job_id(s, job_id)
         try:
-            row = store.requeue(s, jid, actor=actor, reason=f"retry requested by {actor}")
-        except store.TransitionError as exc:
+            row = jobstore.requeue(s, jid, actor=actor, reason=f"retry requested by {actor}")
+        except jobstore.TransitionError as exc:
             raise ServiceError(409, str(exc)) from exc
         return job_dict(row)
 
@@ -198,8 +199,8 @@ def cancel_job(sessions: sessionmaker[Session], job_id: str, actor: str) -> dict
     with sessions.begin() as s:
         jid = _resolve_job_id(s, job_id)
         try:
-            row = store.cancel(s, jid, actor=actor)
-        except store.TransitionError as exc:
+            row = jobstore.cancel(s, jid, actor=actor)
+        except jobstore.TransitionError as exc:
             raise ServiceError(409, str(exc)) from exc
         return job_dict(row)
 
@@ -211,7 +212,7 @@ def flag_for_retraining(settings: Settings, sessions: sessionmaker[Session], job
     archive never holds half a case; flagging again replaces the earlier copy.
     """
     with sessions() as s:
-        row = store.get_job(s, _resolve_job_id(s, job_id))
+        row = jobstore.get_job(s, _resolve_job_id(s, job_id))
         jid, study, series, selection = row.job_id, row.study_instance_uid, row.series, json.loads(row.selection_json)
         meta = job_dict(row)
     root = retraining_dir(settings)
@@ -237,9 +238,9 @@ def flag_for_retraining(settings: Settings, sessions: sessionmaker[Session], job
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     with sessions.begin() as s:
-        s.add(store.RetrainingCaseRow(job_id=jid, note=note, flagged_by=actor, archive_path=str(final), created_at=time.time()))
-        store.add_flags(s, jid, ["retraining"])
-        store.record_event(s, actor, "flag:retraining", job_id=jid, study_instance_uid=study, detail=(note[:200] + f" ({copied} input instances)").strip())
+        s.add(jobstore.RetrainingCaseRow(job_id=jid, note=note, flagged_by=actor, archive_path=str(final), created_at=time.time()))
+        jobstore.add_flags(s, jid, ["retraining"])
+        jobstore.record_event(s, actor, "flag:retraining", job_id=jid, study_instance_uid=study, detail=(note[:200] + f" ({copied} input instances)").strip())
     log.info("job flagged for retraining", job_id=jid, archive=str(final), instances=copied)
     return {"job_id": jid, "archive_path": str(final), "input_instances": copied}
 
@@ -309,25 +310,9 @@ def validate_options(model: type[BaseModel], raw: dict[str, Any]) -> dict[str, A
         raise ServiceError(422, f"option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
 
 
-class PullUnavailable(ServiceError):
-    def __init__(self) -> None:
-        super().__init__(503, "pull not available")
-
-
-def _pull_module() -> Any:
-    """``radnode.listener.pull``, imported lazily (a node without it answers "pull not available")."""
-    try:
-        from radnode.listener import pull
-    except ModuleNotFoundError as exc:
-        if exc.name != "radnode.listener.pull":
-            raise
-        raise PullUnavailable() from None
-    return pull
-
-
 def pull_dict(sessions: sessionmaker[Session], row: Any) -> dict[str, Any]:
     """A pull's progress, and its job once the study has been routed."""
-    job = _pull_module().pull_job(sessions, row)
+    job = pull.pull_job(sessions, row)
     return {
         "pull_id": row.id,
         "state": row.state,
@@ -355,18 +340,17 @@ def submit_pull(
     pacs: str | None = None,
     registry: Any = None,
 ) -> dict[str, Any]:
-    """Record a pull by accession (``radnode.listener.pull``) and start it in the background.
+    """Record a pull by accession (``radnode.jobs.pull``) and start it in the background.
 
     The pull is validated and recorded before any PACS is contacted; the
     caller gets its id at once and follows it on the pull page.
     """
-    pull = _pull_module()
     try:
         row = pull.request_pull(settings, sessions, accession, application, options, pacs, requested_by=actor, registry=registry)
     except pull.PullError as exc:
         raise ServiceError(422, str(exc)) from None
     with sessions.begin() as s:
-        store.record_event(s, actor, "submit", detail=f"pull {row.id}: {application} from {row.pacs}")
+        jobstore.record_event(s, actor, "submit", detail=f"pull {row.id}: {application} from {row.pacs}")
     if runner is not None:
         runner.submit(row.id)
     else:
@@ -375,7 +359,6 @@ def submit_pull(
 
 
 def get_pull(sessions: sessionmaker[Session], pull_id: int) -> dict[str, Any]:
-    pull = _pull_module()
     try:
         row = pull.get_pull(sessions, pull_id)
     except LookupError as exc:
@@ -383,12 +366,9 @@ def get_pull(sessions: sessionmaker[Session], pull_id: int) -> dict[str, Any]:
     return pull_dict(sessions, row)
 
 
-def pull_runner(settings: Settings, sessions: sessionmaker[Session]) -> Any:
-    """The background runner for pulls, or None where the pull module is not installed."""
-    try:
-        return _pull_module().PullRunner(settings, sessions)
-    except PullUnavailable:
-        return None
+def pull_runner(settings: Settings, sessions: sessionmaker[Session]) -> pull.PullRunner:
+    """The background runner for pulls (one per web app)."""
+    return pull.PullRunner(settings, sessions)
 
 
 # --------------------------------------------------------------------------
@@ -476,7 +456,7 @@ def save_routing(
         row = RoutingVersionRow(created_at=time.time(), author=actor, text=text, comment=comment)
         s.add(row)
         s.flush()
-        store.record_event(s, actor, action, detail=f"version {row.id}" + (f": {comment}" if comment else ""))
+        jobstore.record_event(s, actor, action, detail=f"version {row.id}" + (f": {comment}" if comment else ""))
         s.expunge(row)
     log.info("routing rules saved", version=row.id, author=actor)
     return row
@@ -510,64 +490,16 @@ def rollback_routing(settings: Settings, sessions: sessionmaker[Session], known:
 # Connectivity
 # --------------------------------------------------------------------------
 
-_RJ_SOURCE = {1: "the peer's DICOM service (user)", 2: "the peer's ACSE (protocol)", 3: "the peer's network layer (presentation)"}
-_RJ_REASON = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognised: add radnode's AE title to the peer's list of known nodes",
-    (1, 7): "called AE title not recognised: the AE title configured for this peer is wrong",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded (too many associations)",
-}
-
-
 def echo_peer(settings: Settings, peer: DicomPeer, timeout: float = 5.0) -> dict[str, Any]:
-    """C-ECHO one peer and explain a failure in the terms an admin can act on."""
-    from pynetdicom import AE
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-    out: dict[str, Any] = {"peer": peer.name, "ae_title": peer.ae_title, "host": peer.host, "port": peer.port, "ok": False, "status": None, "diagnosis": "", "ms": None}
-    start = time.monotonic()
-    try:
-        with socket.create_connection((peer.host, peer.port), timeout=timeout):
-            pass
-    except ConnectionRefusedError:
-        out["diagnosis"] = f"connection refused: nothing listens on {peer.host}:{peer.port} (wrong port, or the peer is down)"
-        return out
-    except socket.gaierror as exc:
-        out["diagnosis"] = f"host name {peer.host!r} does not resolve: {exc.strerror}"
-        return out
-    except (socket.timeout, TimeoutError):
-        out["diagnosis"] = f"timeout after {timeout:g} s connecting to {peer.host}:{peer.port} (host unreachable or a firewall drops the traffic)"
-        return out
-    except OSError as exc:
-        out["diagnosis"] = f"cannot connect to {peer.host}:{peer.port}: {exc.strerror or exc}"
-        return out
-    ae = AE(ae_title=settings.ae_title)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
-    try:
-        if assoc.is_established:
-            status = assoc.send_c_echo()
-            code = getattr(status, "Status", None)
-            out["status"] = None if code is None else f"0x{int(code):04X}"
-            out["ok"] = code == 0
-            out["diagnosis"] = "C-ECHO succeeded" if out["ok"] else ("no C-ECHO response (timeout)" if code is None else "the peer answered C-ECHO with a failure status")
-        elif assoc.is_rejected:
-            prim = assoc.acceptor.primitive
-            result, source, reason = getattr(prim, "result", None), getattr(prim, "result_source", None), getattr(prim, "diagnostic", None)
-            kind = "permanently" if result == 1 else "transiently"
-            out["diagnosis"] = f"association rejected {kind} by {_RJ_SOURCE.get(source, 'the peer')}: {_RJ_REASON.get((source, reason), f'reason {reason}')}"
-        elif assoc.is_aborted:
-            out["diagnosis"] = "association aborted by the peer (it may refuse radnode's address or AE title, or speak no DICOM on this port)"
-        else:
-            out["diagnosis"] = f"no association: timeout after {timeout:g} s waiting for the peer (is this port a DICOM service?)"
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    out["ms"] = round((time.monotonic() - start) * 1000, 1)
-    return out
+    """C-ECHO one peer; a failure reads as it would on a pull or a send (one diagnosis table)."""
+    result = echo(Remote.for_peer(peer), settings.ae_title, timeout)
+    return {
+        "peer": peer.name,
+        "ae_title": peer.ae_title,
+        "host": peer.host,
+        "port": peer.port,
+        "ok": result.ok,
+        "status": None if result.status is None else f"0x{result.status:04X}",
+        "diagnosis": result.diagnosis,
+        "ms": result.ms,
+    }

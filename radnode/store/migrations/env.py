@@ -7,7 +7,7 @@ from alembic import context
 
 from radnode.store.db import Base
 import radnode.store.studies  # noqa: F401  (register tables)
-import radnode.jobs.store  # noqa: F401
+import radnode.store.jobs  # noqa: F401
 import radnode.store.accounts  # noqa: F401
 import radnode.store.pulls  # noqa: F401
 import radnode.store.routing_history  # noqa: F401

@@ -153,7 +153,7 @@ def echo(
 
 
 def run_echo(settings: Settings, sessions: sessionmaker[Session], peer: str | None, actor: str) -> list[dict[str, Any]]:
-    from radnode.jobs.store import record_event
+    from radnode.store.jobs import record_event
 
     peers = [p for p in settings.peers if peer is None or p.name == peer]
     if peer is not None and not peers:

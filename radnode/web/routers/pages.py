@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from radnode.jobs.models import JobState
-from radnode.jobs.store import record_event
+from radnode.model.jobs import JobState
+from radnode.store.jobs import record_event
 from radnode.routing.rules import RoutingFileError
 from radnode.web import deps, services
 from radnode.web.auth import (

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from radnode.jobs.models import (
+from radnode.model.jobs import (
     RUNNING_STATES,
     TRANSITIONS,
     AnalyzeJob,

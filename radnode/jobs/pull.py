@@ -21,61 +21,33 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
-from pydicom.dataset import Dataset
-from pynetdicom import AE, StoragePresentationContexts, build_role, evt
-from pynetdicom.association import Association
 from pynetdicom.events import Event
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.routing.rules import (
-    DicomNode,
-    PlannedApplication,
-    default_destinations,
-    RoutingConfig,
-)
+from radnode.peers.dicom import PeerUnavailable, Remote
+from radnode.peers.dicom_query import RetrieveOutcome, find_studies
+from radnode.peers.dicom_query import retrieve_study as retrieve_study_from
 from radnode.settings import DicomPeer, Settings
+from radnode.store.jobs import JobRow
 from radnode.store.pulls import PullRequestRow
 
 log = structlog.get_logger(__name__)
 
-#: States in which a completed study is routed as this pull (the C-MOVE's
-#: final response can come after the listener has seen the last instance).
-ROUTABLE_STATES = ("retrieving", "received")
 #: States in which nobody has given up on the pull yet.
 ACTIVE_STATES = ("finding", "retrieving")
 
 #: DICOM SH without wildcards or backslash: what an accession number really
 #: looks like (letters, digits and a few separators; no edge spaces).
 _ACCESSION_RE = re.compile(r"^[A-Za-z0-9._/:#+-]([A-Za-z0-9 ._/:#+-]{0,14}[A-Za-z0-9._/:#+-])?$")
-
-#: A-ASSOCIATE-RJ (source, reason) → what it means and what to check (PS3.8 9.3.4).
-_REJECT_REASONS: dict[tuple[int, int], str] = {
-    (1, 1): "no reason given — the PACS may not know radnode's calling AE title {calling!r}; check its modality list",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title {calling!r} not recognised — add radnode (AE {calling!r}) to the PACS's known modalities",
-    (1, 7): "called AE title {called!r} not recognised — check peers[].ae_title",
-    (2, 1): "no reason given (ACSE service provider)",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion — try again later",
-    (3, 2): "local limit exceeded (too many associations) — try again later",
-}
 
 #: Final C-MOVE/C-GET statuses that deserve a specific hint (PS3.4 C.4.2.1.5).
 _RETRIEVE_STATUS_HINTS: dict[int, str] = {
@@ -89,45 +61,6 @@ _RETRIEVE_STATUS_HINTS: dict[int, str] = {
 
 class PullError(ValueError):
     """A pull that cannot be accepted: unknown application, bad accession or options, unknown PACS."""
-
-
-class PacsUnavailable(RuntimeError):
-    """The PACS could not be talked to; the message says what to check."""
-
-
-@dataclass(frozen=True)
-class FoundStudy:
-    """One C-FIND match (no patient identity: only what a requester needs to choose)."""
-
-    study_instance_uid: str
-    instances: int | None
-    study_date: str
-    study_description: str
-    modalities: str
-
-    def describe(self) -> str:
-        desc = f"{self.study_date or 'no date'} {self.study_description or '(no description)'!r}"
-        if self.modalities:
-            desc += f" {self.modalities}"
-        if self.instances is not None:
-            desc += f", {self.instances} instances"
-        return f"{desc} [{self.study_instance_uid}]"
-
-
-@dataclass
-class RetrieveOutcome:
-    """Counts and final status of one C-MOVE or C-GET."""
-
-    status: int | None = None
-    completed: int = 0
-    failed: int = 0
-    warning: int = 0
-    remaining: int | None = None
-    comment: str = ""
-
-    @property
-    def received(self) -> int:
-        return self.completed + self.warning
 
 
 # -- validation and the record --------------------------------------------------
@@ -253,109 +186,7 @@ def _update(sessions: sessionmaker[Session], pull_id: int, **values: Any) -> Pul
     return row
 
 
-# -- talking to the PACS ------------------------------------------------------
-
-
-def _peer_label(peer: DicomPeer) -> str:
-    return f"PACS {peer.name!r} at {peer.host}:{peer.port}"
-
-
-@contextmanager
-def _association(
-    settings: Settings,
-    peer: DicomPeer,
-    ae: AE,
-    model: str,
-    what: str,
-    timeout: float,
-    *,
-    ext_neg: Sequence[Any] | None = None,
-    evt_handlers: list[Any] | None = None,
-) -> Iterator[Association]:
-    """An established association for *model*, or PacsUnavailable with a diagnosis."""
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    opened: list[bool] = []
-    handlers = [(evt.EVT_CONN_OPEN, lambda _e: opened.append(True)), *(evt_handlers or [])]
-    started = time.monotonic()
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=list(ext_neg or []) or None, evt_handlers=handlers)
-    if not assoc.is_established:
-        raise PacsUnavailable(_diagnose(settings, peer, assoc, bool(opened), time.monotonic() - started, timeout))
-    sock = assoc.dul.socket
-    if sock is not None and sock.socket is not None:
-        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
-            raise PacsUnavailable(f"{_peer_label(peer)} does not support {what} (presentation context refused)")
-        yield assoc
-    finally:
-        if assoc.is_established:
-            assoc.release()
-
-
-def _diagnose(settings: Settings, peer: DicomPeer, assoc: Association, opened: bool, elapsed: float, timeout: float) -> str:
-    """Turn a failed association into what a human should check."""
-    label = _peer_label(peer)
-    rsp = assoc.acceptor.primitive
-    if assoc.is_rejected and rsp is not None:
-        source, reason = int(rsp.result_source or 0), int(rsp.diagnostic or 0)
-        text = _REJECT_REASONS.get((source, reason), f"reason {reason} from source {source}")
-        kind = "permanently" if rsp.result == 0x01 else "for now"
-        return f"{label} refused the association ({kind}): " + text.format(calling=settings.ae_title, called=peer.ae_title)
-    if not opened:
-        if elapsed >= timeout * 0.9:
-            return f"{label} did not accept a TCP connection within {timeout:g} s — is the host reachable (firewall), and are peers[].host and port right?"
-        return f"could not connect to {label}: connection refused or host unreachable — is the PACS running, and are peers[].host and port right?"
-    if rsp is None and elapsed >= timeout * 0.9:
-        return f"{label} accepted the connection but did not answer the association request within {timeout:g} s — is it a DICOM port?"
-    return f"{label} aborted the association request — check peers[].ae_title and that the PACS knows radnode's AE title {settings.ae_title!r}"
-
-
-def find_studies(settings: Settings, peer: DicomPeer, accession: str, timeout: float = 30.0) -> list[FoundStudy]:
-    """C-FIND (Study Root, STUDY level) by AccessionNumber; one entry per study UID."""
-    ae = AE(ae_title=settings.ae_title)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    query.AccessionNumber = accession
-    query.StudyInstanceUID = ""
-    query.NumberOfStudyRelatedInstances = ""
-    query.StudyDate = ""
-    query.StudyDescription = ""
-    query.ModalitiesInStudy = ""
-    found: dict[str, FoundStudy] = {}
-    with _association(settings, peer, ae, StudyRootQueryRetrieveInformationModelFind, "Study Root C-FIND", timeout) as assoc:
-        final = None
-        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-            if status is None or "Status" not in status:
-                raise PacsUnavailable(f"{_peer_label(peer)} stopped answering the C-FIND (aborted or timed out after {timeout:g} s)")
-            code = int(status.Status)
-            if code in (0xFF00, 0xFF01):
-                if identifier is None:
-                    continue
-                uid = str(identifier.get("StudyInstanceUID", "") or "").strip()
-                got = str(identifier.get("AccessionNumber", accession) or accession).strip()
-                if not uid or got != accession:  # a PACS that matched loosely
-                    continue
-                raw = identifier.get("NumberOfStudyRelatedInstances")
-                try:
-                    count = int(raw) if raw not in (None, "") else None
-                except (TypeError, ValueError):
-                    count = None
-                mods = identifier.get("ModalitiesInStudy", "") or ""
-                found[uid] = FoundStudy(
-                    study_instance_uid=uid,
-                    instances=count,
-                    study_date=str(identifier.get("StudyDate", "") or ""),
-                    study_description=str(identifier.get("StudyDescription", "") or ""),
-                    modalities=mods if isinstance(mods, str) else "\\".join(str(m) for m in mods),
-                )
-            else:
-                final = code
-        if final not in (None, 0x0000):
-            comment = str(status.get("ErrorComment", "") or "") if status is not None else ""
-            raise PacsUnavailable(f"{_peer_label(peer)} refused the C-FIND: status 0x{final:04X}{' (' + comment + ')' if comment else ''}")
-    return list(found.values())
+# -- talking to the PACS (the conversation itself is radnode.peers) ------------
 
 
 class _PushedEvent:
@@ -379,6 +210,24 @@ def _store_pushed(event: Event, spool: Any, sink: Any, quiet_seconds_for: Callab
     return handle_store(_PushedEvent(event, calling_ae, called_ae), spool, sink, quiet_seconds_for)  # type: ignore[arg-type]
 
 
+def _get_handler(settings: Settings, sessions: sessionmaker[Session], peer: DicomPeer) -> tuple[Callable[[Event], int], Any]:
+    """The C-STORE handler for a C-GET: the listener's own spool and index writer.
+
+    Its instances go through the listener's ``handle_store``, so a running
+    listener's assembler completes the study exactly like a pushed one.
+    """
+    from radnode.listener.index_writer import IndexWriter
+    from radnode.listener.spool import Spool
+
+    spool = Spool(settings.spool_dir, fsync=settings.listener.fsync)
+    writer = IndexWriter(sessions)
+
+    def handler(event: Event) -> int:
+        return _store_pushed(event, spool, writer, settings.quiet_seconds_for, peer.ae_title, settings.ae_title)
+
+    return handler, writer
+
+
 def retrieve_study(
     settings: Settings,
     peer: DicomPeer,
@@ -389,60 +238,20 @@ def retrieve_study(
 ) -> RetrieveOutcome:
     """C-MOVE the study to radnode's AE title, or C-GET it into the spool (``peer.retrieve``).
 
-    The C-GET path needs *sessions* for the index; its instances go through
-    the listener's own ``handle_store`` (spool + index writer), so a running
-    listener's assembler completes the study exactly like a pushed one.
+    The C-GET path needs *sessions* for the index.
     """
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = study_uid
-    outcome = RetrieveOutcome()
-    ae = AE(ae_title=settings.ae_title)
-    writer = None
+    handler, writer = None, None
     if peer.retrieve == "get":
         if sessions is None:
             raise ValueError("C-GET needs the index sessions")
-        from radnode.listener.index_writer import IndexWriter
-        from radnode.listener.spool import Spool
-
-        model, what = StudyRootQueryRetrieveInformationModelGet, "Study Root C-GET"
-        ae.add_requested_context(model)
-        roles = []
-        for cx in StoragePresentationContexts[: 127]:
-            ae.add_requested_context(cx.abstract_syntax)
-            roles.append(build_role(cx.abstract_syntax, scp_role=True))
-        spool = Spool(settings.spool_dir, fsync=settings.listener.fsync)
-        writer = IndexWriter(sessions)
-        handlers = [(evt.EVT_C_STORE, _store_pushed, [spool, writer, settings.quiet_seconds_for, peer.ae_title, settings.ae_title])]
-        ctx = _association(settings, peer, ae, model, what, timeout, ext_neg=roles, evt_handlers=handlers)
-    else:
-        model, what = StudyRootQueryRetrieveInformationModelMove, "Study Root C-MOVE"
-        ae.add_requested_context(model)
-        ctx = _association(settings, peer, ae, model, what, timeout)
+        handler, writer = _get_handler(settings, sessions, peer)
     try:
-        with ctx as assoc:
-            if peer.retrieve == "get":
-                responses = assoc.send_c_get(identifier, model)
-            else:
-                responses = assoc.send_c_move(identifier, settings.ae_title, model)
-            for status, _ident in responses:
-                if status is None or "Status" not in status:
-                    outcome.status = None
-                    outcome.comment = f"the PACS stopped answering (association aborted or no response within {timeout:g} s)"
-                    break
-                outcome.status = int(status.Status)
-                outcome.completed = int(status.get("NumberOfCompletedSuboperations", outcome.completed) or 0)
-                outcome.failed = int(status.get("NumberOfFailedSuboperations", outcome.failed) or 0)
-                outcome.warning = int(status.get("NumberOfWarningSuboperations", outcome.warning) or 0)
-                remaining = status.get("NumberOfRemainingSuboperations")
-                outcome.remaining = int(remaining) if remaining not in (None, "") else None
-                outcome.comment = str(status.get("ErrorComment", "") or "")
-                on_progress(outcome)
+        return retrieve_study_from(Remote.for_peer(peer), settings.ae_title, study_uid, method=peer.retrieve,
+                                   on_progress=on_progress, timeout=timeout, store_handler=handler)
     finally:
         if writer is not None:
             writer.flush()
             writer.close()
-    return outcome
 
 
 # -- the pull itself ------------------------------------------------------------
@@ -487,8 +296,8 @@ def _run(settings: Settings, sessions: sessionmaker[Session], row: PullRequestRo
     if peer is None:
         return fail(f"PACS {row.pacs!r} is no longer configured in peers[]")
     try:
-        found = find_studies(settings, peer, row.accession, timeout)
-    except PacsUnavailable as exc:
+        found = find_studies(Remote.for_peer(peer), settings.ae_title, row.accession, timeout)
+    except PeerUnavailable as exc:
         return fail(str(exc))
     if not found:
         return fail(f"no study with accession {row.accession} on PACS {peer.name!r} ({peer.ae_title}@{peer.host}:{peer.port})")
@@ -527,7 +336,7 @@ def _run(settings: Settings, sessions: sessionmaker[Session], row: PullRequestRo
 
     try:
         outcome = retrieve_study(settings, peer, study.study_instance_uid, on_progress, timeout=max(timeout, 60.0), sessions=sessions)
-    except PacsUnavailable as exc:
+    except PeerUnavailable as exc:
         return fail(str(exc))
     counts = f"{outcome.received} received, {outcome.failed} failed, {outcome.warning} with warnings"
     if outcome.status == 0x0000 and not outcome.failed and not outcome.warning:
@@ -537,7 +346,7 @@ def _run(settings: Settings, sessions: sessionmaker[Session], row: PullRequestRo
         return done
     _update(sessions, pull_id, instances_received=outcome.received)
     if outcome.status is None:
-        return fail(f"retrieve from {_peer_label(peer)} broke off: {outcome.comment} ({counts})")
+        return fail(f"{outcome.comment} ({counts})")
     hint = _RETRIEVE_STATUS_HINTS.get(outcome.status, "")
     if outcome.status in (0x0000, 0xB000):  # finished, but not every instance arrived
         hint = "some instances were not delivered"
@@ -549,7 +358,7 @@ def _run(settings: Settings, sessions: sessionmaker[Session], row: PullRequestRo
     hint = hint.format(dest=settings.ae_title, port=settings.port)
     detail = f": {hint}" if hint else ""
     comment = f" ({outcome.comment})" if outcome.comment else ""
-    return fail(f"{how} from {_peer_label(peer)} ended with status 0x{outcome.status:04X}{detail}{comment} ({counts})")
+    return fail(f"{how} from {Remote.for_peer(peer).label} ended with status 0x{outcome.status:04X}{detail}{comment} ({counts})")
 
 
 def start_pull(
@@ -624,57 +433,11 @@ class PullRunner:
         return not any(t.is_alive() for t in threads)
 
 
-# -- routing a pulled study -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PullRouting:
-    """What the router needs to route a pulled study: exactly this application
-    and options, results back to the PACS it came from."""
-
-    pull_id: int
-    application: str
-    options: Mapping[str, Any]
-    sender: DicomNode | None
-
-    def planned(self, config: RoutingConfig) -> PlannedApplication:
-        """The one application of the pull, with the rules' default destinations
-        (``return_to_sender`` = the PACS pulled from)."""
-        return PlannedApplication(
-            name=self.application,
-            options=dict(self.options),
-            destinations=default_destinations(config, self.sender),
-            rules=(f"pull #{self.pull_id}",),
-        )
-
-
-def pull_for_study(settings: Settings, sessions: sessionmaker[Session], study_uid: str) -> PullRouting | None:
-    """The most recent pull of *study_uid*, if it is still waiting for its study."""
-    with sessions() as session:
-        row = session.scalars(
-            select(PullRequestRow).where(PullRequestRow.study_instance_uid == study_uid).order_by(PullRequestRow.id.desc()).limit(1)
-        ).first()
-    if row is None or row.state not in ROUTABLE_STATES:
-        return None
-    peer = next((p for p in settings.peers if p.name == row.pacs), None)
-    sender = DicomNode(ae_title=peer.ae_title, host=peer.host, port=peer.port) if peer is not None else None
-    return PullRouting(pull_id=row.id, application=row.application, options=json.loads(row.options_json or "{}"), sender=sender)
-
-
-def mark_routed(session: Session, pull_id: int, jobs: Sequence[tuple[str, str]]) -> None:
-    """In the router's transaction: the pull became these (job id, state)."""
-    row = session.get(PullRequestRow, pull_id)
-    if row is None:
-        return
-    row.state = "routed"
-    row.message = "routed: " + (", ".join(f"job {job_id} ({state})" for job_id, state in jobs) or "no job")
-    row.updated_at = time.time()
+# -- what a pull became ---------------------------------------------------------
 
 
 def pull_job(sessions: sessionmaker[Session], row: PullRequestRow) -> Any:
     """The job a routed pull became (the latest of its study and application), or None."""
-    from radnode.jobs.store import JobRow
-
     if row.study_instance_uid is None:
         return None
     with sessions() as session:

@@ -71,6 +71,11 @@ class Destination(BaseModel):
         return self
 
     @property
+    def kind(self) -> str:
+        """Which sender handles it (``radnode.peers.destinations.KINDS``)."""
+        return "dicomweb" if self.url is not None else "dicom"
+
+    @property
     def label(self) -> str:
         return self.url if self.url else f"{self.ae_title}@{self.host}:{self.port}"
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.registry import Registry
 from radnode.analyzers.worker import JobHandler, ResultWriter
-from radnode.jobs import store
+from radnode.store import jobs as jobstore
 from radnode.queue.base import Broker
 from radnode.queue.factory import make_broker
 from radnode.queue.outbox import Outbox
@@ -128,7 +128,7 @@ def recover_interrupted(sessions: sessionmaker[Session], embedded: bool) -> None
     if not embedded:
         return  # RabbitMQ redelivers unacknowledged messages itself
     with sessions.begin() as session:
-        ids = store.requeue_interrupted(session, actor="startup")
+        ids = jobstore.requeue_interrupted(session, actor="startup")
     if ids:
         log.info("requeued jobs interrupted by a restart", count=len(ids))
 

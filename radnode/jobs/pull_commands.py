@@ -1,6 +1,6 @@
 """``radnode pull ACCESSION --app APP``: fetch a study from PACS and run one application.
 
-Why a CLI: the same service the web page uses (``radnode.listener.pull``),
+Why a CLI: the same service the web page uses (``radnode.jobs.pull``),
 for scripts and for an admin checking that pulls work end to end. Progress
 is printed as the PACS reports it (C-MOVE/C-GET pending responses); the exit
 status says whether the study was retrieved (0) or not (1, with the reason).
@@ -51,14 +51,14 @@ def pull(ctx: click.Context, accession: str, application: str, pacs: str | None,
     (``radnode serve`` or ``listen``) must be running to receive and route
     the study.
     """
-    from radnode.listener.pull import (
+    from radnode.jobs.pull import (
         PullError,
         get_pull,
         pull_job,
         request_pull,
         run_pull,
     )
-    from radnode.services import open_store
+    from radnode.store.db import open_store
 
     settings = ctx.obj.settings()
     options = _parse_options(option_pairs)

@@ -1,0 +1,100 @@
+"""Where results go: one small interface, one type per kind of target.
+
+A job's destinations (:class:`radnode.model.jobs.Destination`) are turned into
+:class:`ResultDestination` objects by :func:`open_destination`, which looks the
+kind up in :data:`KINDS`; the worker then only calls ``send``, ``confirm`` and
+``check``, never asks which kind it holds. A new kind (e-mail, HL7, FHIR) is a
+new module with a class of this shape plus one entry in :data:`KINDS` (and the
+field that names it on ``Destination``).
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+from radnode.model.jobs import Destination
+from radnode.peers import dicom, dicomweb
+from radnode.peers.dicom import EchoResult, Remote, SendReport
+
+
+@dataclass(frozen=True)
+class CallerIdentity:
+    """Who radnode is when it calls out: its AE title, patience and TLS context."""
+
+    ae_title: str = "RADNODE"
+    timeout: float = 30.0
+    tls: ssl.SSLContext | None = None
+
+
+class ResultDestination(Protocol):
+    """What the worker needs from any kind of destination."""
+
+    name: str
+    label: str
+
+    def send(self, files: list[Path]) -> SendReport:
+        """Deliver *files*; per-instance outcome, or PeerUnavailable when nothing could be tried."""
+        ...
+
+    def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
+        """Ask the destination how many instances of each series it now holds."""
+        ...
+
+    def check(self) -> EchoResult:
+        """Is the destination reachable and willing (C-ECHO, a QIDO query …)?"""
+        ...
+
+
+class DicomDestination:
+    """A DICOM C-STORE SCP: C-STORE, confirmed by a series-level C-FIND."""
+
+    def __init__(self, dest: Destination, caller: CallerIdentity) -> None:
+        self.name = dest.name
+        self.label = dest.label
+        self.remote = Remote.for_destination(dest.name, dest.ae_title, dest.host, dest.port or 104)
+        self.caller = caller
+
+    def send(self, files: list[Path]) -> SendReport:
+        return dicom.store_files(self.remote, files, self.caller.ae_title, self.caller.timeout, self.caller.tls)
+
+    def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
+        return dicom.confirm_series(self.remote, study_instance_uid, series_instance_uids, self.caller.ae_title, self.caller.timeout, self.caller.tls)
+
+    def check(self) -> EchoResult:
+        return dicom.echo(self.remote, self.caller.ae_title, self.caller.timeout, self.caller.tls)
+
+
+class DicomWebDestination:
+    """A DICOMweb service: STOW-RS, confirmed by QIDO-RS."""
+
+    def __init__(self, dest: Destination, caller: CallerIdentity) -> None:
+        self.name = dest.name
+        self.label = dest.label
+        self.url = str(dest.url)
+
+    def send(self, files: list[Path]) -> SendReport:
+        return dicomweb.stow_files(files, self.url)
+
+    def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
+        return dicomweb.confirm_series(study_instance_uid, series_instance_uids, self.url)
+
+    def check(self) -> EchoResult:
+        return dicomweb.check(self.url)
+
+
+#: Destination kind (``Destination.kind``) → the type that talks to it.
+KINDS: dict[str, Callable[[Destination, CallerIdentity], ResultDestination]] = {
+    "dicom": DicomDestination,
+    "dicomweb": DicomWebDestination,
+}
+
+
+def open_destination(dest: Destination, caller: CallerIdentity) -> ResultDestination:
+    """The object that sends to *dest*; ValueError for a kind nobody registered."""
+    factory = KINDS.get(dest.kind)
+    if factory is None:
+        raise ValueError(f"destination {dest.name!r}: no sender for kind {dest.kind!r} (known: {', '.join(sorted(KINDS))})")
+    return factory(dest, caller)
