@@ -208,14 +208,17 @@ def associate(
     opened: list[bool] = []
     handlers = [(evt.EVT_CONN_OPEN, lambda _e: opened.append(True)), *(evt_handlers or [])]
     started = time.monotonic()
-    assoc = ae.associate(
-        remote.host,
-        remote.port,
-        ae_title=remote.ae_title,
-        ext_neg=list(ext_neg or []) or None,
-        evt_handlers=handlers,
-        tls_args=(tls, remote.host) if tls is not None else None,
-    )
+    try:
+        assoc = ae.associate(
+            remote.host,
+            remote.port,
+            ae_title=remote.ae_title,
+            ext_neg=list(ext_neg or []) or None,
+            evt_handlers=handlers,
+            tls_args=(tls, remote.host) if tls is not None else None,
+        )
+    except socket.gaierror:  # pynetdicom resolves the address before connecting
+        raise diagnose(remote, ae.ae_title, FailureKind.UNRESOLVED) from None
     if not assoc.is_established:
         kind = _failure_kind(remote, assoc, bool(opened), time.monotonic() - started, ae.acse_timeout or timeout)
         raise diagnose(remote, ae.ae_title, kind, timeout=timeout, rejection=assoc.acceptor.primitive)

@@ -30,10 +30,9 @@ from radnode.store import jobs as jobstore
 from radnode.jobs import pull
 from radnode.jobs.commands import job_dict
 from radnode.model.jobs import JobState
-from radnode.peers.dicom import Remote, echo
 from radnode.routing.rules import RoutingFileError, RoutingIssue, parse_rules
 from radnode.routing.setup import DEFAULT_RULES, rules_path
-from radnode.settings import DicomPeer, Settings
+from radnode.settings import Settings
 from radnode.store.routing_history import RoutingVersionRow
 
 log = structlog.get_logger(__name__)
@@ -484,22 +483,3 @@ def rollback_routing(settings: Settings, sessions: sessionmaker[Session], known:
     with sessions() as s:
         text = routing_version(s, version).text
     return save_routing(settings, sessions, known, text, actor, comment=f"rollback to version {version}", action="routing:rollback")
-
-
-# --------------------------------------------------------------------------
-# Connectivity
-# --------------------------------------------------------------------------
-
-def echo_peer(settings: Settings, peer: DicomPeer, timeout: float = 5.0) -> dict[str, Any]:
-    """C-ECHO one peer; a failure reads as it would on a pull or a send (one diagnosis table)."""
-    result = echo(Remote.for_peer(peer), settings.ae_title, timeout)
-    return {
-        "peer": peer.name,
-        "ae_title": peer.ae_title,
-        "host": peer.host,
-        "port": peer.port,
-        "ok": result.ok,
-        "status": None if result.status is None else f"0x{result.status:04X}",
-        "diagnosis": result.diagnosis,
-        "ms": result.ms,
-    }

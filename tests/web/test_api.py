@@ -373,7 +373,7 @@ def test_submit_prefills_and_pulls_by_accession(app_client: TestClient, settings
 
 def test_connectivity_echo_diagnoses(app_client: TestClient, settings: Settings, listener) -> None:  # type: ignore[no-untyped-def]
     from radnode.settings import DicomPeer
-    from radnode.web.services import echo_peer
+    from radnode.web.connectivity import echo_peer
 
     csrf = login(app_client, "adam")
     r = app_client.post("/api/connectivity/echo", json={}, headers={"X-CSRF-Token": csrf})

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.routing.rules import RoutingFileError
 from radnode.settings import Settings
-from radnode.web import deps, schemas, services
+from radnode.web import connectivity, deps, schemas, services
 from radnode.web.auth import Principal, require
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -158,7 +158,7 @@ def run_echo(settings: Settings, sessions: sessionmaker[Session], peer: str | No
     peers = [p for p in settings.peers if peer is None or p.name == peer]
     if peer is not None and not peers:
         raise services.ServiceError(404, f"no peer named {peer!r}")
-    results = [services.echo_peer(settings, p) for p in peers]
+    results = [connectivity.echo_peer(settings, p) for p in peers]
     with sessions.begin() as s:
         record_event(s, actor, "connectivity:echo", detail=", ".join(f"{r['peer']}={'ok' if r['ok'] else 'failed'}" for r in results))
     return results
