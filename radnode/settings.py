@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from radnode.model.branding import ReportBranding
+from radnode.model.validation import problems
 
 DEFAULT_CONFIG_FILE = Path("radnode.yaml")
 
@@ -285,11 +286,7 @@ def load(config: str | os.PathLike[str] | None = None) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{source}: {key}: {err['msg']}")
-        raise SettingsError("\n".join(lines)) from None
+        raise SettingsError("\n".join(f"{source}: {problem}" for problem in problems(exc, top="(top level)", pydantic_words=True))) from None
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:

@@ -46,6 +46,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from radnode.analyzers.base import AnalyzerError
+from radnode.model.validation import error_message, format_loc
 
 log = structlog.get_logger(__name__)
 
@@ -207,20 +208,13 @@ class ModelManifest(BaseModel):
         return np.array([label.value for label in self.labels], dtype=np.uint8)
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def _format_validation_error(exc: ValidationError) -> str:
     """One line per problem, each naming the field, in words an admin can act on."""
     problems: list[str] = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
-        where = _format_loc(loc)
-        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        where = format_loc(loc)
+        msg = error_message(err)
         if err.get("type") == "extra_forbidden":
             owner = LabelSpec if loc and loc[0] == "labels" else ModelManifest
             allowed = ", ".join(owner.model_fields)

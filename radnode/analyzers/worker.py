@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.base import AnalyzerError, AnalyzerInputs, AnalyzerResult, AnalyzerSpec, SeriesInput
-from radnode.analyzers.registry import Registry, RegistryError
+from radnode.analyzers.registry import OptionsError, Registry, RegistryError, parse_options
 from radnode.store import jobs as jobstore
 from radnode.model.jobs import AnalyzeJob, JobState
 from radnode.queue.base import Delivery, HandlerResult
@@ -136,9 +136,9 @@ class JobHandler:
             raise _Permanent(str(exc)) from exc
         spec = analyzer.spec
         try:
-            options = spec.options.model_validate(job.options)
-        except ValidationError as exc:
-            raise _Permanent(f"invalid options for {job.application}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+            options = parse_options(spec, job.options)
+        except OptionsError as exc:
+            raise _Permanent(str(exc)) from exc
         inputs = AnalyzerInputs(
             study_instance_uid=job.study_instance_uid,
             series=self._series_inputs(job),

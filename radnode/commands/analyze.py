@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from radnode.analyzers.base import AnalyzerError, AnalyzerInputs, SeriesInput
-from radnode.analyzers.registry import Registry, RegistryError
+from radnode.analyzers.registry import OptionsError, Registry, RegistryError, parse_options
 
 
 @click.command("analyze")
@@ -27,7 +27,7 @@ from radnode.analyzers.registry import Registry, RegistryError
 @click.pass_context
 def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as_json: bool, options: tuple[str, ...]) -> None:
     """Run APPLICATION on the DICOM study in DIRECTORY; results go to OUT."""
-    from radnode.routing.selection import ApplicationRoles, select_series
+    from radnode.routing.selection import select_series
     from radnode.routing.series_index import scan_series
     from radnode.routing.setup import load_classifier
 
@@ -43,7 +43,7 @@ def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as
         raise click.ClickException(f"no DICOM series found under {directory}")
     predictions = load_classifier(settings).predict(summaries)
     selection = select_series(
-        ApplicationRoles(spec.name, tuple(spec.required_roles), tuple(spec.optional_roles)),
+        registry.roles(application),
         summaries,
         predictions,
         threshold=settings.routing.confidence_threshold,
@@ -62,9 +62,9 @@ def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as
             raise click.UsageError(f"--option {item!r} must look like KEY=VALUE")
         parsed[key] = json.loads(value) if value[:1] in "[{0123456789-tfn\"" and value not in ("",) else value
     try:
-        opts = spec.options.model_validate(parsed)
-    except Exception as exc:
-        raise click.ClickException(f"invalid options for {application}: {exc}") from exc
+        opts = parse_options(spec, parsed)
+    except OptionsError as exc:
+        raise click.ClickException(str(exc)) from exc
     inputs = AnalyzerInputs(
         study_instance_uid=summaries[0].study_instance_uid,
         series={

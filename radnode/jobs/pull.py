@@ -28,7 +28,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 from pynetdicom.events import Event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -98,21 +97,16 @@ def validate_application(settings: Settings, application: str, options: Mapping[
     Checking the options here (not only in the worker) lets a typo fail the
     request at once instead of after minutes of retrieving.
     """
-    from radnode.analyzers.registry import Registry, RegistryError
+    from radnode.analyzers.registry import OptionsError, Registry
 
     reg = registry if registry is not None else Registry.from_settings(settings)
-    known = reg.known_applications()
-    if application not in known:
-        raise PullError(f"unknown application {application!r} (known: {', '.join(sorted(known)) or 'none'})")
+    declared = reg.declared_applications()
+    if application not in declared:
+        raise PullError(f"unknown application {application!r} (known: {', '.join(sorted(declared)) or 'none'})")
     try:
-        spec = reg.get(application).spec  # analyzers may set spec per instance (the model found)
-    except RegistryError:
-        return  # a planned built-in without an analyzer: the job records that, as routing does
-    try:
-        spec.options.model_validate(dict(options))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors())
-        raise PullError(f"invalid options for {application}: {problems}") from None
+        reg.check_options(application, options)
+    except OptionsError as exc:
+        raise PullError(str(exc)) from None
 
 
 def request_pull(

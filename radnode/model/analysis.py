@@ -124,3 +124,16 @@ class AnalyzerResult:
 
 #: Called by an analyzer when it enters a stage ("preprocessing", "inferring").
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ApplicationRoles:
+    """The series types an application needs (``required``) or can use (``optional``)."""
+
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.required + tuple(r for r in self.optional if r not in self.required)

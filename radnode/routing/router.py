@@ -25,7 +25,8 @@ from radnode.routing.pulled import PullRouting, mark_routed, pull_for_study
 from radnode.routing.classifier import SeriesClassifier
 from radnode.routing.rules import DicomNode, PlannedApplication, RoutingConfig, RoutingDecision, StudyFacts, default_destinations, evaluate
 from radnode.routing.rules_commands import format_decision
-from radnode.routing.selection import BUILTIN_APPLICATIONS, ApplicationRoles, Selection, select_series
+from radnode.model.analysis import ApplicationRoles
+from radnode.routing.selection import Selection, select_series
 from radnode.routing.series_index import SeriesSummary, scan_series
 from radnode.settings import Settings
 from radnode.store.studies import StudyCompleted
@@ -143,13 +144,11 @@ class Router:
     def _plan_application(self, app: PlannedApplication, facts: StudyFacts, summaries: list[SeriesSummary], predictions: dict[str, Any]) -> ApplicationPlan:
         error = None
         try:
-            spec = self.registry.get(app.name).spec
-            roles = ApplicationRoles(app.name, tuple(spec.required_roles), tuple(spec.optional_roles))
-            model_version = spec.model_version
+            model_version = self.registry.get(app.name).spec.model_version
         except RegistryError as exc:
-            roles = BUILTIN_APPLICATIONS.get(app.name, ApplicationRoles(app.name, (), ()))
             model_version = "not-installed"
             error = str(exc)
+        roles = self.registry.roles(app.name)
         selection = select_series(roles, summaries, [predictions[s.series_instance_uid] for s in summaries], threshold=self.settings.routing.confidence_threshold)
         chosen = {role: c.series_instance_uid for role, c in selection.chosen.items()}
         flags = [f"confirm-{role}" for role, c in selection.chosen.items() if c.needs_confirmation]

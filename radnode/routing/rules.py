@@ -66,11 +66,14 @@ from pydantic import (
     model_validator,
 )
 
+from radnode.analyzers.registry import BUILTIN_APPLICATIONS
+from radnode.model.validation import format_loc
+
 log = structlog.get_logger(__name__)
 
-#: Applications radnode ships with.  Callers pass their own registry once
-#: analyzers exist; until then these names are accepted.
-DEFAULT_APPLICATIONS: frozenset[str] = frozenset({"glioma", "metastasis", "hemorrhage"})
+#: Applications a file may name when the caller passes no registry: the
+#: declared built-ins (``radnode.analyzers.registry`` holds the one list).
+DEFAULT_APPLICATIONS: frozenset[str] = frozenset(BUILTIN_APPLICATIONS)
 
 #: The built-in destination: send results back to the AE that sent the study.
 RETURN_TO_SENDER = "return_to_sender"
@@ -427,22 +430,10 @@ class _Reporter:
         label: tuple[Any, ...] | None = None,
     ) -> None:
         line, column = self.position(loc, at_key=at_key)
-        where = _format_loc(loc if label is None else label)
+        where = format_loc(loc if label is None else label)
         self.issues.append(
             RoutingIssue(self.file, line, column, f"{where}: {message}" if where else message)
         )
-
-
-def _format_loc(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part == "[key]":
-            out += " (key)"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

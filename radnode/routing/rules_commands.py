@@ -124,7 +124,7 @@ def explain(ctx: click.Context, study_dir: Path, called_ae: str | None, calling_
     registry = Registry.from_settings(settings)
     path = rules_file or rules_path(settings)
     try:
-        config = load_rules(path, registry.known_applications())
+        config = load_rules(path, registry.declared_applications())
     except RoutingFileError as exc:
         for issue in exc.issues:
             click.echo(str(issue), err=True)

@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 from scipy.optimize import linear_sum_assignment
 
+from radnode.model.analysis import ApplicationRoles
 from radnode.routing.classifier import Prediction
 from radnode.routing.series_index import SeriesSummary
 
@@ -35,27 +36,6 @@ log = structlog.get_logger(__name__)
 
 #: Probability below which a series is not a candidate for a role at all.
 DEFAULT_FLOOR = 0.05
-
-
-@dataclass(frozen=True)
-class ApplicationRoles:
-    """The series types an application needs (``required``) or can use (``optional``)."""
-
-    name: str
-    required: tuple[str, ...]
-    optional: tuple[str, ...] = ()
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return self.required + tuple(r for r in self.optional if r not in self.required)
-
-
-GLIOMA = ApplicationRoles("glioma", required=("t1c", "flair", "t2", "t1"))
-METASTASIS = ApplicationRoles("metastasis", required=("t1c",), optional=("flair", "t1"))
-HEMORRHAGE = ApplicationRoles("hemorrhage", required=("ct_brain",))
-
-#: Built-in declarations by application name.
-BUILTIN_APPLICATIONS: dict[str, ApplicationRoles] = {a.name: a for a in (GLIOMA, METASTASIS, HEMORRHAGE)}
 
 
 @dataclass(frozen=True)

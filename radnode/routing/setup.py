@@ -32,6 +32,6 @@ def build_router(
     on_jobs: Callable[[], None] = lambda: None,
 ) -> tuple[Router, RulesWatcher]:
     """A router over hot-reloaded rules; start the returned watcher."""
-    watcher = RulesWatcher(rules_path(settings), registry.known_applications(), interval=settings.routing.reload_interval)
+    watcher = RulesWatcher(rules_path(settings), registry.declared_applications(), interval=settings.routing.reload_interval)
     router = Router(settings, sessions, lambda: watcher.current, load_classifier(settings), registry, on_jobs)
     return router, watcher

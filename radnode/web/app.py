@@ -73,7 +73,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.db = sessions
     app.state.sessions_codec = SessionCodec(settings)
     app.state.registry = Registry.from_settings(settings)
-    app.state.options_models = {}
     app.state.pull_runner = pull_runner(settings, sessions)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["radnode_version"] = __version__

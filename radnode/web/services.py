@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.store import jobs as jobstore
+from radnode.analyzers.registry import OptionsError, parse_options
 from radnode.jobs import pull
+from radnode.model.analysis import AnalyzerSpec
 from radnode.jobs.commands import job_dict
 from radnode.model.jobs import JobState
 from radnode.routing.rules import RoutingFileError, RoutingIssue, parse_rules
@@ -289,24 +291,24 @@ def option_fields(model: type[BaseModel]) -> list[OptionField]:
     return out
 
 
-def options_from_form(model: type[BaseModel], form: dict[str, str]) -> dict[str, Any]:
+def options_from_form(spec: AnalyzerSpec, form: dict[str, str]) -> dict[str, Any]:
     """Form strings → validated options (an unchecked box is False, an empty field is unset)."""
     raw: dict[str, Any] = {}
-    for f in option_fields(model):
+    for f in option_fields(spec.options):
         key = f"opt_{f.name}"
         if f.kind == "checkbox":
             raw[f.name] = key in form
         elif form.get(key, "") != "":
             raw[f.name] = form[key]
-    return validate_options(model, raw)
+    return validate_options(spec, raw)
 
 
-def validate_options(model: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+def validate_options(spec: AnalyzerSpec, raw: dict[str, Any]) -> dict[str, Any]:
+    """The registry's one option check; the options as the pull records them."""
     try:
-        return model.model_validate(raw).model_dump(mode="json", exclude_defaults=True)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ServiceError(422, f"option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
+        return parse_options(spec, raw).model_dump(mode="json", exclude_defaults=True)
+    except OptionsError as exc:
+        raise ServiceError(422, str(exc)) from exc
 
 
 def pull_dict(sessions: sessionmaker[Session], row: Any) -> dict[str, Any]:

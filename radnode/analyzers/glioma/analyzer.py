@@ -34,11 +34,12 @@ from radnode.analyzers.base import (
 )
 from radnode.analyzers.glioma.measure import glioma_measurements
 from radnode.analyzers.preprocessing import run_preprocessing
+from radnode.analyzers.registry import GLIOMA
 from radnode.analyzers.runtime import ModelError, ModelRef, ModelStore, SessionCache, resample_like, resample_to_spacing
 
 log = structlog.get_logger(__name__)
 
-ROLES = ("t1c", "flair", "t2", "t1")
+ROLES = GLIOMA.required  # declared once, in the registry
 VERSION = "0.1.0"
 
 #: BraTS label values → segment names used in SEG, SR and the report.

@@ -62,7 +62,7 @@ def submit(
     """Pull a study by accession from PACS and run an application on it (202: the pull id; follow it at /api/pulls/{id})."""
     if body.application not in deps.installed_applications(request):
         raise services.ServiceError(422, f"unknown application {body.application!r}")
-    options = services.validate_options(deps.options_model(request, body.application), body.options)
+    options = services.validate_options(deps.spec(request, body.application), body.options)
     return services.submit_pull(settings, sessions, body.accession, body.application, options, who.name, runner=request.app.state.pull_runner, registry=request.app.state.registry, pacs=body.pacs)
 
 
@@ -112,7 +112,7 @@ def put_routing(
 ) -> Any:
     """Replace the rules; an invalid file is refused with every issue and the old rules stay in force."""
     try:
-        row = services.save_routing(settings, sessions, deps.known_applications(request), body.text, who.name, comment=body.comment, base_sha256=body.base_sha256)
+        row = services.save_routing(settings, sessions, deps.declared_applications(request), body.text, who.name, comment=body.comment, base_sha256=body.base_sha256)
     except RoutingFileError as exc:
         return _invalid(exc)
     return _version(row)
@@ -135,7 +135,7 @@ def rollback(
 ) -> Any:
     """Install an earlier version again (validated again: applications may have changed)."""
     try:
-        row = services.rollback_routing(settings, sessions, deps.known_applications(request), version, who.name)
+        row = services.rollback_routing(settings, sessions, deps.declared_applications(request), version, who.name)
     except RoutingFileError as exc:
         return _invalid(exc)
     return _version(row)

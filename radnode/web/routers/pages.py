@@ -210,7 +210,7 @@ def _submit_context(request: Request, accession: str, application: str, values: 
     apps = deps.installed_applications(request)
     if application not in apps:
         application = apps[0] if apps else ""
-    fields = services.option_fields(deps.options_model(request, application)) if application else []
+    fields = services.option_fields(deps.spec(request, application).options) if application else []
     return {"accession": accession, "application": application, "applications": apps, "fields": fields, "values": values or {}, "error": None}
 
 
@@ -227,7 +227,7 @@ async def submit(request: Request, who: Principal = Depends(require("radiologist
     try:
         if ctx["application"] != form.get("application"):
             raise services.ServiceError(422, f"unknown application {form.get('application')!r}")
-        options = services.options_from_form(deps.options_model(request, ctx["application"]), form)
+        options = services.options_from_form(deps.spec(request, ctx["application"]), form)
         out = await run_in_threadpool(
             lambda: services.submit_pull(
                 deps.settings(request), deps.db(request), ctx["accession"], ctx["application"], options, who.name, runner=request.app.state.pull_runner, registry=request.app.state.registry
@@ -268,7 +268,7 @@ async def routing_save(request: Request, who: Principal = Depends(require("admin
     text, comment = str(form.get("text", "")), str(form.get("comment", ""))[:500]
     try:
         row = services.save_routing(
-            deps.settings(request), deps.db(request), deps.known_applications(request), text, who.name, comment=comment, base_sha256=str(form.get("base_sha256", "")) or None
+            deps.settings(request), deps.db(request), deps.declared_applications(request), text, who.name, comment=comment, base_sha256=str(form.get("base_sha256", "")) or None
         )
     except RoutingFileError as exc:
         ctx = _routing_context(request) | {"issues": exc.issues, "draft": text.replace("\r\n", "\n"), "comment": comment}
@@ -288,7 +288,7 @@ def routing_diff(request: Request, version: int, _: Principal = Depends(require(
 @router.post("/routing/rollback/{version}")
 def routing_rollback(request: Request, version: int, who: Principal = Depends(require("admin"))) -> Response:
     try:
-        row = services.rollback_routing(deps.settings(request), deps.db(request), deps.known_applications(request), version, who.name)
+        row = services.rollback_routing(deps.settings(request), deps.db(request), deps.declared_applications(request), version, who.name)
     except RoutingFileError as exc:
         return render(request, "routing.html", status=422, **(_routing_context(request) | {"issues": exc.issues}))
     return _redirect("/routing", f"Rolled back to version {version} (saved as version {row.id}).")
