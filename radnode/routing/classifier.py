@@ -28,13 +28,14 @@ import structlog
 import xgboost as xgb
 
 from radnode import __version__ as radnode_version
-from radnode.routing import corpus as corpus_mod
 from radnode.routing.features import FEATURE_VERSION, feature_matrix, n_features
 from radnode.routing.series_index import SeriesSummary
 
 log = structlog.get_logger(__name__)
 
-LABELS: tuple[str, ...] = corpus_mod.LABELS
+#: Every label the classifier knows, in the order of its output columns. The
+#: live classifier owns this list; the training corpus generator reads it.
+LABELS: tuple[str, ...] = ("t1", "t1c", "t2", "flair", "dwi", "adc", "swi", "localizer", "ct_brain", "other")
 
 #: Boosting parameters of the shipped model. Shallow trees and a column
 #: subsample keep the model small and stop it leaning on one naming habit.
@@ -292,7 +293,7 @@ def evaluate_holdout(
     studies_per_family: int = 40,
     folds: Sequence[Sequence[str]] | None = None,
     rounds: int = DEFAULT_ROUNDS,
-    items: Sequence[corpus_mod.CorpusItem] | None = None,
+    items: Sequence[Any] | None = None,
 ) -> EvalReport:
     """Train without whole naming families, test on them, for each fold; pool the results.
 
@@ -301,6 +302,8 @@ def evaluate_holdout(
     and only those series are scored, so the number measures how the model
     does on a site whose naming it has never seen.
     """
+    from radnode.routing import corpus as corpus_mod  # training only: the live path never loads the generator
+
     started = time.monotonic()
     if items is None:
         items = corpus_mod.generate_corpus(seed=seed, studies_per_family=studies_per_family)
@@ -343,6 +346,8 @@ def evaluate_holdout(
 
 def train_default(seed: int = 0, studies_per_family: int = 40, rounds: int = DEFAULT_ROUNDS, report: EvalReport | None = None) -> SeriesClassifier:
     """Train the shipped model on the whole generated corpus (all families)."""
+    from radnode.routing import corpus as corpus_mod  # training only
+
     items = corpus_mod.generate_corpus(seed=seed, studies_per_family=studies_per_family)
     clf = SeriesClassifier(rounds=rounds, seed=seed)
     clf.fit_matrix(

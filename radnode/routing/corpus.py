@@ -33,12 +33,11 @@ import numpy as np
 import structlog
 from pydicom.dataset import Dataset
 
+from radnode.routing.classifier import LABELS  # the classifier owns the label list
 from radnode.routing.series_index import SeriesSummary
 
 log = structlog.get_logger(__name__)
 
-#: Every label the classifier knows, in the order of its output columns.
-LABELS: tuple[str, ...] = ("t1", "t1c", "t2", "flair", "dwi", "adc", "swi", "localizer", "ct_brain", "other")
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

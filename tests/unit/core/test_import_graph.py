@@ -186,3 +186,13 @@ def test_the_neutral_layer_imports_only_itself_and_uids() -> None:
     for path in sorted((ROOT / "model").rglob("*.py")):
         targets = {_unit(t) for _, t in _imports(path)} - {None}
         assert targets <= {"model", "uids"}, (path.name, targets)
+
+
+def test_the_live_classifier_does_not_load_the_training_corpus_generator() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, radnode.routing.classifier, radnode.routing.router; print(sorted(m for m in sys.modules if m.startswith('radnode.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "radnode.routing.classifier" in loaded
+    assert "radnode.routing.corpus" not in loaded and "radnode.synth" not in loaded
