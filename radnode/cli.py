@@ -11,6 +11,7 @@ import click
 import yaml
 
 from radnode import __version__
+from radnode.cli_output import echo_rows
 from radnode.logconfig import configure_logging
 from radnode.settings import Settings, SettingsError, load, masked_dump
 
@@ -217,16 +218,15 @@ def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
         }
         for row, series in rows
     ]
-    if as_json:
-        click.echo(json.dumps(out, indent=2))
-        return
-    if not out:
-        click.echo("no studies")
-    for st in out:
-        n = sum(s["instances"] for s in st["series"])
-        click.echo(f"{st['study_instance_uid']}  {st['state']:<9}  {len(st['series'])} series, {n} instances  from {st['calling_ae']} to {st['called_ae']}  last {st['last_received_at']}")
-        for s in st["series"]:
-            click.echo(f"    #{s['series_number'] if s['series_number'] is not None else '-':<4} {s['modality']:<3} {s['instances']:>5}  {s['series_description']}")
+    echo_rows(out, as_json=as_json, empty="no studies", render=_study_lines)
+
+
+def _study_lines(st: dict[str, Any]) -> list[str]:
+    n = sum(s["instances"] for s in st["series"])
+    lines = [f"{st['study_instance_uid']}  {st['state']:<9}  {len(st['series'])} series, {n} instances  from {st['calling_ae']} to {st['called_ae']}  last {st['last_received_at']}"]
+    for s in st["series"]:
+        lines.append(f"    #{s['series_number'] if s['series_number'] is not None else '-':<4} {s['modality']:<3} {s['instances']:>5}  {s['series_description']}")
+    return lines
 
 
 def _register_optional() -> None:

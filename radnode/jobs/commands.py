@@ -11,6 +11,7 @@ from typing import Any
 import click
 from sqlalchemy import select
 
+from radnode.cli_output import echo_rows
 from radnode.store import jobs as jobstore
 from radnode.model.jobs import JobState
 
@@ -66,16 +67,15 @@ def list_cmd(ctx: click.Context, state: str | None, application: str | None, lim
     with _sessions(ctx)() as session:
         rows = jobstore.list_jobs(session, state=state, application=application, limit=limit)
         data = [job_dict(r) for r in rows]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    if not data:
-        click.echo("no jobs")
-    for j in data:
-        flag = " superseded" if j["superseded_by"] else ""
-        click.echo(f"{j['job_id'][:12]}  {j['application']:<12} {j['state']:<13} attempts={j['attempts']}  {j['times']['created']}  {j['study_instance_uid']}{flag}")
-        if j["error"]:
-            click.echo(f"              {j['error'][:200]}")
+    echo_rows(data, as_json=as_json, empty="no jobs", render=_job_lines)
+
+
+def _job_lines(j: dict[str, Any]) -> list[str]:
+    flag = " superseded" if j["superseded_by"] else ""
+    lines = [f"{j['job_id'][:12]}  {j['application']:<12} {j['state']:<13} attempts={j['attempts']}  {j['times']['created']}  {j['study_instance_uid']}{flag}"]
+    if j["error"]:
+        lines.append(f"              {j['error'][:200]}")
+    return lines
 
 
 @jobs.command("show")

@@ -10,16 +10,17 @@ The integrator registers these on the main ``radnode`` click group::
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 import structlog
 from tqdm import tqdm
 
+from radnode.cli_output import echo_rows
 from radnode.routing.classifier import (
     ClassifierError,
     SeriesClassifier,
@@ -134,13 +135,11 @@ def classify_command(directory: Path, as_json: bool, model_path: Path | None) ->
         }
         for s, p in zip(summaries, predictions)
     ]
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    if not rows:
-        click.echo("no series found")
-        return
-    click.echo(f"{'#':>5}  {'label':<10} {'prob':>5}  {'n':>5}  description / series UID")
-    for s, row in zip(summaries, rows):
+    by_uid = {s.series_instance_uid: s for s in summaries}
+
+    def line(row: dict[str, Any]) -> str:
+        s = by_uid[row["series_instance_uid"]]
         number = "" if s.series_number is None else str(s.series_number)
-        click.echo(f"{number:>5}  {row['label']:<10} {row['probability']:>5.2f}  {s.instance_count:>5}  {row['series_description'] or '(no description)'}  {s.series_instance_uid}")
+        return f"{number:>5}  {row['label']:<10} {row['probability']:>5.2f}  {s.instance_count:>5}  {row['series_description'] or '(no description)'}  {s.series_instance_uid}"
+
+    echo_rows(rows, as_json=as_json, empty="no series found", render=line, header=f"{'#':>5}  {'label':<10} {'prob':>5}  {'n':>5}  description / series UID", indent=None)

@@ -33,7 +33,6 @@ import numpy as np
 import structlog
 from pydicom.dataset import Dataset
 
-from radnode.routing.classifier import LABELS  # the classifier owns the label list
 from radnode.routing.series_index import SeriesSummary
 
 log = structlog.get_logger(__name__)

@@ -7,12 +7,12 @@ the terminal of whoever made it.
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 
 import click
 
+from radnode.cli_output import echo_rows
 from radnode.store.accounts import ROLES
 
 
@@ -61,13 +61,7 @@ def users_list(ctx: click.Context, as_json: bool) -> None:
             {"username": u.username, "role": u.role, "disabled": u.disabled, "created": datetime.fromtimestamp(u.created_at, timezone.utc).isoformat(timespec="seconds")}
             for u in list_users(s)
         ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no users")
-    for r in rows:
-        click.echo(f"{r['username']:<24} {r['role']:<12} {'disabled' if r['disabled'] else ''}  {r['created']}")
+    echo_rows(rows, as_json=as_json, empty="no users", render=lambda r: f"{r['username']:<24} {r['role']:<12} {'disabled' if r['disabled'] else ''}  {r['created']}")
 
 
 @click.group("tokens")
