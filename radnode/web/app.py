@@ -3,7 +3,7 @@
 It serves health, readiness and Prometheus metrics (open, for probes and
 scrapers), the JSON API under ``/api`` and server-rendered pages (login,
 jobs, submit, routing, connectivity). Routers stay thin and call
-``radnode.web.services``, which uses the same store functions as the CLI and
+the service modules of ``radnode.web`` (jobs, results, options, pulls, routing_edit, connectivity), which uses the same store functions as the CLI and
 workers. Who may do what is decided in ``radnode.web.auth``: reads need a
 viewer, changes a radiologist or admin, and browser sessions must echo their
 CSRF token on every change.
@@ -31,7 +31,8 @@ from radnode import __version__
 from radnode.metrics import make_registry
 from radnode.settings import Settings
 from radnode.web.auth import Forbidden, LoginRequired, SessionCodec, resolve_principal
-from radnode.web.services import ServiceError, pull_runner
+from radnode.web.errors import ServiceError
+from radnode.web.pulls import pull_runner
 
 log = structlog.get_logger(__name__)
 

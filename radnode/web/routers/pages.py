@@ -1,6 +1,6 @@
 """Server-rendered pages: login, jobs, a job, submit, routing, connectivity.
 
-Each page is a thin shell over ``radnode.web.services``; forms post back with
+Each page is a thin shell over the service modules of ``radnode.web`` (jobs, results, options, pulls, routing_edit, connectivity); forms post back with
 the session's CSRF token (checked by ``require``) and redirect after a change
 (POST/redirect/GET), so a reload never repeats an action.
 """
@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from radnode.model.jobs import JobState
 from radnode.store.jobs import record_event
 from radnode.routing.rules import RoutingFileError
-from radnode.web import deps, services
+from radnode.web import deps, errors, jobs, options, pulls, results, retraining, routing_edit
 from radnode.web.auth import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -31,7 +31,7 @@ from radnode.web.auth import (
     resolve_principal,
     session_data,
 )
-from radnode.web.routers.api import run_echo
+from radnode.web.connectivity import run_echo
 
 log = structlog.get_logger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -148,48 +148,48 @@ def _date(value: str | None) -> date | None:
 def jobs_page(request: Request, state: str | None = None, application: str | None = None, since: str | None = None, until: str | None = None, _: Principal = Depends(require("viewer"))) -> Response:
     filters = {"state": state or "", "application": application or "", "since": since or "", "until": until or ""}
     with deps.db(request)() as s:
-        rows = services.list_jobs(s, state=state or None, application=application or None, since=_date(since), until=_date(until), limit=100)
-        apps = sorted(set(services.applications_seen(s)) | set(deps.installed_applications(request)))
+        rows = jobs.list_jobs(s, state=state or None, application=application or None, since=_date(since), until=_date(until), limit=100)
+        apps = sorted(set(jobs.applications_seen(s)) | set(deps.installed_applications(request)))
     return render(request, "jobs.html", jobs=rows, filters=filters, states=[s.value for s in JobState], applications=apps)
 
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, _: Principal = Depends(require("viewer"))) -> Response:
     with deps.db(request)() as s:
-        job = services.job_detail(s, deps.settings(request), job_id)
+        job = jobs.job_detail(s, deps.settings(request), job_id)
     state = JobState(job["state"])
     return render(
         request,
         "job.html",
         job=job,
-        can_retry=state in services.RETRYABLE,
+        can_retry=state in jobs.RETRYABLE,
         can_cancel=not state.terminal or state is JobState.NEEDS_INPUT,
     )
 
 
 @router.get("/jobs/{job_id}/report.pdf")
 def report_pdf(request: Request, job_id: str, _: Principal = Depends(require("viewer"))) -> Response:
-    path = services.result_file(deps.settings(request), job_id, "report.pdf")
+    path = results.result_file(deps.settings(request), job_id, "report.pdf")
     return Response(path.read_bytes(), media_type="application/pdf", headers={"Content-Disposition": 'inline; filename="report.pdf"'})
 
 
 @router.get("/jobs/{job_id}/images/{name}")
 def key_image(request: Request, job_id: str, name: str, _: Principal = Depends(require("viewer"))) -> Response:
-    path = services.result_file(deps.settings(request), job_id, name)
+    path = results.result_file(deps.settings(request), job_id, name)
     if path.suffix.lower() not in (".png", ".dcm"):
-        raise services.ServiceError(404, "not an image")
-    return Response(services.key_image_png(path), media_type="image/png")
+        raise errors.ServiceError(404, "not an image")
+    return Response(results.key_image_png(path), media_type="image/png")
 
 
 @router.post("/jobs/{job_id}/retry")
 def retry(request: Request, job_id: str, who: Principal = Depends(require("radiologist"))) -> Response:
-    row = services.retry_job(deps.db(request), job_id, who.name)
+    row = jobs.retry_job(deps.db(request), job_id, who.name)
     return _redirect(f"/jobs/{row['job_id']}", "Job queued again.")
 
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(request: Request, job_id: str, who: Principal = Depends(require("radiologist"))) -> Response:
-    row = services.cancel_job(deps.db(request), job_id, who.name)
+    row = jobs.cancel_job(deps.db(request), job_id, who.name)
     return _redirect(f"/jobs/{row['job_id']}", "Job cancelled.")
 
 
@@ -197,7 +197,7 @@ def cancel(request: Request, job_id: str, who: Principal = Depends(require("radi
 async def flag(request: Request, job_id: str, who: Principal = Depends(require("radiologist"))) -> Response:
     form = await request.form()
     note = str(form.get("note", ""))[:4000]
-    out = await run_in_threadpool(services.flag_for_retraining, deps.settings(request), deps.db(request), job_id, note, who.name)
+    out = await run_in_threadpool(retraining.flag_for_retraining, deps.settings(request), deps.db(request), job_id, note, who.name)
     return _redirect(f"/jobs/{out['job_id']}", f"Flagged for retraining: {out['input_instances']} input instances copied.")
 
 
@@ -210,7 +210,7 @@ def _submit_context(request: Request, accession: str, application: str, values: 
     apps = deps.installed_applications(request)
     if application not in apps:
         application = apps[0] if apps else ""
-    fields = services.option_fields(deps.spec(request, application).options) if application else []
+    fields = options.option_fields(deps.spec(request, application).options) if application else []
     return {"accession": accession, "application": application, "applications": apps, "fields": fields, "values": values or {}, "error": None}
 
 
@@ -226,14 +226,14 @@ async def submit(request: Request, who: Principal = Depends(require("radiologist
     ctx = _submit_context(request, form.get("accession", "")[:16], form.get("application", ""), form)
     try:
         if ctx["application"] != form.get("application"):
-            raise services.ServiceError(422, f"unknown application {form.get('application')!r}")
-        options = services.options_from_form(deps.spec(request, ctx["application"]), form)
+            raise errors.ServiceError(422, f"unknown application {form.get('application')!r}")
+        chosen = options.options_from_form(deps.spec(request, ctx["application"]), form)
         out = await run_in_threadpool(
-            lambda: services.submit_pull(
-                deps.settings(request), deps.db(request), ctx["accession"], ctx["application"], options, who.name, runner=request.app.state.pull_runner, registry=request.app.state.registry
+            lambda: pulls.submit_pull(
+                deps.settings(request), deps.db(request), ctx["accession"], ctx["application"], chosen, who.name, runner=request.app.state.pull_runner, registry=request.app.state.registry
             )
         )
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         ctx["error"] = exc.message
         return render(request, "submit.html", status=exc.status, **ctx)
     return _redirect(f"/pulls/{out['pull_id']}", f"Pull {out['pull_id']} requested.")
@@ -242,7 +242,7 @@ async def submit(request: Request, who: Principal = Depends(require("radiologist
 @router.get("/pulls/{pull_id}")
 def pull_page(request: Request, pull_id: int, _: Principal = Depends(require("viewer"))) -> Response:
     """The pull's progress; the page refreshes itself until the pull has a job or failed."""
-    pull = services.get_pull(deps.db(request), pull_id)
+    pull = pulls.get_pull(deps.db(request), pull_id)
     return render(request, "pull.html", pull=pull)
 
 
@@ -253,8 +253,8 @@ def pull_page(request: Request, pull_id: int, _: Principal = Depends(require("vi
 
 def _routing_context(request: Request) -> dict[str, Any]:
     with deps.db(request)() as s:
-        versions = [{"id": v.id, "created_at": v.created_at, "author": v.author, "comment": v.comment} for v in services.routing_versions(s)]
-    return {"routing": services.routing_state(deps.settings(request)), "versions": versions, "issues": [], "draft": None, "comment": ""}
+        versions = [{"id": v.id, "created_at": v.created_at, "author": v.author, "comment": v.comment} for v in routing_edit.routing_versions(s)]
+    return {"routing": routing_edit.routing_state(deps.settings(request)), "versions": versions, "issues": [], "draft": None, "comment": ""}
 
 
 @router.get("/routing")
@@ -267,7 +267,7 @@ async def routing_save(request: Request, who: Principal = Depends(require("admin
     form = await request.form()
     text, comment = str(form.get("text", "")), str(form.get("comment", ""))[:500]
     try:
-        row = services.save_routing(
+        row = routing_edit.save_routing(
             deps.settings(request), deps.db(request), deps.declared_applications(request), text, who.name, comment=comment, base_sha256=str(form.get("base_sha256", "")) or None
         )
     except RoutingFileError as exc:
@@ -279,8 +279,8 @@ async def routing_save(request: Request, who: Principal = Depends(require("admin
 @router.get("/routing/versions/{version}")
 def routing_diff(request: Request, version: int, _: Principal = Depends(require("admin"))) -> Response:
     with deps.db(request)() as s:
-        row = services.routing_version(s, version)
-        diff = services.routing_diff(deps.settings(request), s, version)
+        row = routing_edit.routing_version(s, version)
+        diff = routing_edit.routing_diff(deps.settings(request), s, version)
         info = {"id": row.id, "author": row.author, "created_at": row.created_at, "comment": row.comment, "text": row.text}
     return render(request, "routing_version.html", version=info, diff=diff)
 
@@ -288,7 +288,7 @@ def routing_diff(request: Request, version: int, _: Principal = Depends(require(
 @router.post("/routing/rollback/{version}")
 def routing_rollback(request: Request, version: int, who: Principal = Depends(require("admin"))) -> Response:
     try:
-        row = services.rollback_routing(deps.settings(request), deps.db(request), deps.declared_applications(request), version, who.name)
+        row = routing_edit.rollback_routing(deps.settings(request), deps.db(request), deps.declared_applications(request), version, who.name)
     except RoutingFileError as exc:
         return render(request, "routing.html", status=422, **(_routing_context(request) | {"issues": exc.issues}))
     return _redirect("/routing", f"Rolled back to version {version} (saved as version {row.id}).")
