@@ -22,7 +22,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from radnode.peers.dicom import FailureKind, PeerUnavailable, Remote, application_entity, associate, diagnose
+from radnode.peers.dicom import (
+    FailureKind,
+    PeerUnavailable,
+    Remote,
+    application_entity,
+    associate,
+    diagnose,
+)
 
 #: A C-STORE handler for instances arriving on a C-GET association: returns the DIMSE status.
 StoreHandler = Callable[[Event], int]

@@ -18,7 +18,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.routing.rules import DicomNode, PlannedApplication, RoutingConfig, default_destinations
+from radnode.routing.rules import (
+    DicomNode,
+    PlannedApplication,
+    RoutingConfig,
+    default_destinations,
+)
 from radnode.settings import Settings
 from radnode.store.pulls import PullRequestRow
 

@@ -35,9 +35,9 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.store.jobs import record_event
 from radnode.settings import Settings
 from radnode.store.accounts import ROLES, ApiTokenRow, UserRow
+from radnode.store.jobs import record_event
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
 import structlog
-
 
 log = structlog.get_logger(__name__)
 

@@ -11,10 +11,10 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.store import jobs as jobstore
 from radnode.jobs.commands import job_dict
 from radnode.model.jobs import JobState
 from radnode.settings import Settings
+from radnode.store import jobs as jobstore
 from radnode.web.errors import ServiceError
 from radnode.web.results import result_files
 

@@ -8,9 +8,9 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.store import jobs as jobstore
 from radnode.jobs import pull
 from radnode.settings import Settings
+from radnode.store import jobs as jobstore
 from radnode.web.errors import ServiceError
 
 log = structlog.get_logger(__name__)

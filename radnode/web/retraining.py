@@ -13,9 +13,9 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.store import jobs as jobstore
 from radnode.jobs.commands import job_dict
 from radnode.settings import Settings
+from radnode.store import jobs as jobstore
 from radnode.web.jobs import resolve_job_id
 from radnode.web.results import results_dir
 

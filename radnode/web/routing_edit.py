@@ -15,10 +15,10 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.store import jobs as jobstore
 from radnode.routing.rules import RoutingFileError, RoutingIssue, parse_rules
 from radnode.routing.setup import DEFAULT_RULES, rules_path
 from radnode.settings import Settings
+from radnode.store import jobs as jobstore
 from radnode.store.routing_history import RoutingVersionRow
 from radnode.web.errors import ServiceError
 

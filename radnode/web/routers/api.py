@@ -16,7 +16,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.routing.rules import RoutingFileError
 from radnode.settings import Settings
-from radnode.web import connectivity, deps, errors, jobs, options, pulls, retraining, routing_edit, schemas
+from radnode.web import (
+    connectivity,
+    deps,
+    errors,
+    jobs,
+    options,
+    pulls,
+    retraining,
+    routing_edit,
+    schemas,
+)
 from radnode.web.auth import Principal, require
 
 router = APIRouter(prefix="/api", tags=["api"])

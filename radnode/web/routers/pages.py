@@ -17,9 +17,18 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from radnode.model.jobs import JobState
-from radnode.store.jobs import record_event
 from radnode.routing.rules import RoutingFileError
-from radnode.web import deps, errors, jobs, options, pulls, results, retraining, routing_edit
+from radnode.store.jobs import record_event
+from radnode.web import (
+    deps,
+    errors,
+    jobs,
+    options,
+    pulls,
+    results,
+    retraining,
+    routing_edit,
+)
 from radnode.web.auth import (
     CSRF_FIELD,
     SESSION_COOKIE,

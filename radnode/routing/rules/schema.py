@@ -1,0 +1,205 @@
+"""The routing file's schema: strict pydantic models (``extra="forbid"``
+everywhere, so a misspelt key is an error, not an ignored condition)."""
+
+from __future__ import annotations
+
+import functools
+import re
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+#: The built-in destination: send results back to the AE that sent the study.
+RETURN_TO_SENDER = "return_to_sender"
+
+
+Trigger = Literal["auto", "manual", "pull"]
+
+
+TRIGGERS: tuple[str, ...] = typing.get_args(Trigger)
+
+
+def _as_list(value: Any) -> Any:
+    """Let admins write ``calling_ae: PACS1`` for a one-element list."""
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+def _check_regex(value: str) -> str:
+    """Compile at validation so a bad regex fails ``check``, not a study."""
+    try:
+        _compiled(value)
+    except re.error as exc:
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        raise ValueError(f"invalid regular expression {value!r}: {exc.msg}{where}") from None
+    return value
+
+
+def _strip_upper(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(v.strip().upper() for v in values)
+
+
+def _strip_all(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(v.strip() for v in values)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+Regex = Annotated[str, AfterValidator(_check_regex)]
+
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+Modalities = Annotated[
+    tuple[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)], ...],
+    BeforeValidator(_as_list),
+    AfterValidator(_strip_upper),
+]
+
+
+AePatterns = Annotated[
+    tuple[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)], ...],
+    BeforeValidator(_as_list),
+    AfterValidator(_strip_all),
+]
+
+
+Triggers = Annotated[tuple[Trigger, ...], BeforeValidator(_as_list)]
+
+
+DestinationName = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
+
+
+DestinationNames = Annotated[tuple[DestinationName, ...], BeforeValidator(_as_list)]
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are errors and parsed rules are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DicomNode(_Strict):
+    """A node results are sent to: a DICOM C-STORE SCP (``ae_title``, ``host``,
+    ``port``) or a DICOMweb service (``url``, stored by STOW-RS, PS3.18 10.5)."""
+
+    ae_title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)] | None = None
+    host: NonEmpty | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "DicomNode":
+        dimse = [self.ae_title, self.host, self.port]
+        if self.url is not None:
+            if any(v is not None for v in dimse):
+                raise ValueError("a destination is either a DICOMweb url or ae_title/host/port, not both")
+        elif any(v is None for v in dimse):
+            missing = [n for n, v in zip(("ae_title", "host", "port"), dimse) if v is None]
+            raise ValueError(f"a DICOM destination needs ae_title, host and port (missing: {', '.join(missing)}), or a DICOMweb url")
+        return self
+
+    @property
+    def is_dicomweb(self) -> bool:
+        return self.url is not None
+
+
+class Conditions(_Strict):
+    """Study-level conditions; every condition given must hold (AND)."""
+
+    modalities: Modalities | None = None
+    modalities_all: Modalities | None = None
+    study_description: Regex | None = None
+    body_part: Regex | None = None
+    institution: Regex | None = None
+    calling_ae: AePatterns | None = None
+    called_ae: AePatterns | None = None
+    trigger: Triggers | None = None
+
+
+class Match(Conditions):
+    """Conditions plus ``not``: exclusions, any one of which rejects the rule."""
+
+    exclude: Conditions | None = Field(default=None, alias="not")
+
+
+class ApplicationRef(_Strict):
+    """An application a rule asks for, with its per-rule options."""
+
+    name: NonEmpty
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _app_shorthand(value: Any) -> Any:
+    """Allow ``applications: [glioma]`` as shorthand for ``[{name: glioma}]``."""
+    if isinstance(value, (list, tuple)):
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
+class Rule(_Strict):
+    """One routing rule.  ``stop=None`` means "inherit from defaults"."""
+
+    name: NonEmpty
+    description: str = ""
+    enabled: bool = True
+    priority: int = 0
+    fallback: bool = False
+    match: Match | None = None
+    applications: Annotated[tuple[ApplicationRef, ...], BeforeValidator(_app_shorthand)] = ()
+    destinations: DestinationNames | None = None
+    stop: bool | None = None
+
+
+class Defaults(_Strict):
+    """Values every rule inherits unless it sets its own."""
+
+    destinations: DestinationNames = (RETURN_TO_SENDER,)
+    multiple: bool = True
+
+
+class RoutingConfig(_Strict):
+    """A validated routing file.  Build it with :func:`load_rules`/:func:`parse_rules`."""
+
+    version: Literal[1]
+    defaults: Defaults = Field(default_factory=Defaults)
+    destinations: dict[DestinationName, DicomNode] = Field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extension_keys(cls, data: Any) -> Any:
+        """Top-level ``x-...`` keys hold YAML anchors for reuse (as in
+        docker-compose); they are not part of the schema."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+        return data
+
+    def ordered_rules(self) -> list[Rule]:
+        """Rules in evaluation order: priority descending, then file order."""
+        return sorted(self.rules, key=lambda r: -r.priority)  # sort is stable
+
+    def rule_stops(self, rule: Rule) -> bool:
+        """Whether a matching ``rule`` ends evaluation (explicit or default)."""
+        return rule.stop if rule.stop is not None else not self.defaults.multiple
+
+    def rule_destinations(self, rule: Rule) -> tuple[str, ...]:
+        """Destination names of ``rule`` after merging defaults."""
+        return rule.destinations if rule.destinations is not None else self.defaults.destinations
