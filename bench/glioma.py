@@ -5,7 +5,7 @@ job runs — series selection, load, register, resample, brain extraction,
 normalise, inference, post-processing — and prints the seconds per stage,
 the total, the peak resident memory and the Dice of the result against the
 generated ground truth. Target on a 2-core CPU: under 30 s in total (the
-seed platform's FSL preprocessing alone took about 10 minutes).
+2020 platform's FSL preprocessing alone took about 10 minutes).
 
     python bench/glioma.py [--seed 900100] [--cases 1] [--bias-correction] [--json]
 

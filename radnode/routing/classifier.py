@@ -1,6 +1,6 @@
 """Series-type classifier: xgboost on header features.
 
-Why xgboost: the seed's dcmclass used it on the same kind of features; trees
+Why xgboost: the 2020 platform's dcmclass used it on the same kind of features; trees
 handle NaN for missing tags natively, need no scaling, train in seconds on
 two cores and serialise to a small, portable JSON file that loads without
 pickle (no code execution from a model file).

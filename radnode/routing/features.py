@@ -1,11 +1,11 @@
 """Turn a series header into a fixed-length numeric feature vector.
 
-Why this shape: the seed's dcmclass showed that a gradient-boosted tree model
+Why this shape: the 2020 platform's dcmclass showed that a gradient-boosted tree model
 on the first header of a series is enough to tell MR contrasts apart. This
 module keeps that idea and widens it so that sites whose naming the model has
 never seen still classify well:
 
-* SeriesNumber is deliberately *not* a feature (the seed used it): numbering
+* SeriesNumber is deliberately *not* a feature (the 2020 platform used it): numbering
   is a per-site habit (GE counts in hundreds) and let the model learn a site
   rather than a sequence;
 * physics (TR, TE, TI, flip angle, b-value, ...) carries the series when the

@@ -1,6 +1,6 @@
 """Choose which series of a study fill an application's input roles.
 
-Why not "top label per series": the seed picked, per class, the series with
+Why not "top label per series": the 2020 platform picked, per class, the series with
 the highest probability, with no threshold and nothing stopping one series
 from filling two roles. Here:
 

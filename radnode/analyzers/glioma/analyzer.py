@@ -1,5 +1,5 @@
 """Glioma segmentation: T1, T1c, T2 and FLAIR in; tumour sub-regions and
-their volumes out (the seed platform's flagship application).
+their volumes out (the 2020 platform's flagship application).
 
 Pipeline: nipype preprocessing (DICOM → volumes with patient geometry, rigid
 registration to T1c, one resampling onto a 1 mm grid aligned with T1c, brain

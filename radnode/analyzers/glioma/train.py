@@ -402,7 +402,7 @@ Without slice-thickness artefacts (first 6 cases): WT {mc['wt']:.3f}, TC {mc['tc
 {rows}
 
 These figures are on the generator's own distribution; through the full DICOM → brain extraction →
-registration → 2 mm pipeline expect them to drop. For reference, the seed platform's real-data model
+registration → 2 mm pipeline expect them to drop. For reference, the 2020 platform's real-data model
 reported BraTS 2018 validation Dice WT 0.909, TC 0.841, ET 0.788.
 
 ## Limitations
