@@ -25,6 +25,20 @@ ROOT = Path(radnode.__file__).parent
 #: Modules and packages that compose stages into processes and commands.
 COMPOSITION_ROOTS = frozenset({"cli", "composition", "commands", "demo"})
 
+#: radnode's layers, top to bottom; an import points to a lower layer only.
+LAYERS: tuple[frozenset[str], ...] = (
+    COMPOSITION_ROOTS,
+    frozenset({"web"}),
+    frozenset({"jobs"}),
+    frozenset({"listener", "routing"}),
+    frozenset({"analyzers", "sr_writer"}),
+    frozenset({"queue", "peers", "metrics"}),
+    frozenset({"store"}),
+    frozenset({"settings"}),
+    frozenset({"synth", "cli_output"}),
+    frozenset({"model", "uids", "logconfig"}),
+)
+
 #: What `radnode/settings.py` may import from radnode: the neutral layer only.
 NEUTRAL = frozenset({"model", "uids"})
 
@@ -156,6 +170,14 @@ def test_no_package_cycle_outside_the_composition_roots() -> None:
         for cycle in cycles
     ]
     assert cycles == [], detail
+
+
+def test_every_import_points_down_the_layers() -> None:
+    graph = package_graph()
+    layer = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+    assert set(graph) | {d for deps in graph.values() for d in deps} <= set(layer), "a new package needs a place in LAYERS"
+    upward = {f"{src} -> {dst}": where[:3] for src, deps in graph.items() for dst, where in deps.items() if layer[dst] <= layer[src] and src not in COMPOSITION_ROOTS}
+    assert upward == {}
 
 
 def test_no_stage_imports_a_composition_root() -> None:
