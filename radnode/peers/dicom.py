@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
@@ -112,6 +113,23 @@ REJECT_REASONS: dict[tuple[int, int], str] = {
 }
 
 
+#: Failure kind → the sentence a human reads; ``{reason}`` is the rejection's line above.
+MESSAGES: dict[FailureKind, str] = {
+    FailureKind.REJECTED: "{label} refused the association ({permanence}): {reason}",
+    FailureKind.UNRESOLVED: "could not connect to {label}: the host name {host!r} does not resolve — check {address_setting}",
+    FailureKind.REFUSED: (
+        "could not connect to {label}: connection refused or host unreachable — is the {kind} running, and are {address_setting} right?"
+    ),
+    FailureKind.CONNECT_TIMEOUT: (
+        "{label} did not accept a TCP connection within {timeout:g} s — is the host reachable (firewall), and are {address_setting} right?"
+    ),
+    FailureKind.NO_ANSWER: "{label} accepted the connection but did not answer the association request within {timeout:g} s — is it a DICOM port?",
+    FailureKind.ABORTED: "{label} aborted the association request — check {ae_setting} and that the {kind} knows radnode's AE title {calling!r}",
+    FailureKind.CONTEXT_REFUSED: "{label} does not support {what} (presentation context refused)",
+    FailureKind.STOPPED_ANSWERING: "{label} stopped answering the {what} (aborted or timed out after {timeout:g} s)",
+}
+
+
 def diagnose(
     remote: Remote,
     calling_ae: str,
@@ -119,43 +137,29 @@ def diagnose(
     *,
     timeout: float = 0.0,
     rejection: Any = None,
-    what: str = "",
+    what: str = "request",
 ) -> PeerUnavailable:
     """The one table from a failure to the sentence a human reads (pull page,
     connectivity check, a job's send error)."""
-    label = remote.label
-    fmt = {"calling": calling_ae, "called": remote.ae_title, "ae_setting": remote.ae_setting, "kind": remote.kind}
+    fields = {
+        "label": remote.label,
+        "host": remote.host,
+        "kind": remote.kind,
+        "calling": calling_ae,
+        "called": remote.ae_title,
+        "address_setting": remote.address_setting,
+        "ae_setting": remote.ae_setting,
+        "timeout": timeout,
+        "what": what,
+        "permanence": "",
+        "reason": "",
+    }
     if kind is FailureKind.REJECTED:
         source, reason = int(getattr(rejection, "result_source", 0) or 0), int(getattr(rejection, "diagnostic", 0) or 0)
-        text = REJECT_REASONS.get((source, reason))
-        if text is None:
-            text = f"{_pynetdicom_reason(rejection)} (source {source}, reason {reason})"
-        permanence = "permanently" if getattr(rejection, "result", None) == 0x01 else "for now"
-        message = f"{label} refused the association ({permanence}): " + text.format(**fmt)
-    elif kind is FailureKind.UNRESOLVED:
-        message = f"could not connect to {label}: the host name {remote.host!r} does not resolve — check {remote.address_setting}"
-    elif kind is FailureKind.REFUSED:
-        message = (
-            f"could not connect to {label}: connection refused or host unreachable — is the {remote.kind} running, "
-            f"and are {remote.address_setting} right?"
-        )
-    elif kind is FailureKind.CONNECT_TIMEOUT:
-        message = (
-            f"{label} did not accept a TCP connection within {timeout:g} s — is the host reachable (firewall), "
-            f"and are {remote.address_setting} right?"
-        )
-    elif kind is FailureKind.NO_ANSWER:
-        message = f"{label} accepted the connection but did not answer the association request within {timeout:g} s — is it a DICOM port?"
-    elif kind is FailureKind.ABORTED:
-        message = (
-            f"{label} aborted the association request — check {remote.ae_setting} and that the {remote.kind} "
-            f"knows radnode's AE title {calling_ae!r}"
-        )
-    elif kind is FailureKind.CONTEXT_REFUSED:
-        message = f"{label} does not support {what} (presentation context refused)"
-    else:
-        message = f"{label} stopped answering the {what or 'request'} (aborted or timed out after {timeout:g} s)"
-    return PeerUnavailable(message, kind, remote)
+        text = REJECT_REASONS.get((source, reason)) or f"{_pynetdicom_reason(rejection)} (source {source}, reason {reason})"
+        fields["reason"] = text.format(**fields)
+        fields["permanence"] = "permanently" if getattr(rejection, "result", None) == 0x01 else "for now"
+    return PeerUnavailable(MESSAGES[kind].format(**fields), kind, remote)
 
 
 def _pynetdicom_reason(primitive: Any) -> str:
@@ -209,7 +213,15 @@ def associate(
     accepts the association but not that context is a failure too.
     """
     opened: list[bool] = []
-    handlers = [(evt.EVT_CONN_OPEN, lambda _e: opened.append(True)), *(evt_handlers or [])]
+    rejections: list[Any] = []
+
+    def _rejected(event: Any) -> None:
+        # pynetdicom can report a fast A-ASSOCIATE-RJ as an abort (its requestor
+        # checks the socket after the DUL has already closed it): keep the PDU.
+        if isinstance(event.pdu, A_ASSOCIATE_RJ):
+            rejections.append(event.pdu.to_primitive())
+
+    handlers = [(evt.EVT_CONN_OPEN, lambda _e: opened.append(True)), (evt.EVT_PDU_RECV, _rejected), *(evt_handlers or [])]
     started = time.monotonic()
     try:
         assoc = ae.associate(
@@ -223,6 +235,8 @@ def associate(
     except socket.gaierror:  # pynetdicom resolves the address before connecting
         raise diagnose(remote, ae.ae_title, FailureKind.UNRESOLVED) from None
     if not assoc.is_established:
+        if rejections:
+            raise diagnose(remote, ae.ae_title, FailureKind.REJECTED, rejection=rejections[0])
         kind = _failure_kind(remote, assoc, bool(opened), time.monotonic() - started, ae.acse_timeout or timeout)
         raise diagnose(remote, ae.ae_title, kind, timeout=timeout, rejection=assoc.acceptor.primitive)
     sock = assoc.dul.socket
@@ -322,6 +336,30 @@ def store_files(remote: Remote, files: Iterable[Path], calling_ae: str = "RADNOD
     return report
 
 
+def c_find(remote: Remote, calling_ae: str, query: Dataset, *, timeout: float = 30.0, tls: ssl.SSLContext | None = None) -> tuple[list[Dataset], int, str]:
+    """Study Root C-FIND: every pending identifier, the final status and its ErrorComment.
+
+    A peer that stops answering mid-query is :class:`PeerUnavailable`
+    (STOPPED_ANSWERING), never a silently short list.
+    """
+    model = StudyRootQueryRetrieveInformationModelFind
+    ae = application_entity(calling_ae, timeout)
+    ae.add_requested_context(model)
+    matches: list[Dataset] = []
+    final, comment = 0x0000, ""
+    with associate(ae, remote, model=model, what="Study Root C-FIND", timeout=timeout, tls=tls) as assoc:
+        for status, identifier in assoc.send_c_find(query, model):
+            if status is None or "Status" not in status:
+                raise diagnose(remote, calling_ae, FailureKind.STOPPED_ANSWERING, timeout=timeout, what="C-FIND")
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01):
+                if identifier is not None:
+                    matches.append(identifier)
+            else:
+                final, comment = code, str(status.get("ErrorComment", "") or "")
+    return matches, final, comment
+
+
 def confirm_series(
     remote: Remote,
     study_instance_uid: str,
@@ -337,20 +375,17 @@ def confirm_series(
     its results rather than trusting the C-STORE statuses alone.
     """
     found: dict[str, int] = {uid: 0 for uid in series_instance_uids}
-    ae = application_entity(calling_ae, timeout)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     query = Dataset()
     query.QueryRetrieveLevel = "SERIES"
     query.StudyInstanceUID = study_instance_uid
     query.SeriesInstanceUID = ""
     query.NumberOfSeriesRelatedInstances = ""
-    with associate(ae, remote, model=StudyRootQueryRetrieveInformationModelFind, what="Study Root C-FIND", timeout=timeout, tls=tls) as assoc:
-        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-            if status is not None and status.Status in (0xFF00, 0xFF01) and identifier is not None:
-                uid = str(identifier.get("SeriesInstanceUID", ""))
-                if uid in found:
-                    try:
-                        found[uid] = int(identifier.get("NumberOfSeriesRelatedInstances") or 1)
-                    except (TypeError, ValueError):
-                        found[uid] = 1
+    matches, _final, _comment = c_find(remote, calling_ae, query, timeout=timeout, tls=tls)
+    for identifier in matches:
+        uid = str(identifier.get("SeriesInstanceUID", ""))
+        if uid in found:
+            try:
+                found[uid] = int(identifier.get("NumberOfSeriesRelatedInstances") or 1)
+            except (TypeError, ValueError):
+                found[uid] = 1
     return found

@@ -17,7 +17,6 @@ from pydicom.dataset import Dataset
 from pynetdicom import StoragePresentationContexts, build_role, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
@@ -28,6 +27,7 @@ from radnode.peers.dicom import (
     Remote,
     application_entity,
     associate,
+    c_find,
     diagnose,
 )
 
@@ -72,9 +72,6 @@ class RetrieveOutcome:
 
 def find_studies(remote: Remote, calling_ae: str, accession: str, timeout: float = 30.0, tls: ssl.SSLContext | None = None) -> list[FoundStudy]:
     """C-FIND (Study Root, STUDY level) by AccessionNumber; one entry per study UID."""
-    model = StudyRootQueryRetrieveInformationModelFind
-    ae = application_entity(calling_ae, timeout)
-    ae.add_requested_context(model)
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.AccessionNumber = accession
@@ -83,27 +80,15 @@ def find_studies(remote: Remote, calling_ae: str, accession: str, timeout: float
     query.StudyDate = ""
     query.StudyDescription = ""
     query.ModalitiesInStudy = ""
+    matches, final, comment = c_find(remote, calling_ae, query, timeout=timeout, tls=tls)
+    if final != 0x0000:
+        detail = f" ({comment})" if comment else ""
+        raise PeerUnavailable(f"{remote.label} refused the C-FIND: status 0x{final:04X}{detail}", FailureKind.STATUS, remote)
     found: dict[str, FoundStudy] = {}
-    with associate(ae, remote, model=model, what="Study Root C-FIND", timeout=timeout, tls=tls) as assoc:
-        final = None
-        status = None
-        for status, identifier in assoc.send_c_find(query, model):
-            if status is None or "Status" not in status:
-                raise diagnose(remote, calling_ae, FailureKind.STOPPED_ANSWERING, timeout=timeout, what="C-FIND")
-            code = int(status.Status)
-            if code in (0xFF00, 0xFF01):
-                if identifier is None:
-                    continue
-                study = _found_study(identifier, accession)
-                if study is not None:
-                    found[study.study_instance_uid] = study
-            else:
-                final = code
-        if final not in (None, 0x0000):
-            comment = str(status.get("ErrorComment", "") or "") if status is not None else ""
-            raise PeerUnavailable(
-                f"{remote.label} refused the C-FIND: status 0x{final:04X}{' (' + comment + ')' if comment else ''}", FailureKind.STATUS, remote
-            )
+    for identifier in matches:
+        study = _found_study(identifier, accession)
+        if study is not None:
+            found[study.study_instance_uid] = study
     return list(found.values())
 
 
