@@ -141,9 +141,10 @@ def retrieve_study(
             raise ValueError("C-GET needs a store_handler for the arriving instances")
         model, what = StudyRootQueryRetrieveInformationModelGet, "Study Root C-GET"
         ae.add_requested_context(model)
-        for cx in StoragePresentationContexts[:127]:
-            ae.add_requested_context(cx.abstract_syntax)
-            roles.append(build_role(cx.abstract_syntax, scp_role=True))
+        for cx in StoragePresentationContexts[:127]:  # 128 contexts at most, one for the C-GET itself
+            syntax = str(cx.abstract_syntax)
+            ae.add_requested_context(syntax)
+            roles.append(build_role(syntax, scp_role=True))
         handlers = [(evt.EVT_C_STORE, store_handler)]
     else:
         model, what = StudyRootQueryRetrieveInformationModelMove, "Study Root C-MOVE"
