@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.registry import Registry
-from radnode.analyzers.worker import JobHandler, ResultWriter
+from radnode.jobs.worker import JobHandler, ResultWriter
 from radnode.store import jobs as jobstore
 from radnode.queue.base import Broker
 from radnode.queue.factory import make_broker

@@ -63,7 +63,7 @@ def write_objects(
 
 
 class DicomResultWriter:
-    """Implements ``radnode.analyzers.worker.ResultWriter``."""
+    """Implements ``radnode.jobs.worker.ResultWriter``."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
         self.settings = settings
