@@ -190,3 +190,18 @@ def test_destination_kinds_come_from_one_table() -> None:
     assert isinstance(open_destination(Destination(name="a", ae_title="X", host="h", port=104), caller), DicomDestination)
     assert isinstance(open_destination(Destination(name="b", url="http://h/dicom-web"), caller), DicomWebDestination)
     assert set(KINDS) == {"dicom", "dicomweb"}
+
+
+def test_every_destination_kind_checks_connectivity(orthanc_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`check()` behind the one interface: C-ECHO for DICOM, a QIDO-RS query for DICOMweb."""
+    plugin = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+    assert plugin.exists(), "orthanc-dicomweb is not installed (scripts/install.sh installs it)"
+    pacs = orthanc_factory(aet="ARCHIVE", extra_config={"Plugins": [str(plugin)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
+    caller = CallerIdentity(timeout=5.0)
+    dicom = open_destination(Destination(name="archive", ae_title="ARCHIVE", host="127.0.0.1", port=pacs.dicom_port), caller).check()
+    web = open_destination(Destination(name="web", url=f"http://127.0.0.1:{pacs.http_port}/dicom-web"), caller).check()
+    assert dicom.ok and dicom.status == 0x0000 and dicom.diagnosis == "C-ECHO succeeded"
+    assert web.ok and web.diagnosis == "QIDO-RS answered"
+    dead = f"http://127.0.0.1:{free_port()}/dicom-web"
+    down = open_destination(Destination(name="gone", url=dead), caller).check()
+    assert not down.ok and down.kind is FailureKind.REFUSED and down.diagnosis.startswith(f"QIDO-RS to {dead} failed: ")
