@@ -25,11 +25,23 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.analyzers.base import AnalyzerError, AnalyzerInputs, AnalyzerResult, AnalyzerSpec, SeriesInput
-from radnode.analyzers.registry import OptionsError, Registry, RegistryError, parse_options
-from radnode.store import jobs as jobstore
+from radnode.analyzers.base import (
+    AnalyzerError,
+    AnalyzerInputs,
+    AnalyzerResult,
+    AnalyzerSpec,
+    SeriesInput,
+)
+from radnode.analyzers.registry import (
+    OptionsError,
+    Registry,
+    RegistryError,
+    parse_options,
+)
 from radnode.model.jobs import AnalyzeJob, JobState
+from radnode.model.validation import describe
 from radnode.queue.base import Delivery, HandlerResult
+from radnode.store import jobs as jobstore
 from radnode.uids import is_valid_uid
 
 log = structlog.get_logger(__name__)
@@ -81,7 +93,7 @@ class JobHandler:
         try:
             job = AnalyzeJob.model_validate_json(delivery.body)
         except ValidationError as exc:
-            reason = f"malformed job message: {exc.errors()[0]['msg'] if exc.errors() else exc}"
+            reason = f"malformed job message: {describe(exc, top='message')[:500]}"
             self._fail_unparsed(delivery, reason)
             return HandlerResult.dead(reason)
         worker = f"{self.name}/{threading.current_thread().name}"
