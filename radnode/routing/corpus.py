@@ -33,6 +33,7 @@ import numpy as np
 import structlog
 from pydicom.dataset import Dataset
 
+from radnode.routing.classifier import LABELS  # noqa: F401  (the classifier owns the label list; re-exported for training code)
 from radnode.routing.series_index import SeriesSummary
 
 log = structlog.get_logger(__name__)
