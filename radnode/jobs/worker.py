@@ -19,7 +19,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import structlog
 from pydantic import ValidationError
@@ -47,22 +47,11 @@ from radnode.uids import is_valid_uid
 log = structlog.get_logger(__name__)
 
 
-class ResultWriter(Protocol):
-    """Produces (and sends) the DICOM result objects of a finished analysis.
-
-    Returns the SOP Instance UIDs it wrote. Raising ``AnalyzerError`` fails
-    the job; any other exception is retried.
-    """
-
-    def __call__(
-        self,
-        job: AnalyzeJob,
-        spec: AnalyzerSpec,
-        inputs: AnalyzerInputs,
-        result: AnalyzerResult,
-        workdir: Path,
-        progress: Callable[[str], None],
-    ) -> list[str]: ...
+#: Produces (and sends) the DICOM result objects of a finished analysis:
+#: ``writer(job, spec, inputs, result, workdir, progress)`` returns the SOP
+#: Instance UIDs it wrote. Raising ``AnalyzerError`` fails the job; any other
+#: exception is retried.
+ResultWriter = Callable[[AnalyzeJob, AnalyzerSpec, AnalyzerInputs, AnalyzerResult, Path, Callable[[str], None]], list[str]]
 
 
 class _Permanent(Exception):
