@@ -181,6 +181,64 @@ class WebSettings(_Section):
     retraining_dir: Path | None = Field(default=None, description="Where flagged cases are copied; default data_dir/retraining.")
 
 
+class SmtpSettings(_Section):
+    """The mail server results are e-mailed through (``email`` destinations).
+
+    ``security`` is ``starttls`` unless written otherwise: ``tls`` is implicit
+    TLS (port 465), ``none`` sends in clear and must be chosen explicitly.
+    ``ca_file`` trusts a private CA (or a test's self-signed certificate).
+    """
+
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = Field(default="radnode@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    ca_file: Path | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class Hl7Settings(_Section):
+    """Who radnode is in HL7 v2 messages (MSH-3..6), and the MLLP transport."""
+
+    sending_application: str = "RADNODE"
+    sending_facility: str = "RADNODE"
+    receiving_application: str = "EMR"
+    receiving_facility: str = "HOSPITAL"
+    ack_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for the ACK; no ACK is a retryable failure.")
+    ca_file: Path | None = Field(default=None, description="Trusted CA for mllps:// (TLS) receivers.")
+
+
+class FhirSettings(_Section):
+    """How radnode authenticates to FHIR servers (``fhir`` destinations)."""
+
+    auth: Literal["none", "bearer", "basic"] = "none"
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class DeliverySettings(_Section):
+    """Results beyond PACS: e-mail, HL7 v2 (ORU^R01 over MLLP), FHIR R4.
+
+    ``email_phi: false`` (the default) keeps patient data out of e-mail: the
+    message carries no name, ID, accession or PDF, only a link to the job page
+    behind login (``job_url_base``). ``directory_file`` maps Referring
+    Physician names (as DICOM writes them, ``Family^Given``) to addresses for
+    ``{email: referring}``.
+    """
+
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    hl7: Hl7Settings = Field(default_factory=Hl7Settings)
+    fhir: FhirSettings = Field(default_factory=FhirSettings)
+    email_phi: bool = False
+    directory_file: Path | None = None
+    job_url_base: str = Field(default="", description="Public base URL of the web app, for links to the job page.")
+
+
 class Settings(BaseSettings):
     """Everything a radnode process needs to know, validated once at start."""
 
@@ -206,6 +264,7 @@ class Settings(BaseSettings):
     results: ResultSettings = Field(default_factory=ResultSettings)
     report: ReportBranding = Field(default_factory=ReportBranding)
     web: WebSettings = Field(default_factory=WebSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 

@@ -110,6 +110,9 @@ class Finding:
     present: bool
     probability: float | None = None
     detail: str = ""
+    #: A finding someone must act on now (e.g. haemorrhage): results also go
+    #: to the routing rule's ``notify`` destinations.
+    critical: bool = False
 
 
 @dataclass

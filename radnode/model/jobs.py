@@ -54,7 +54,14 @@ class Trigger(str, enum.Enum):
 
 
 class Destination(BaseModel):
-    """Where results go: a DICOM node (C-STORE) or a DICOMweb service (STOW-RS, ``url``)."""
+    """Where results go: a DICOM node (C-STORE), a DICOMweb service (STOW-RS,
+    ``url``), e-mail recipients (``email``: addresses or ``referring``), an
+    HL7 v2 receiver (``hl7``: ``mllp://host:port``) or a FHIR server
+    (``fhir``: base URL).
+
+    ``notify`` marks a destination named under a rule's ``notify``: it
+    receives only results with a critical finding.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,21 +70,38 @@ class Destination(BaseModel):
     host: str = ""
     port: int | None = Field(default=None, ge=1, le=65535)
     url: str | None = None
+    email: tuple[str, ...] | None = None
+    hl7: str | None = None
+    fhir: str | None = None
+    notify: bool = False
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Destination":
-        if self.url is None and not (self.ae_title and self.host and self.port):
-            raise ValueError("a destination needs ae_title, host and port, or a DICOMweb url")
+        message_kinds = [k for k in ("url", "email", "hl7", "fhir") if getattr(self, k) is not None]
+        if len(message_kinds) > 1:
+            raise ValueError(f"a destination has one kind, got {', '.join(message_kinds)}")
+        if not message_kinds and not (self.ae_title and self.host and self.port):
+            raise ValueError("a destination needs ae_title, host and port, a DICOMweb url, email, hl7 or fhir")
+        if self.email is not None and not self.email:
+            raise ValueError("email: at least one address (or 'referring')")
         return self
 
     @property
     def kind(self) -> str:
         """Which sender handles it (``radnode.peers.destinations.KINDS``)."""
-        return "dicomweb" if self.url is not None else "dicom"
+        for kind, value in (("dicomweb", self.url), ("email", self.email), ("hl7", self.hl7), ("fhir", self.fhir)):
+            if value is not None:
+                return kind
+        return "dicom"
 
     @property
     def label(self) -> str:
-        return self.url if self.url else f"{self.ae_title}@{self.host}:{self.port}"
+        if self.email is not None:
+            return "mailto:" + ",".join(self.email)
+        for value in (self.url, self.hl7, self.fhir):
+            if value:
+                return value
+        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 class AnalyzeJob(BaseModel):

@@ -11,10 +11,12 @@ field that names it on ``Destination``).
 from __future__ import annotations
 
 import ssl
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
+from radnode.model.delivery import ResultPackage
 from radnode.model.jobs import Destination
 from radnode.peers import dicom, dicomweb
 from radnode.peers.dicom import EchoResult, Remote, SendReport
@@ -27,6 +29,10 @@ class CallerIdentity:
     ae_title: str = "RADNODE"
     timeout: float = 30.0
     tls: ssl.SSLContext | None = None
+    #: ``settings.delivery`` (SMTP, HL7, FHIR) for the message kinds; None = defaults.
+    delivery: Any = None
+    #: ``settings.report`` (institution name, colours) for e-mail.
+    branding: Any = None
 
 
 class ResultDestination(Protocol):
@@ -34,9 +40,19 @@ class ResultDestination(Protocol):
 
     name: str
     label: str
+    #: True when ``confirm`` asks the destination what it holds (DICOM,
+    #: DICOMweb); False when the send's own acknowledgement is the
+    #: confirmation (SMTP accept, HL7 ACK, FHIR 2xx).
+    confirms: bool
 
-    def send(self, files: list[Path]) -> SendReport:
-        """Deliver *files*; per-instance outcome, or PeerUnavailable when nothing could be tried."""
+    def send(self, files: list[Path], package: ResultPackage | None = None, *, done: Collection[str] = ()) -> SendReport:
+        """Deliver *files* (DICOM kinds) or *package* (message kinds).
+
+        ``done`` holds the items (SOP Instance UIDs, recipients, message ids)
+        an earlier attempt already delivered; they are not sent again.
+        Returns the per-item outcome, or raises PeerUnavailable when nothing
+        could be tried.
+        """
         ...
 
     def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
@@ -51,14 +67,16 @@ class ResultDestination(Protocol):
 class DicomDestination:
     """A DICOM C-STORE SCP: C-STORE, confirmed by a series-level C-FIND."""
 
+    confirms = True
+
     def __init__(self, dest: Destination, caller: CallerIdentity) -> None:
         self.name = dest.name
         self.label = dest.label
         self.remote = Remote.for_destination(dest.name, dest.ae_title, dest.host, dest.port or 104)
         self.caller = caller
 
-    def send(self, files: list[Path]) -> SendReport:
-        return dicom.store_files(self.remote, files, self.caller.ae_title, self.caller.timeout, self.caller.tls)
+    def send(self, files: list[Path], package: ResultPackage | None = None, *, done: Collection[str] = ()) -> SendReport:
+        return dicom.store_files(self.remote, _not_done(files, done), self.caller.ae_title, self.caller.timeout, self.caller.tls)
 
     def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
         return dicom.confirm_series(self.remote, study_instance_uid, series_instance_uids, self.caller.ae_title, self.caller.timeout, self.caller.tls)
@@ -70,13 +88,15 @@ class DicomDestination:
 class DicomWebDestination:
     """A DICOMweb service: STOW-RS, confirmed by QIDO-RS."""
 
+    confirms = True
+
     def __init__(self, dest: Destination, caller: CallerIdentity) -> None:
         self.name = dest.name
         self.label = dest.label
         self.url = str(dest.url)
 
-    def send(self, files: list[Path]) -> SendReport:
-        return dicomweb.stow_files(files, self.url)
+    def send(self, files: list[Path], package: ResultPackage | None = None, *, done: Collection[str] = ()) -> SendReport:
+        return dicomweb.stow_files(_not_done(files, done), self.url)
 
     def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
         return dicomweb.confirm_series(study_instance_uid, series_instance_uids, self.url)
@@ -85,10 +105,28 @@ class DicomWebDestination:
         return dicomweb.check(self.url)
 
 
+def _not_done(files: list[Path], done: Collection[str]) -> list[Path]:
+    """The files whose SOP Instance UID an earlier attempt has not delivered."""
+    if not done:
+        return list(files)
+    from pydicom import dcmread
+
+    return [f for f in files if str(dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID) not in done]
+
+
+def _message_kinds() -> dict[str, Callable[[Destination, CallerIdentity], ResultDestination]]:
+    from radnode.peers.fhir import FhirDestination
+    from radnode.peers.hl7 import Hl7Destination
+    from radnode.peers.mail import MailDestination
+
+    return {"email": MailDestination, "hl7": Hl7Destination, "fhir": FhirDestination}
+
+
 #: Destination kind (``Destination.kind``) → the type that talks to it.
 KINDS: dict[str, Callable[[Destination, CallerIdentity], ResultDestination]] = {
     "dicom": DicomDestination,
     "dicomweb": DicomWebDestination,
+    **_message_kinds(),
 }
 
 
