@@ -187,6 +187,7 @@ class FhirDestination:
         delivery: DeliverySettings = caller.delivery or DeliverySettings()
         self.settings: FhirSettings = delivery.fhir
         self.last_locations: list[str] = []
+        self.acknowledgement = ""
 
     def _client(self) -> httpx.Client:
         s = self.settings
@@ -231,6 +232,8 @@ class FhirDestination:
             str((e.get("response") or {}).get("location", "")) for e in (body or {}).get("entry", []) if isinstance(e, dict)
         ] if isinstance(body, dict) else []
         report.sent.append(package.job_id)
+        report_location = next((loc for loc in self.last_locations if loc.startswith("DiagnosticReport")), "")
+        self.acknowledgement = f"HTTP {response.status_code}" + (f", {report_location}" if report_location else "")
         log.info("FHIR bundle accepted", destination=self.name, status=response.status_code, entries=len(bundle["entry"]))
         return report
 

@@ -234,6 +234,7 @@ class Hl7Destination:
         delivery: DeliverySettings = caller.delivery or DeliverySettings()
         self.settings = delivery.hl7
         self.last_ack: Ack | None = None
+        self.acknowledgement = ""
 
     def send(self, files: list[Path], package: ResultPackage | None = None, *, done: Collection[str] = ()) -> SendReport:
         if package is None:
@@ -245,6 +246,7 @@ class Hl7Destination:
             return report
         ack = send_oru(self.address, message, self.settings)
         self.last_ack = ack
+        self.acknowledgement = f"HL7 ACK {ack.code} for message {ack.control_id or msg_id}" + (f": {ack.text}" if ack.text else "")
         report.sent.append(msg_id)
         log.info("ORU^R01 acknowledged", destination=self.name, ack=ack.code, observations=len(package.measurements))
         return report

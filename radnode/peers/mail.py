@@ -223,6 +223,8 @@ class MailDestination:
         self.entries = tuple(dest.email)
         self.delivery: DeliverySettings = caller.delivery or DeliverySettings()
         self.branding: ReportBranding = caller.branding or ReportBranding()
+        #: What the server answered to the last send (shown on the job page).
+        self.acknowledgement = ""
 
     def recipients(self, package: ResultPackage) -> list[str]:
         out: list[str] = []
@@ -268,6 +270,7 @@ class MailDestination:
                 report.failed[address] = f"refused by {where}: {code} {_text(text)}"
             else:
                 report.sent.append(address)
+        self.acknowledgement = f"accepted by {where} for {len(report.sent)} recipient(s)" + (f", refused {len(report.failed)}" if report.failed else "")
         log.info("e-mail sent", destination=self.name, accepted=len(report.sent), refused=len(report.failed), phi=self.delivery.email_phi)
         return report
 

@@ -423,3 +423,15 @@ def prior_measurements(session: Session, job: JobRow, names: Sequence[str]) -> l
 def record_sends(session: Session, job_id: str, sends: dict[str, Any]) -> None:
     row = get_job(session, job_id)
     row.sends_json = json.dumps(sends, sort_keys=True)
+
+
+def record_send(session: Session, job_id: str, name: str, outcome: dict[str, Any]) -> None:
+    """Merge one destination's outcome into the job's per-destination record.
+
+    Kept across attempts and operator retries: the dispatch stage reads it to
+    skip what was already delivered.
+    """
+    row = get_job(session, job_id)
+    sends = json.loads(row.sends_json or "{}")
+    sends[name] = outcome
+    row.sends_json = json.dumps(sends, sort_keys=True)
