@@ -153,16 +153,13 @@ class Router:
         chosen = {role: c.series_instance_uid for role, c in selection.chosen.items()}
         flags = [f"confirm-{role}" for role, c in selection.chosen.items() if c.needs_confirmation]
         destinations: list[Destination] = []
-        for ref in app.destinations:
+        named = {ref.name for ref in app.destinations}
+        # notify destinations already receiving every result need no second copy.
+        for ref, notify in [(r, False) for r in app.destinations] + [(r, True) for r in app.notify if r.name not in named]:
             if ref.node is None:
                 flags.append(f"unresolved-destination:{ref.name}")
                 continue
-            node = ref.node
-            destinations.append(
-                Destination(name=ref.name, url=node.url)
-                if node.url
-                else Destination(name=ref.name, ae_title=node.ae_title or "", host=node.host or "", port=node.port)
-            )
+            destinations.append(job_destination(ref.name, ref.node, notify=notify))
         needs_input = None
         if not selection.complete:
             parts = []
@@ -234,3 +231,16 @@ class Router:
         )
         if created:
             self.on_jobs()
+
+
+def job_destination(name: str, node: DicomNode, *, notify: bool = False) -> Destination:
+    """A routing file's destination as the job's (queue contract) destination."""
+    if node.url:
+        return Destination(name=name, url=node.url, notify=notify)
+    if node.email is not None:
+        return Destination(name=name, email=tuple(node.email), notify=notify)
+    if node.hl7:
+        return Destination(name=name, hl7=node.hl7, notify=notify)
+    if node.fhir:
+        return Destination(name=name, fhir=node.fhir, notify=notify)
+    return Destination(name=name, ae_title=node.ae_title or "", host=node.host or "", port=node.port, notify=notify)

@@ -107,6 +107,8 @@ def _cross_check(data: Any, known: Mapping[str, type[BaseModel] | None], rep: _R
                 names[key] = r
         if "destinations" in rule:
             check_dests(("rules", r, "destinations"), rule["destinations"])
+        if "notify" in rule:
+            check_dests(("rules", r, "notify"), rule["notify"])
         apps = rule.get("applications")
         if not isinstance(apps, list):
             continue

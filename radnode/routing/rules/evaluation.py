@@ -104,6 +104,8 @@ class PlannedApplication:
     options: Mapping[str, Any]
     destinations: tuple[DestinationRef, ...]
     rules: tuple[str, ...]
+    #: Destinations for critical findings only (the rules' ``notify``).
+    notify: tuple[DestinationRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -289,8 +291,11 @@ def evaluate(
         dest_names = config.rule_destinations(rule)
         for app in rule.applications:
             entry = merged.setdefault(
-                app.name, {"options": copy.deepcopy(app.options), "destinations": [], "rules": []}
+                app.name, {"options": copy.deepcopy(app.options), "destinations": [], "rules": [], "notify": []}
             )
+            for dest in rule.notify:
+                if dest not in entry["notify"]:
+                    entry["notify"].append(dest)
             if rule.name not in entry["rules"]:
                 entry["rules"].append(rule.name)
             for dest in dest_names:
@@ -303,6 +308,7 @@ def evaluate(
             options=entry["options"],
             destinations=tuple(resolve_destination(d, config, sender) for d in entry["destinations"]),
             rules=tuple(entry["rules"]),
+            notify=tuple(resolve_destination(d, config, sender) for d in entry["notify"]),
         )
         for name, entry in merged.items()
     )

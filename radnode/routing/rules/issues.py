@@ -149,5 +149,11 @@ def _pydantic_issues(
         if kind == "string_type" and isinstance(err.get("input"), bool | None):
             msg += " (YAML reads unquoted yes/no/on/off/true/false/null as non-strings; quote the value)"
         if kind == "string_pattern_mismatch":
-            msg = f"invalid name {err.get('input')!r}: use letters, digits, '_', '.', '-'"
+            field_name = loc[-1] if loc else ""
+            if field_name in ("url", "fhir"):
+                msg = f"invalid URL {err.get('input')!r}: write http://… or https://…"
+            elif field_name == "hl7":
+                msg = f"invalid MLLP address {err.get('input')!r}: write mllp://host:port (mllps:// for TLS)"
+            else:
+                msg = f"invalid name {err.get('input')!r}: use letters, digits, '_', '.', '-'"
         rep.add(loc, msg)

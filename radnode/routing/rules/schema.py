@@ -95,25 +95,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_email(value: str) -> str:
+    if value != "referring" and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+        raise ValueError(f"{value!r} is not an e-mail address (or 'referring')")
+    return value
+
+
+EmailEntries = Annotated[
+    tuple[Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_email)], ...],
+    BeforeValidator(_as_list),
+]
+
+
 class DicomNode(_Strict):
     """A node results are sent to: a DICOM C-STORE SCP (``ae_title``, ``host``,
-    ``port``) or a DICOMweb service (``url``, stored by STOW-RS, PS3.18 10.5)."""
+    ``port``), a DICOMweb service (``url``, stored by STOW-RS, PS3.18 10.5),
+    e-mail recipients (``email``: addresses, or ``referring`` for the study's
+    Referring Physician), an HL7 v2 receiver (``hl7: mllp://host:port``,
+    ORU^R01) or a FHIR server (``fhir: https://host/base``, transaction Bundle)."""
 
     ae_title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)] | None = None
     host: NonEmpty | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
+    email: EmailEntries | None = None
+    hl7: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^mllps?://[^\s/:]+:\d{1,5}/?$")] | None = None
+    fhir: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
     description: str = ""
 
     @model_validator(mode="after")
     def _one_kind(self) -> "DicomNode":
         dimse = [self.ae_title, self.host, self.port]
-        if self.url is not None:
+        others = [k for k in ("url", "email", "hl7", "fhir") if getattr(self, k) is not None]
+        if len(others) > 1:
+            raise ValueError(f"a destination has one kind: give one of url, email, hl7, fhir (got {', '.join(others)})")
+        if others:
             if any(v is not None for v in dimse):
-                raise ValueError("a destination is either a DICOMweb url or ae_title/host/port, not both")
+                raise ValueError(f"a destination is either {others[0]} or ae_title/host/port, not both")
+            if self.email is not None and not self.email:
+                raise ValueError("email: give at least one address, or 'referring'")
         elif any(v is None for v in dimse):
             missing = [n for n, v in zip(("ae_title", "host", "port"), dimse) if v is None]
-            raise ValueError(f"a DICOM destination needs ae_title, host and port (missing: {', '.join(missing)}), or a DICOMweb url")
+            raise ValueError(
+                f"a DICOM destination needs ae_title, host and port (missing: {', '.join(missing)}), "
+                "or give a DICOMweb url, email, hl7 or fhir"
+            )
         return self
 
     @property
@@ -165,6 +191,8 @@ class Rule(_Strict):
     match: Match | None = None
     applications: Annotated[tuple[ApplicationRef, ...], BeforeValidator(_app_shorthand)] = ()
     destinations: DestinationNames | None = None
+    #: Destinations that receive this rule's results only when a finding is critical.
+    notify: DestinationNames = ()
     stop: bool | None = None
 
 
