@@ -1,0 +1,186 @@
+"""End to end: a study sent to the node, analysed, and its results delivered
+by e-mail (aiosmtpd, STARTTLS), HL7 ORU^R01 (MLLP) and FHIR (validating
+endpoint) — each delivered once, a refusing endpoint failing only its own
+destination and retried, a retried job sending nothing twice, and critical
+findings paging the ``notify`` destination."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from radnode.composition import Node
+from radnode.settings import Settings
+from radnode.store import jobs as jobstore
+from radnode.synth.mr_study import generate_mr_study
+from tests.conftest import wait_until
+from tests.support import dcmtk
+from tests.support.delivery_servers import FhirServer, MllpServer, SmtpServer
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
+    server = SmtpServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fhir() -> Iterator[FhirServer]:
+    server = FhirServer(token="t0ken").start()
+    yield server
+    server.stop()
+
+
+def _rules(tmp_path: Path, app: str, hl7_url: str, fhir_url: str) -> Path:
+    path = tmp_path / "routing.yaml"
+    path.write_text(
+        "version: 1\n"
+        "destinations:\n"
+        "  clinician: {email: [clinician@example.org]}\n"
+        "  referring: {email: referring}\n"
+        f"  emr: {{hl7: '{hl7_url}'}}\n"
+        f"  ehr: {{fhir: '{fhir_url}'}}\n"
+        "  pager: {email: pager@example.org}\n"
+        "rules:\n"
+        "  - name: mr\n"
+        "    match: {modalities: [MR]}\n"
+        f"    applications: [{app}]\n"
+        "    destinations: [clinician, emr, ehr]\n"
+        "    notify: [pager]\n"
+    )
+    return path
+
+
+def _node(tmp_path: Path, rules: Path, smtp: SmtpServer, **extra: Any) -> Node:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        port=free_port(),
+        quiet_seconds=1.0,
+        listener={"assembly_interval": 0.2},
+        routing={"rules_file": rules},
+        analyzers={"plugins": ["tests.support.analyzers:ThresholdAnalyzer", "tests.support.analyzers:CriticalThresholdAnalyzer"]},
+        queue={"retry_delays": [0.5], "max_attempts": 2, "outbox_interval": 0.3},
+        results={"send_retry_delays": [0.2], "send_attempts": 2, "secondary_capture_pages": False},
+        delivery={
+            "smtp": smtp.settings(),
+            "email_phi": True,
+            "hl7": {"receiving_application": "EPIC", "ack_timeout": 1.0},
+            "fhir": {"auth": "bearer", "token": "t0ken"},
+            "job_url_base": "https://radnode.example.org",
+        },
+        **extra,
+    )
+    node = Node(settings)
+    node.start()
+    return node
+
+
+def _send_study(tmp_path: Path, node: Node, seed: int) -> None:
+    generate_mr_study(tmp_path / "study", seed=seed, series=("t1c", "flair"), rows=32, columns=32, slices=6)
+    result = dcmtk.storescu("127.0.0.1", node.settings.port, tmp_path / "study", node.settings.ae_title)
+    assert result.returncode == 0, result.stderr
+
+
+def _job(node: Node, states: set[str], timeout: float = 120) -> jobstore.JobRow:
+    def done() -> jobstore.JobRow | None:
+        with node.sessions() as s:
+            jobs = jobstore.list_jobs(s)
+        return jobs[0] if jobs and jobs[0].state in states else None
+
+    return wait_until(done, timeout=timeout)  # type: ignore[no-any-return]
+
+
+def _retry(node: Node, job_id: str) -> None:
+    with node.sessions.begin() as s:
+        jobstore.requeue(s, job_id, actor="test")
+
+
+def test_one_study_one_mail_one_oru_one_bundle_and_nothing_twice(tmp_path: Path, smtp: SmtpServer, fhir: FhirServer) -> None:
+    dcmtk.require_dcmtk("storescu")
+    mllp = MllpServer("AA").start()
+    node = _node(tmp_path, _rules(tmp_path, "threshold-test", mllp.url, fhir.url), smtp)
+    try:
+        _send_study(tmp_path, node, seed=11)
+        job = _job(node, {"done", "failed"})
+        assert job.state == "done", job.error
+        with node.sessions() as s:
+            measurements = {m.name: m.value for m in jobstore.job_measurements(s, job.job_id)}
+        assert set(measurements) == {"bright", "brightest"}
+
+        # One e-mail, with the findings table and the PDF.
+        [(rcpts, mail)] = smtp.messages
+        assert rcpts == ["clinician@example.org"]
+        parts = {p.get_content_type(): p for p in mail.walk()}
+        assert parts["application/pdf"].get_payload(decode=True).startswith(b"%PDF")
+        assert f"https://radnode.example.org/jobs/{job.job_id}" in parts["text/plain"].get_content()
+
+        # One ORU^R01 whose NM OBX values are the job's measurements.
+        [oru] = mllp.messages
+        assert str(oru.segment("MSH")[9]) == "ORU^R01^ORU_R01"
+        obx = {str(s[3][0][0]): (float(str(s[5])), str(s[6][0][0])) for s in oru.segments("OBX") if str(s[2]) == "NM"}
+        assert obx == {name: (value, "mL") for name, value in measurements.items()}
+        assert [str(s[2]) for s in oru.segments("OBX")].count("ED") == 1
+
+        # One FHIR Bundle, accepted by the validating endpoint.
+        assert fhir.rejected == []
+        [bundle] = fhir.bundles
+        values = {e["resource"]["code"]["coding"][-1]["code"]: e["resource"]["valueQuantity"]["value"] for e in bundle["entry"] if "valueQuantity" in e["resource"]}
+        assert values == measurements
+
+        sends = json.loads(job.sends_json)
+        for name in ("clinician", "emr", "ehr"):
+            assert sends[name]["delivered"] is True and sends[name]["confirmed"] is True, sends[name]
+        assert "AA" in sends["emr"]["acknowledgement"] and "HTTP 200" in sends["ehr"]["acknowledgement"]
+        assert sends["pager"]["skipped"] == "no critical finding"
+
+        # An operator retry runs the job again and sends nothing twice.
+        _retry(node, job.job_id)
+        again = _job(node, {"done"})
+        assert again.finished_at and again.finished_at > (job.finished_at or 0)
+        assert len(smtp.messages) == 1 and len(mllp.messages) == 1 and len(fhir.bundles) == 1
+    finally:
+        node.stop()
+        mllp.stop()
+
+
+def test_refusing_endpoint_fails_only_its_destination_and_is_retried(tmp_path: Path, smtp: SmtpServer, fhir: FhirServer) -> None:
+    dcmtk.require_dcmtk("storescu")
+    mllp = MllpServer("AE", reason="unknown patient").start()
+    node = _node(tmp_path, _rules(tmp_path, "critical-test", mllp.url, fhir.url), smtp)
+    try:
+        _send_study(tmp_path, node, seed=12)
+        job = _job(node, {"done", "failed"})
+        assert job.state == "failed"
+        assert "emr" in (job.error or "") and "AE" in (job.error or "") and "unknown patient" in (job.error or "")
+        assert "clinician" not in (job.error or "") and "ehr" not in (job.error or "")
+        # Retried: two job attempts, each with two tries of the HL7 destination ...
+        assert job.attempts == 2 and len(mllp.messages) == 4
+        # ... while the other destinations got their results once.
+        sends = json.loads(job.sends_json)
+        assert sends["emr"]["delivered"] is False and "unknown patient" in sends["emr"]["error"]
+        assert sends["clinician"]["delivered"] and sends["ehr"]["delivered"]
+        # The critical finding paged the notify destination, acknowledged by the SMTP server.
+        assert sends["pager"]["notify"] is True and sends["pager"]["delivered"] and "accepted" in sends["pager"]["acknowledgement"]
+        assert sorted(r[0] for r, _ in smtp.messages) == ["clinician@example.org", "pager@example.org"]
+        assert "CRITICAL" in [m for r, m in smtp.messages if r == ["pager@example.org"]][0]["Subject"]
+        assert len(fhir.bundles) == 1
+
+        # The EMR comes back: a retry delivers the ORU and sends nothing else again.
+        mllp.mode = "AA"
+        _retry(node, job.job_id)
+        done = _job(node, {"done"})
+        sends = json.loads(done.sends_json)
+        assert sends["emr"]["delivered"] is True
+        assert len(mllp.messages) == 5 and len(smtp.messages) == 2 and len(fhir.bundles) == 1
+        [oru_finding] = [s for s in mllp.messages[-1].segments("OBX") if str(s[2]) == "ST"]
+        assert str(oru_finding[8]) == "AA"
+    finally:
+        node.stop()
+        mllp.stop()
