@@ -12,6 +12,7 @@ import click
 from sqlalchemy import select
 
 from radnode.cli_output import echo_rows
+from radnode.jobs.deliveries import job_deliveries
 from radnode.store import jobs as jobstore
 from radnode.model.jobs import JobState
 
@@ -44,6 +45,7 @@ def job_dict(row: jobstore.JobRow) -> dict[str, Any]:
         "superseded_by": row.superseded_by,
         "result_uids": row.result_uids,
         "destinations": json.loads(row.destinations_json),
+        "deliveries": job_deliveries(row.destinations_json, row.sends_json),
         "times": {
             k: _iso(getattr(row, f"{k}_at"))
             for k in ("created", "queued", "preprocessing", "inferring", "writing", "sending", "finished")

@@ -150,7 +150,9 @@ def test_one_study_one_mail_one_oru_one_bundle_and_nothing_twice(tmp_path: Path,
         mllp.stop()
 
 
-def test_refusing_endpoint_fails_only_its_destination_and_is_retried(tmp_path: Path, smtp: SmtpServer, fhir: FhirServer) -> None:
+def test_refusing_endpoint_fails_only_its_destination_and_is_retried(
+    tmp_path: Path, smtp: SmtpServer, fhir: FhirServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dcmtk.require_dcmtk("storescu")
     mllp = MllpServer("AE", reason="unknown patient").start()
     node = _node(tmp_path, _rules(tmp_path, "critical-test", mllp.url, fhir.url), smtp)
@@ -184,3 +186,44 @@ def test_refusing_endpoint_fails_only_its_destination_and_is_retried(tmp_path: P
     finally:
         node.stop()
         mllp.stop()
+    _outcomes_are_visible(node.settings, done.job_id, monkeypatch)
+
+
+def _outcomes_are_visible(settings: Settings, job_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per destination on the job page, in `radnode jobs show` and in metrics."""
+    import re
+
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+    from prometheus_client import generate_latest
+
+    from radnode.cli import main
+    from radnode.metrics import make_registry
+    from radnode.store.db import open_store
+    from radnode.web.app import create_app
+    from radnode.web.auth import add_user
+
+    monkeypatch.setenv("RADNODE_DATA_DIR", str(settings.data_dir))
+    shown = json.loads(CliRunner().invoke(main, ["jobs", "show", job_id]).output)
+    rows = {d["name"]: d for d in shown["deliveries"]}
+    assert rows["emr"]["state"] == "delivered" and rows["emr"]["kind"] == "hl7" and "ACK AA" in rows["emr"]["acknowledged"]
+    assert rows["pager"]["notify"] is True and rows["pager"]["state"] == "delivered" and rows["pager"]["at"]
+    assert rows["ehr"]["kind"] == "fhir" and rows["clinician"]["kind"] == "email"
+
+    engine, sessions = open_store(settings)
+    with sessions.begin() as s:
+        add_user(s, "vera", "correct horse battery", "viewer", actor="test")
+    metrics = generate_latest(make_registry(sessions)).decode()
+    assert 'radnode_deliveries{kind="hl7",notify="false",state="delivered"} 1.0' in metrics
+    assert 'radnode_deliveries{kind="email",notify="true",state="delivered"} 1.0' in metrics
+    engine.dispose()
+
+    web = settings.model_copy(update={"web": settings.web.model_copy(update={"secure_cookies": False})})
+    with TestClient(create_app(web)) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)  # type: ignore[union-attr]
+        client.post("/login", data={"username": "vera", "password": "correct horse battery", "csrf_token": token, "next": "/jobs"})
+        page = client.get(f"/jobs/{job_id}").text
+    section = page[page.index('id="deliveries"'):]
+    section = section[: section.index("</section>")]
+    assert "pager" in section and "notify: critical only" in section and "accepted by SMTP server" in section
+    assert "mllp://127.0.0.1" in section and "HL7 ACK AA" in section and "HTTP 200" in section
