@@ -242,6 +242,7 @@ def _register_optional() -> None:
         ("radnode.demo", {"demo": "demo"}),
         ("radnode.jobs.pull_commands", {"pull": "pull"}),
         ("radnode.web.commands", {"users": "users", "tokens": "tokens"}),
+        ("radnode.commands.destinations", {"destinations": "destinations"}),
     ):
         try:
             mod = importlib.import_module(module)

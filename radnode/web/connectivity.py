@@ -40,3 +40,36 @@ def run_echo(settings: Settings, sessions: sessionmaker[Session], peer: str | No
     with sessions.begin() as s:
         record_event(s, actor, "connectivity:echo", detail=", ".join(f"{r['peer']}={'ok' if r['ok'] else 'failed'}" for r in results))
     return results
+def check_destinations(settings: Settings, name: str | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Test each result destination of the routing file in force as a send would
+    reach it: C-ECHO (DICOM), QIDO-RS (DICOMweb), EHLO/STARTTLS/AUTH (e-mail),
+    an MLLP connection (HL7), ``GET [base]/metadata`` (FHIR).
+
+    ``{email: referring}`` is tested as the SMTP server it would go through.
+    """
+    from radnode.analyzers.registry import Registry
+    from radnode.peers.destinations import CallerIdentity, open_destination
+    from radnode.routing.router import job_destination
+    from radnode.routing.rules import load_rules
+    from radnode.routing.setup import rules_path
+
+    config = load_rules(rules_path(settings), Registry.from_settings(settings).declared_applications())
+    delivery = settings.delivery.model_copy(
+        update={
+            "smtp": settings.delivery.smtp.model_copy(update={"timeout": min(settings.delivery.smtp.timeout, timeout)}),
+            "hl7": settings.delivery.hl7.model_copy(update={"ack_timeout": min(settings.delivery.hl7.ack_timeout, timeout)}),
+            "fhir": settings.delivery.fhir.model_copy(update={"timeout": min(settings.delivery.fhir.timeout, timeout)}),
+        }
+    )
+    caller = CallerIdentity(ae_title=settings.ae_title, timeout=timeout, delivery=delivery, branding=settings.report)
+    out = []
+    for dest_name, node in config.destinations.items():
+        if name is not None and dest_name != name:
+            continue
+        dest = job_destination(dest_name, node)
+        result = open_destination(dest, caller).check()
+        out.append({"destination": dest_name, "kind": dest.kind, "label": dest.label, "ok": result.ok,
+                    "status": None if result.status is None else str(result.status), "diagnosis": result.diagnosis, "ms": result.ms})
+    if name is not None and not out:
+        raise LookupError(f"no destination {name!r} in {rules_path(settings)}")
+    return out

@@ -316,7 +316,21 @@ def connectivity_page(request: Request, _: Principal = Depends(require("admin"))
 @router.post("/connectivity")
 async def connectivity_echo(request: Request, who: Principal = Depends(require("admin"))) -> Response:
     form = await request.form()
+    if "destination" in form:  # result destinations of the routing file (DICOM, DICOMweb, e-mail, HL7, FHIR)
+        return await _check_destinations(request, str(form.get("destination", "")) or None, who.name)
     peer = str(form.get("peer", "")) or None
     results = await run_in_threadpool(run_echo, deps.settings(request), deps.db(request), peer, who.name)
     return render(request, "connectivity.html", peers=deps.settings(request).peers, results=results)
+
+
+async def _check_destinations(request: Request, name: str | None, actor: str) -> Response:
+    from radnode.web.connectivity import check_destinations
+
+    try:
+        checks = await run_in_threadpool(check_destinations, deps.settings(request), name)
+    except (LookupError, RoutingFileError) as exc:
+        raise errors.ServiceError(404, str(exc)) from exc
+    with deps.db(request).begin() as s:
+        record_event(s, actor, "connectivity:destinations", detail=", ".join(f"{c['destination']}={'ok' if c['ok'] else 'failed'}" for c in checks))
+    return render(request, "connectivity.html", peers=deps.settings(request).peers, results=None, destination_checks=checks)
 
