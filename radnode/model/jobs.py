@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 
 class JobState(str, enum.Enum):
@@ -53,6 +53,9 @@ class Trigger(str, enum.Enum):
     PULL = "pull"
 
 
+_OPTIONAL_FIELDS = ("email", "hl7", "fhir", "notify")
+
+
 class Destination(BaseModel):
     """Where results go: a DICOM node (C-STORE), a DICOMweb service (STOW-RS,
     ``url``), e-mail recipients (``email``: addresses or ``referring``), an
@@ -85,6 +88,18 @@ class Destination(BaseModel):
         if self.email is not None and not self.email:
             raise ValueError("email: at least one address (or 'referring')")
         return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> Any:
+        """Leave the message-kind fields out while unset: a DICOM or DICOMweb
+        destination serialises exactly as before they existed, so stored jobs
+        and queue messages stay readable by workers of the previous version."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in _OPTIONAL_FIELDS:
+                if key in data and data[key] in (None, False):
+                    del data[key]
+        return data
 
     @property
     def kind(self) -> str:
