@@ -91,7 +91,7 @@ def build_bundle(package: ResultPackage, *, now: datetime | None = None) -> dict
         coding = [{"system": MEASUREMENT_SYSTEM, "code": m.name, "display": m.name.replace("_", " ")}]
         if m.code:
             coding.insert(0, {"system": SCHEMES.get(m.code[1], f"urn:radnode:scheme:{m.code[1]}"), "code": m.code[0], "display": m.code[2]})
-        obs = {
+        obs: dict[str, Any] = {
             "resourceType": "Observation",
             "identifier": [{"system": MEASUREMENT_SYSTEM, "value": f"{package.job_id}-{m.name}"}],
             "status": "final",
@@ -106,7 +106,7 @@ def build_bundle(package: ResultPackage, *, now: datetime | None = None) -> dict
         results.append({"reference": full})
     for f in package.findings:
         full = _urn(package.job_id, "finding", f.name)
-        obs = {
+        finding: dict[str, Any] = {
             "resourceType": "Observation",
             "identifier": [{"system": MEASUREMENT_SYSTEM, "value": f"{package.job_id}-{f.name}"}],
             "status": "final",
@@ -115,10 +115,10 @@ def build_bundle(package: ResultPackage, *, now: datetime | None = None) -> dict
             "valueBoolean": f.present,
         }
         if f.critical and f.present:
-            obs["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": "AA", "display": "Critical abnormal"}]}]
+            finding["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": "AA", "display": "Critical abnormal"}]}]
         if f.detail:
-            obs["note"] = [{"text": f.detail}]
-        entries.append(_entry(full, validate_resource(obs), MEASUREMENT_SYSTEM, f"{package.job_id}-{f.name}"))
+            finding["note"] = [{"text": f.detail}]
+        entries.append(_entry(full, validate_resource(finding), MEASUREMENT_SYSTEM, f"{package.job_id}-{f.name}"))
         results.append({"reference": full})
     conclusion = package.summary()
     if package.findings:

@@ -176,7 +176,7 @@ def build_message(package: ResultPackage, recipients: list[str], sender: str, *,
     e = html.escape
     color = branding.primary_color
     parts = [
-        f'<html><body style="font-family:sans-serif">',
+        '<html><body style="font-family:sans-serif">',
         f'<div style="background:{color};color:#fff;padding:8px 12px"><b>{e(branding.institution_name)}</b> — {e(package.application)} results</div>',
     ]
     if package.critical:

@@ -8,7 +8,6 @@ import base64
 from pathlib import Path
 from typing import Any, Iterator
 
-import hl7
 import pytest
 
 from radnode.model.delivery import PackagedFinding, PackagedMeasurement, PatientIdentity, ResultPackage
