@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.jobs.deliveries import job_deliveries
+from radnode.store.deliveries import job_deliveries
 from radnode.store.jobs import JobRow
 from radnode.store.studies import InstanceRow, StudyRow
 

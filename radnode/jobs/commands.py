@@ -12,7 +12,7 @@ import click
 from sqlalchemy import select
 
 from radnode.cli_output import echo_rows
-from radnode.jobs.deliveries import job_deliveries
+from radnode.store.deliveries import job_deliveries
 from radnode.store import jobs as jobstore
 from radnode.model.jobs import JobState
 
