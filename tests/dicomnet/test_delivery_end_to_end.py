@@ -58,7 +58,7 @@ def _rules(tmp_path: Path, app: str, hl7_url: str, fhir_url: str) -> Path:
     return path
 
 
-def _node(tmp_path: Path, rules: Path, smtp: SmtpServer, **extra: Any) -> Node:
+def _node(tmp_path: Path, rules: Path, smtp: SmtpServer, delivery: dict[str, Any] | None = None, **extra: Any) -> Node:
     settings = Settings(
         data_dir=tmp_path / "data",
         port=free_port(),
@@ -74,6 +74,7 @@ def _node(tmp_path: Path, rules: Path, smtp: SmtpServer, **extra: Any) -> Node:
             "hl7": {"receiving_application": "EPIC", "ack_timeout": 1.0},
             "fhir": {"auth": "bearer", "token": "t0ken"},
             "job_url_base": "https://radnode.example.org",
+            **(delivery or {}),
         },
         **extra,
     )
@@ -227,3 +228,51 @@ def _outcomes_are_visible(settings: Settings, job_id: str, monkeypatch: pytest.M
     section = section[: section.index("</section>")]
     assert "pager" in section and "notify: critical only" in section and "accepted by SMTP server" in section
     assert "mllp://127.0.0.1" in section and "HL7 ACK AA" in section and "HTTP 200" in section
+
+
+def test_study_from_orthanc_goes_back_to_pacs_and_beyond(orthanc_factory: Any, tmp_path: Path, smtp: SmtpServer, fhir: FhirServer) -> None:
+    """Orthanc sends the study; results return to it by C-STORE (confirmed by
+    C-FIND) and reach e-mail, HL7 and FHIR in the same dispatch, with the
+    Referring Physician resolved through the directory file."""
+    pacs = orthanc_factory(aet="HOSPITALPACS")
+    mllp = MllpServer("AA").start()
+    rules = tmp_path / "routing.yaml"
+    rules.write_text(
+        "version: 1\n"
+        "destinations:\n"
+        "  referring: {email: referring}\n"
+        f"  emr: {{hl7: '{mllp.url}'}}\n"
+        f"  ehr: {{fhir: '{fhir.url}'}}\n"
+        "rules:\n"
+        "  - name: mr\n"
+        "    match: {modalities: [MR]}\n"
+        "    applications: [threshold-test]\n"
+        "    destinations: [return_to_sender, referring, emr, ehr]\n"
+    )
+    study = generate_mr_study(tmp_path / "study", seed=13, series=("t1c", "flair"), rows=32, columns=32, slices=6)
+    from pydicom import dcmread
+
+    referring = str(dcmread(next((tmp_path / "study").rglob("*.dcm")), stop_before_pixels=True).ReferringPhysicianName)
+    assert referring
+    directory = tmp_path / "directory.yaml"
+    directory.write_text(json.dumps({referring.lower(): "referring.doctor@example.org"}))  # names match whatever the case
+    node = _node(
+        tmp_path, rules, smtp, delivery={"directory_file": str(directory)},
+        peers=[{"name": "pacs", "ae_title": "HOSPITALPACS", "host": "127.0.0.1", "port": pacs.dicom_port}],
+    )
+    try:
+        pacs.add_modality("radnode", node.settings.ae_title, "127.0.0.1", node.settings.port)
+        pacs.upload_dir(tmp_path / "study")
+        [orthanc_study] = pacs.studies()
+        assert pacs.store_to_modality("radnode", [orthanc_study]).get("FailedInstancesCount", 0) == 0
+        job = _job(node, {"done", "failed"})
+    finally:
+        node.stop()
+        mllp.stop()
+    assert job.state == "done", job.error
+    sends = json.loads(job.sends_json)
+    assert sends["return_to_sender"]["confirmed"] is True and sends["return_to_sender"]["kind"] == "dicom"
+    assert pacs.instance_count() == study.instance_count + len(job.result_uids)
+    [(rcpts, _)] = smtp.messages
+    assert rcpts == ["referring.doctor@example.org"]
+    assert len(mllp.messages) == 1 and len(fhir.bundles) == 1 and fhir.rejected == []
