@@ -164,7 +164,8 @@ class MllpServer:
         asyncio.set_event_loop(self._loop)
 
         async def serve() -> None:
-            self._server = await start_hl7_server(self._client, host="127.0.0.1", port=self.port, encoding="utf-8")
+            # A PDF in an ED OBX easily passes the 64 KiB default limit of the stream reader.
+            self._server = await start_hl7_server(self._client, host="127.0.0.1", port=self.port, encoding="utf-8", limit=64 * 2**20)
             self._ready.set()
 
         self._loop.run_until_complete(serve())
