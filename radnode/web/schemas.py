@@ -21,6 +21,22 @@ class JobTimes(BaseModel):
     finished: str | None = None
 
 
+class Delivery(BaseModel):
+    """One destination's delivery of a job's results (``radnode.store.deliveries``)."""
+
+    name: str
+    kind: str
+    label: str
+    notify: bool
+    state: str
+    at: str | None = None
+    acknowledged: str = ""
+    sent: int = 0
+    failed: int = 0
+    attempts: int = 0
+    error: str = ""
+
+
 class JobOut(BaseModel):
     job_id: str
     study_instance_uid: str
@@ -38,6 +54,8 @@ class JobOut(BaseModel):
     result_uids: list[str]
     destinations: list[dict[str, Any]]
     times: JobTimes
+    #: Per destination: kind, where, delivered/failed/skipped/pending, when, acknowledgement, notify.
+    deliveries: list[Delivery] = Field(default_factory=list)
 
 
 class Measurement(BaseModel):

@@ -224,6 +224,8 @@ def _outcomes_are_visible(settings: Settings, job_id: str, monkeypatch: pytest.M
         token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)  # type: ignore[union-attr]
         client.post("/login", data={"username": "vera", "password": "correct horse battery", "csrf_token": token, "next": "/jobs"})
         page = client.get(f"/jobs/{job_id}").text
+        api = client.get(f"/api/jobs/{job_id}").json()
+    assert {d["name"]: d["state"] for d in api["deliveries"]} == {"clinician": "delivered", "emr": "delivered", "ehr": "delivered", "pager": "delivered"}
     section = page[page.index('id="deliveries"'):]
     section = section[: section.index("</section>")]
     assert "pager" in section and "notify: critical only" in section and "accepted by SMTP server" in section
