@@ -53,14 +53,14 @@ class Trigger(str, enum.Enum):
     PULL = "pull"
 
 
-_OPTIONAL_FIELDS = ("email", "hl7", "fhir", "notify")
+_OPTIONAL_FIELDS = ("email", "hl7", "fhir", "webhook", "notify")
 
 
 class Destination(BaseModel):
     """Where results go: a DICOM node (C-STORE), a DICOMweb service (STOW-RS,
     ``url``), e-mail recipients (``email``: addresses or ``referring``), an
     HL7 v2 receiver (``hl7``: ``mllp://host:port``) or a FHIR server
-    (``fhir``: base URL).
+    (``fhir``: base URL) or a webhook (``webhook``: URL, JSON POST).
 
     ``notify`` marks a destination named under a rule's ``notify``: it
     receives only results with a critical finding.
@@ -76,15 +76,16 @@ class Destination(BaseModel):
     email: tuple[str, ...] | None = None
     hl7: str | None = None
     fhir: str | None = None
+    webhook: str | None = None
     notify: bool = False
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Destination":
-        message_kinds = [k for k in ("url", "email", "hl7", "fhir") if getattr(self, k) is not None]
+        message_kinds = [k for k in ("url", "email", "hl7", "fhir", "webhook") if getattr(self, k) is not None]
         if len(message_kinds) > 1:
             raise ValueError(f"a destination has one kind, got {', '.join(message_kinds)}")
         if not message_kinds and not (self.ae_title and self.host and self.port):
-            raise ValueError("a destination needs ae_title, host and port, a DICOMweb url, email, hl7 or fhir")
+            raise ValueError("a destination needs ae_title, host and port, a DICOMweb url, email, hl7, fhir or webhook")
         if self.email is not None and not self.email:
             raise ValueError("email: at least one address (or 'referring')")
         return self
@@ -104,7 +105,7 @@ class Destination(BaseModel):
     @property
     def kind(self) -> str:
         """Which sender handles it (``radnode.peers.destinations.KINDS``)."""
-        for kind, value in (("dicomweb", self.url), ("email", self.email), ("hl7", self.hl7), ("fhir", self.fhir)):
+        for kind, value in (("dicomweb", self.url), ("email", self.email), ("hl7", self.hl7), ("fhir", self.fhir), ("webhook", self.webhook)):
             if value is not None:
                 return kind
         return "dicom"
@@ -113,7 +114,7 @@ class Destination(BaseModel):
     def label(self) -> str:
         if self.email is not None:
             return "mailto:" + ",".join(self.email)
-        for value in (self.url, self.hl7, self.fhir):
+        for value in (self.url, self.hl7, self.fhir, self.webhook):
             if value:
                 return value
         return f"{self.ae_title}@{self.host}:{self.port}"

@@ -118,8 +118,9 @@ def _message_kinds() -> dict[str, Callable[[Destination, CallerIdentity], Result
     from radnode.peers.fhir import FhirDestination
     from radnode.peers.hl7 import Hl7Destination
     from radnode.peers.mail import MailDestination
+    from radnode.peers.webhook import WebhookDestination
 
-    return {"email": MailDestination, "hl7": Hl7Destination, "fhir": FhirDestination}
+    return {"email": MailDestination, "hl7": Hl7Destination, "fhir": FhirDestination, "webhook": WebhookDestination}
 
 
 #: Destination kind (``Destination.kind``) → the type that talks to it.

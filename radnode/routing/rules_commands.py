@@ -184,7 +184,7 @@ def _describe(ref: Any) -> str:
     if node.email is not None:
         where = "mailto:" + ",".join(node.email)
     else:
-        where = node.url or node.hl7 or node.fhir or f"{node.ae_title}@{node.host}:{node.port}"
+        where = node.url or node.hl7 or node.fhir or node.webhook or f"{node.ae_title}@{node.host}:{node.port}"
     return f"{ref.name} ({where})"
 
 

@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 TREND_KEYS = ("whole_tumor", "enhancing")
 
 #: Destination kinds that take the result package rather than DICOM files.
-MESSAGE_KINDS = frozenset({"email", "hl7", "fhir"})
+MESSAGE_KINDS = frozenset({"email", "hl7", "fhir", "webhook"})
 
 
 class SendFailed(RuntimeError):

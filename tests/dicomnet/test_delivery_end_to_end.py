@@ -18,7 +18,7 @@ from radnode.store import jobs as jobstore
 from radnode.synth.mr_study import generate_mr_study
 from tests.conftest import wait_until
 from tests.support import dcmtk
-from tests.support.delivery_servers import FhirServer, MllpServer, SmtpServer
+from tests.support.delivery_servers import FhirServer, MllpServer, SmtpServer, WebhookServer
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
@@ -32,13 +32,20 @@ def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
+def hook() -> Iterator[WebhookServer]:
+    server = WebhookServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def fhir() -> Iterator[FhirServer]:
     server = FhirServer(token="t0ken").start()
     yield server
     server.stop()
 
 
-def _rules(tmp_path: Path, app: str, hl7_url: str, fhir_url: str) -> Path:
+def _rules(tmp_path: Path, app: str, hl7_url: str, fhir_url: str, hook_url: str) -> Path:
     path = tmp_path / "routing.yaml"
     path.write_text(
         "version: 1\n"
@@ -48,12 +55,13 @@ def _rules(tmp_path: Path, app: str, hl7_url: str, fhir_url: str) -> Path:
         f"  emr: {{hl7: '{hl7_url}'}}\n"
         f"  ehr: {{fhir: '{fhir_url}'}}\n"
         "  pager: {email: pager@example.org}\n"
+        f"  chat: {{webhook: '{hook_url}'}}\n"
         "rules:\n"
         "  - name: mr\n"
         "    match: {modalities: [MR]}\n"
         f"    applications: [{app}]\n"
         "    destinations: [clinician, emr, ehr]\n"
-        "    notify: [pager]\n"
+        "    notify: [pager, chat]\n"
     )
     return path
 
@@ -103,10 +111,10 @@ def _retry(node: Node, job_id: str) -> None:
         jobstore.requeue(s, job_id, actor="test")
 
 
-def test_one_study_one_mail_one_oru_one_bundle_and_nothing_twice(tmp_path: Path, smtp: SmtpServer, fhir: FhirServer) -> None:
+def test_one_study_one_mail_one_oru_one_bundle_and_nothing_twice(tmp_path: Path, smtp: SmtpServer, fhir: FhirServer, hook: WebhookServer) -> None:
     dcmtk.require_dcmtk("storescu")
     mllp = MllpServer("AA").start()
-    node = _node(tmp_path, _rules(tmp_path, "threshold-test", mllp.url, fhir.url), smtp)
+    node = _node(tmp_path, _rules(tmp_path, "threshold-test", mllp.url, fhir.url, hook.url), smtp)
     try:
         _send_study(tmp_path, node, seed=11)
         job = _job(node, {"done", "failed"})
@@ -139,7 +147,8 @@ def test_one_study_one_mail_one_oru_one_bundle_and_nothing_twice(tmp_path: Path,
         for name in ("clinician", "emr", "ehr"):
             assert sends[name]["delivered"] is True and sends[name]["confirmed"] is True, sends[name]
         assert "AA" in sends["emr"]["acknowledgement"] and "HTTP 200" in sends["ehr"]["acknowledgement"]
-        assert sends["pager"]["skipped"] == "no critical finding"
+        assert sends["pager"]["skipped"] == "no critical finding" and sends["chat"]["skipped"] == "no critical finding"
+        assert hook.posts == []
 
         # An operator retry runs the job again and sends nothing twice.
         _retry(node, job.job_id)
@@ -152,11 +161,11 @@ def test_one_study_one_mail_one_oru_one_bundle_and_nothing_twice(tmp_path: Path,
 
 
 def test_refusing_endpoint_fails_only_its_destination_and_is_retried(
-    tmp_path: Path, smtp: SmtpServer, fhir: FhirServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, smtp: SmtpServer, fhir: FhirServer, hook: WebhookServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dcmtk.require_dcmtk("storescu")
     mllp = MllpServer("AE", reason="unknown patient").start()
-    node = _node(tmp_path, _rules(tmp_path, "critical-test", mllp.url, fhir.url), smtp)
+    node = _node(tmp_path, _rules(tmp_path, "critical-test", mllp.url, fhir.url, hook.url), smtp)
     try:
         _send_study(tmp_path, node, seed=12)
         job = _job(node, {"done", "failed"})
@@ -174,6 +183,9 @@ def test_refusing_endpoint_fails_only_its_destination_and_is_retried(
         assert sorted(r[0] for r, _ in smtp.messages) == ["clinician@example.org", "pager@example.org"]
         assert "CRITICAL" in [m for r, m in smtp.messages if r == ["pager@example.org"]][0]["Subject"]
         assert len(fhir.bundles) == 1
+        [(_, page)] = hook.posts
+        assert page["critical"] is True and page["critical_findings"][0]["name"] == "haemorrhage"
+        assert sends["chat"]["notify"] is True and sends["chat"]["acknowledgement"] == "HTTP 200"
 
         # The EMR comes back: a retry delivers the ORU and sends nothing else again.
         mllp.mode = "AA"
@@ -181,7 +193,7 @@ def test_refusing_endpoint_fails_only_its_destination_and_is_retried(
         done = _job(node, {"done"})
         sends = json.loads(done.sends_json)
         assert sends["emr"]["delivered"] is True
-        assert len(mllp.messages) == 5 and len(smtp.messages) == 2 and len(fhir.bundles) == 1
+        assert len(mllp.messages) == 5 and len(smtp.messages) == 2 and len(fhir.bundles) == 1 and len(hook.posts) == 1
         [oru_finding] = [s for s in mllp.messages[-1].segments("OBX") if str(s[2]) == "ST"]
         assert str(oru_finding[8]) == "AA"
     finally:
@@ -225,7 +237,7 @@ def _outcomes_are_visible(settings: Settings, job_id: str, monkeypatch: pytest.M
         client.post("/login", data={"username": "vera", "password": "correct horse battery", "csrf_token": token, "next": "/jobs"})
         page = client.get(f"/jobs/{job_id}").text
         api = client.get(f"/api/jobs/{job_id}").json()
-    assert {d["name"]: d["state"] for d in api["deliveries"]} == {"clinician": "delivered", "emr": "delivered", "ehr": "delivered", "pager": "delivered"}
+    assert {d["name"]: d["state"] for d in api["deliveries"]} == {"clinician": "delivered", "emr": "delivered", "ehr": "delivered", "pager": "delivered", "chat": "delivered"}
     section = page[page.index('id="deliveries"'):]
     section = section[: section.index("</section>")]
     assert "pager" in section and "notify: critical only" in section and "accepted by SMTP server" in section

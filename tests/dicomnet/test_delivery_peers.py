@@ -5,6 +5,7 @@ AE or nothing, and a FHIR endpoint that validates every resource."""
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -272,3 +273,30 @@ def test_fhir_server_rejects_invalid_resources() -> None:
         assert "valueQuantiti" in response.json()["issue"][0]["diagnostics"]
     finally:
         server.stop()
+
+
+# -- webhook ----------------------------------------------------------------------
+
+
+def test_webhook_carries_no_patient_data_and_reads_the_status() -> None:
+    from tests.support.delivery_servers import WebhookServer
+
+    server = WebhookServer().start()
+    try:
+        dest = open_destination(Destination(name="oncall", webhook=server.url), caller())
+        assert dest.check().ok and "405" in dest.check().diagnosis
+        assert dest.send([], package(critical=True)).sent == ["0123456789abcdef0123456789abcdef"]
+        [(headers, body)] = server.posts
+        assert headers["Idempotency-Key"] == "0123456789abcdef0123456789abcdef"
+        assert body["critical"] is True and body["critical_findings"][0]["name"] == "haemorrhage"
+        assert body["job_url"].endswith("/jobs/0123456789abcdef0123456789abcdef")
+        raw = json.dumps(body)
+        for phi in ("Doe", "PAT-7", "ACC12345", "19700101", "House"):
+            assert phi not in raw
+        server.status = 503
+        with pytest.raises(PeerUnavailable, match="HTTP 503"):
+            dest.send([], package(critical=True))
+    finally:
+        server.stop()
+    gone = open_destination(Destination(name="gone", webhook=f"http://127.0.0.1:{free_port()}/x"), caller())
+    assert gone.check().kind is FailureKind.REFUSED

@@ -189,7 +189,7 @@ def test_destination_kinds_come_from_one_table() -> None:
     caller = CallerIdentity()
     assert isinstance(open_destination(Destination(name="a", ae_title="X", host="h", port=104), caller), DicomDestination)
     assert isinstance(open_destination(Destination(name="b", url="http://h/dicom-web"), caller), DicomWebDestination)
-    assert set(KINDS) == {"dicom", "dicomweb", "email", "hl7", "fhir"}
+    assert set(KINDS) == {"dicom", "dicomweb", "email", "hl7", "fhir", "webhook"}
 
 
 def test_every_destination_kind_checks_connectivity(orthanc_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

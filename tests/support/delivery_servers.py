@@ -284,3 +284,48 @@ class FhirServer:
 
 def _outcome(code: str, text: str) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
+
+
+# -- webhook ----------------------------------------------------------------------
+
+
+class WebhookServer:
+    """An HTTP receiver that keeps every JSON POST and answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.posts: list[tuple[dict[str, str], Any]] = []
+        self.port = free_port()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"null")
+                outer.posts.append((dict(self.headers), body))
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(405)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name=f"webhook-{self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/radnode"
+
+    def start(self) -> "WebhookServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -150,7 +150,7 @@ def _pydantic_issues(
             msg += " (YAML reads unquoted yes/no/on/off/true/false/null as non-strings; quote the value)"
         if kind == "string_pattern_mismatch":
             field_name = loc[-1] if loc else ""
-            if field_name in ("url", "fhir"):
+            if field_name in ("url", "fhir", "webhook"):
                 msg = f"invalid URL {err.get('input')!r}: write http://… or https://…"
             elif field_name == "hl7":
                 msg = f"invalid MLLP address {err.get('input')!r}: write mllp://host:port (mllps:// for TLS)"

@@ -112,7 +112,8 @@ class DicomNode(_Strict):
     ``port``), a DICOMweb service (``url``, stored by STOW-RS, PS3.18 10.5),
     e-mail recipients (``email``: addresses, or ``referring`` for the study's
     Referring Physician), an HL7 v2 receiver (``hl7: mllp://host:port``,
-    ORU^R01) or a FHIR server (``fhir: https://host/base``, transaction Bundle)."""
+    ORU^R01), a FHIR server (``fhir: https://host/base``, transaction Bundle)
+    or a webhook (``webhook: https://…``, a JSON POST without patient data)."""
 
     ae_title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)] | None = None
     host: NonEmpty | None = None
@@ -121,14 +122,15 @@ class DicomNode(_Strict):
     email: EmailEntries | None = None
     hl7: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^mllps?://[^\s/:]+:\d{1,5}/?$")] | None = None
     fhir: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
+    webhook: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
     description: str = ""
 
     @model_validator(mode="after")
     def _one_kind(self) -> "DicomNode":
         dimse = [self.ae_title, self.host, self.port]
-        others = [k for k in ("url", "email", "hl7", "fhir") if getattr(self, k) is not None]
+        others = [k for k in ("url", "email", "hl7", "fhir", "webhook") if getattr(self, k) is not None]
         if len(others) > 1:
-            raise ValueError(f"a destination has one kind: give one of url, email, hl7, fhir (got {', '.join(others)})")
+            raise ValueError(f"a destination has one kind: give one of url, email, hl7, fhir, webhook (got {', '.join(others)})")
         if others:
             if any(v is not None for v in dimse):
                 raise ValueError(f"a destination is either {others[0]} or ae_title/host/port, not both")
@@ -138,7 +140,7 @@ class DicomNode(_Strict):
             missing = [n for n, v in zip(("ae_title", "host", "port"), dimse) if v is None]
             raise ValueError(
                 f"a DICOM destination needs ae_title, host and port (missing: {', '.join(missing)}), "
-                "or give a DICOMweb url, email, hl7 or fhir"
+                "or give a DICOMweb url, email, hl7, fhir or webhook"
             )
         return self
 

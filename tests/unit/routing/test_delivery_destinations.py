@@ -23,12 +23,13 @@ destinations:
   emr_hl7: {hl7: "mllp://emr.example.org:2575"}
   emr_fhir: {fhir: "https://fhir.example.org/r4"}
   pager: {email: stroke-pager@example.org}
+  oncall: {webhook: "https://chat.example.org/hooks/radnode"}
 rules:
   - name: brain
     match: {modalities: MR}
     applications: [glioma]
     destinations: [referring_mail, oncology, emr_hl7, emr_fhir]
-    notify: [pager, emr_hl7]
+    notify: [pager, emr_hl7, oncall]
 """
 
 
@@ -49,7 +50,8 @@ def test_three_kinds_and_notify_evaluate_into_job_destinations() -> None:
     assert dests["oncology"].email == ("tumour-board@example.org", "oncall@example.org")
     assert dests["emr_hl7"].kind == "hl7" and dests["emr_hl7"].label == "mllp://emr.example.org:2575"
     assert dests["emr_fhir"].kind == "fhir"
-    assert [d.name for d in app.notify] == ["pager", "emr_hl7"]
+    assert [d.name for d in app.notify] == ["pager", "emr_hl7", "oncall"]
+    assert job_destination("oncall", app.notify[2].node, notify=True).kind == "webhook"  # type: ignore[arg-type]
     pager = job_destination("pager", app.notify[0].node, notify=True)  # type: ignore[arg-type]
     assert pager.notify and pager.email == ("stroke-pager@example.org",)
 
@@ -94,5 +96,5 @@ def test_example_routing_file_documents_the_three_kinds() -> None:
     text = (REPO / "config" / "routing.yaml").read_text()
     config = load_rules(REPO / "config" / "routing.yaml")
     kinds = {job_destination(n, node).kind for n, node in config.destinations.items()}
-    assert {"email", "hl7", "fhir"} <= kinds
+    assert {"email", "hl7", "fhir", "webhook"} <= kinds
     assert "notify:" in text and "referring" in text
