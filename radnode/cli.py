@@ -4,14 +4,13 @@ logging, builds its dependencies and runs one role (listen, serve, …)."""
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 import yaml
 
 from radnode import __version__
-from radnode.cli_output import echo_rows
+from radnode.cli_output import EXIT_CODES_HELP, CommandFailed, ExitCode, JsonAwareGroup, echo_rows
 from radnode.logconfig import configure_logging
 from radnode.settings import Settings, SettingsError, load, masked_dump
 
@@ -27,8 +26,7 @@ class _Ctx:
             try:
                 self._settings = load(self.config)
             except SettingsError as exc:
-                click.echo(f"radnode: invalid configuration:\n{exc}", err=True)
-                sys.exit(2)
+                raise CommandFailed(f"invalid configuration:\n{exc}", exit_code=ExitCode.USAGE) from None
             configure_logging(self._settings.logging.level, self._settings.logging.format)
         return self._settings
 
@@ -36,9 +34,9 @@ class _Ctx:
 pass_ctx = click.make_pass_decorator(_Ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=JsonAwareGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="radnode")
-@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Settings YAML (else $RADNODE_CONFIG, else ./radnode.yaml).")
+@click.option("--config", "config", type=click.Path(dir_okay=False, resolve_path=True), default=None, help="Settings YAML (else $RADNODE_CONFIG, else ./radnode.yaml).")
 @click.pass_context
 def main(ctx: click.Context, config: str | None) -> None:
     """radnode: a DICOM AI node beside your PACS.

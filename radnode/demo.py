@@ -148,7 +148,7 @@ def run_demo(work: Path, seed: int = 3, timeout: float = 600.0) -> dict[str, Any
 
 
 @click.command("demo")
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None, help="Default: a fresh temporary folder.")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), default=None, help="Default: a fresh temporary folder.")
 @click.option("--seed", type=int, default=3, show_default=True)
 def demo(work: Path | None, seed: int) -> None:
     """Send a generated glioma study to a node with embedded defaults; show the results that came back."""

@@ -14,16 +14,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from radnode.model.branding import ReportBranding
 from radnode.model.validation import problems
 
 DEFAULT_CONFIG_FILE = Path("radnode.yaml")
+
+# A path setting is made absolute once, when settings load (relative to the working directory then), so that
+# nothing later depends on the working directory — nipype, for one, runs each node in a folder of its own.
+AbsolutePath = Annotated[Path, AfterValidator(lambda p: Path(os.path.abspath(os.path.expanduser(p))))]
 
 _AE_RE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
 
@@ -126,9 +130,9 @@ class QueueSettings(_Section):
 class RoutingSettings(_Section):
     """Routing rules (hot-reloaded) and the series classifier."""
 
-    rules_file: Path | None = Field(default=None, description="Routing YAML; default: the packaged example.")
+    rules_file: AbsolutePath | None = Field(default=None, description="Routing YAML; default: the packaged example.")
     reload_interval: float = Field(default=2.0, gt=0)
-    classifier_model: Path | None = Field(default=None, description="xgboost model; default: the shipped one.")
+    classifier_model: AbsolutePath | None = Field(default=None, description="xgboost model; default: the shipped one.")
     confidence_threshold: float = Field(default=0.5, ge=0, le=1)
 
 
@@ -138,7 +142,7 @@ class AnalyzerSettings(_Section):
     plugins: list[str] = Field(
         default_factory=list, description="Extra analyzers as 'module:Class' import paths."
     )
-    model_dirs: list[Path] = Field(default_factory=list)
+    model_dirs: list[AbsolutePath] = Field(default_factory=list)
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime choose.")
     keep_workdirs_days: float = Field(default=7.0, ge=0)
@@ -178,7 +182,7 @@ class WebSettings(_Section):
     session_secret: SecretStr | None = Field(default=None, description="Signs session cookies; default: data_dir/web_secret, created once.")
     secure_cookies: bool = Field(default=True, description="Send cookies only over HTTPS (turn off only for plain-HTTP test setups).")
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts this long.")
-    retraining_dir: Path | None = Field(default=None, description="Where flagged cases are copied; default data_dir/retraining.")
+    retraining_dir: AbsolutePath | None = Field(default=None, description="Where flagged cases are copied; default data_dir/retraining.")
 
 
 class SmtpSettings(_Section):
@@ -249,7 +253,7 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    data_dir: Path = Field(default=Path("radnode-data"), description="Spool, index and work folders.")
+    data_dir: AbsolutePath = Field(default=Path("radnode-data"), validate_default=True, description="Spool, index and work folders.")
     ae_title: str = "RADNODE"
     port: int = Field(default=11112, ge=1, le=65535)
     quiet_seconds: float = Field(default=10.0, gt=0, description="Quiet period after which a study is complete.")
@@ -342,10 +346,23 @@ def load(config: str | os.PathLike[str] | None = None) -> Settings:
         if not isinstance(loaded, dict):
             raise SettingsError(f"{path}: the top level must be a mapping of settings")
         data = loaded
+    _apply_web_port_variable(data)
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise SettingsError("\n".join(f"{source}: {problem}" for problem in problems(exc, top="(top level)", pydantic_words=True))) from None
+
+
+def _apply_web_port_variable(data: dict[str, Any]) -> None:
+    """``$RADNODE_WEB_PORT`` (the README's variable, older than the ``web`` section) sets ``web.port``.
+
+    Applied here, where every entry point loads its settings, so ``radnode web`` and ``radnode serve`` agree;
+    ``$RADNODE_WEB__PORT`` (the nested form) still wins over it, as any environment variable wins over the file.
+    """
+    port = os.environ.get("RADNODE_WEB_PORT")
+    if port and "RADNODE_WEB__PORT" not in os.environ:
+        web = data.get("web")
+        data["web"] = {**(web if isinstance(web, dict) else {}), "port": port}
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:

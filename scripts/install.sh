@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install what radnode and its tests need on a Debian machine. Idempotent:
-# packages already present are not fetched again, and RabbitMQ is started
-# only where nothing listens on 127.0.0.1:5672.
+# Install what radnode needs on a Debian machine, then radnode itself.
+#   bash scripts/install.sh            Debian packages, RabbitMQ, and `pip install .` (what a site or image gets)
+#   bash scripts/install.sh --system   Debian packages and RabbitMQ only (scripts/test.sh installs the package itself)
+# Idempotent: packages already present are not fetched again, and RabbitMQ is
+# started only where nothing listens on 127.0.0.1:5672.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,10 +25,6 @@ if ((${#missing[@]})); then
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
-# pyenv-managed Pythons find new console scripts (radnode) only after a rehash.
-if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
-
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 5672; then
   echo "install.sh: starting RabbitMQ on 127.0.0.1:5672"
@@ -35,5 +33,12 @@ if ! port_open 5672; then
     $SUDO -E rabbitmq-server -detached
   for _ in $(seq 1 90); do port_open 5672 && break; sleep 1; done
   port_open 5672 || { echo "install.sh: RabbitMQ did not start" >&2; exit 1; }
+fi
+
+if [ "${1:-}" != "--system" ]; then
+  # A regular (non-editable) install: the same files a wheel or the Docker image carries.
+  python3 -m pip install -q --disable-pip-version-check .
+  # pyenv-managed Pythons find new console scripts (radnode) only after a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 fi
 echo "install.sh: ready"

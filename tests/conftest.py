@@ -24,6 +24,47 @@ pytest_plugins = ["tests.support.fixtures"]
 pydicom.config.settings.reading_validation_mode = pydicom.config.WARN
 
 
+def _live_children() -> dict[int, str]:
+    """This process's live (not zombie) child processes: pid → command line."""
+    me = str(os.getpid())
+    out: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[1] == me and fields[0] != "Z":
+                out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """Every process a test starts ends with the test, also when the test fails.
+
+    Tests stop what they start (fixtures, ``finally``); this is the backstop. It runs after every other fixture
+    of the test has been torn down, so what is still running then was leaked: it is killed (with its process
+    group when it leads one) and reaped, and a warning names it.
+    """
+    before = set(_live_children())
+    yield
+    # Worker pools that libraries keep for the life of the process (multiprocessing, joblib/loky) are not leaks.
+    pools = ("multiprocessing", "loky", "joblib", "resource_tracker")
+    leaked = {pid: cmd for pid, cmd in _live_children().items() if pid not in before and not any(p in cmd for p in pools)}
+    for pid, cmd in leaked.items():
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        import warnings
+
+        warnings.warn(f"test leaked process {pid} ({cmd[:200]}); killed", stacklevel=1)
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Build Settings for a listener on a free port under tmp_path."""
@@ -96,7 +137,7 @@ class ListenerProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None, timeout: float = 20) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None, timeout: float = 60) -> None:
     import socket
 
     deadline = time.monotonic() + timeout

@@ -11,22 +11,41 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
+from radnode.cli_output import EXIT_CODES_HELP, CommandFailed, ExitCode, stdout_to_stderr
 from radnode.analyzers.base import AnalyzerError, AnalyzerInputs, SeriesInput
 from radnode.analyzers.registry import OptionsError, Registry, RegistryError, parse_options
 
 
-@click.command("analyze")
+@click.command("analyze", epilog=EXIT_CODES_HELP)
 @click.argument("application")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout, whatever the outcome (logs go to stderr).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Application option (repeatable).")
 @click.pass_context
 def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as_json: bool, options: tuple[str, ...]) -> None:
     """Run APPLICATION on the DICOM study in DIRECTORY; results go to OUT."""
+    with stdout_to_stderr(as_json):
+        summary, result, model = _analyze(ctx, application, directory, out, as_json, options)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"{application} on {directory} ({summary['seconds']} s)")
+    if model:
+        click.echo(f"model: {model.name} {model.version}" + ("  — DEMO, NOT FOR CLINICAL USE" if model.demo else ""))
+    for m in result.measurements:
+        click.echo(f"  {m.name:<22} {m.value:>10.2f} {m.unit}")
+    for f in result.findings:
+        click.echo(f"  {f.name:<22} {'present' if f.present else 'absent'}" + (f" (p={f.probability:.2f})" if f.probability is not None else ""))
+    click.echo(f"outputs in {out}")
+
+
+def _analyze(ctx: click.Context, application: str, directory: Path, out: Path, as_json: bool, options: tuple[str, ...]) -> tuple[dict[str, Any], Any, Any]:
+    """Select the series, run the analyzer and the writers; raise CommandFailed with what went wrong."""
     from radnode.routing.selection import select_series
     from radnode.routing.series_index import scan_series
     from radnode.routing.setup import load_classifier
@@ -36,11 +55,11 @@ def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as
     try:
         analyzer = registry.get(application)
     except RegistryError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandFailed(str(exc), application=application) from exc
     spec = analyzer.spec
     summaries = scan_series(directory)
     if not summaries:
-        raise click.ClickException(f"no DICOM series found under {directory}")
+        raise CommandFailed(f"no DICOM series found under {directory}", application=application)
     predictions = load_classifier(settings).predict(summaries)
     selection = select_series(
         registry.roles(application),
@@ -49,11 +68,18 @@ def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as
         threshold=settings.routing.confidence_threshold,
     )
     if not selection.complete:
-        lines = []
+        lines, missing = [], []
         for m in selection.missing:
             near = ", ".join(f"{d or uid} (p={p:.2f})" for uid, d, p in m.closest_candidates[:3]) or "none"
             lines.append(f"missing role {m.role!r}; closest candidates: {near}")
-        raise click.ClickException(f"{application} cannot run on {directory}: " + "; ".join(lines))
+            missing.append({
+                "role": m.role,
+                "candidates": [{"series_instance_uid": uid, "description": d, "probability": round(p, 3)} for uid, d, p in m.closest_candidates[:3]],
+            })
+        raise CommandFailed(
+            f"{application} cannot run on {directory}: " + "; ".join(lines),
+            state="needs-input", exit_code=ExitCode.NEEDS_INPUT, application=application, missing=missing,
+        )
     by_uid = {s.series_instance_uid: s for s in summaries}
     parsed = {}
     for item in options:
@@ -64,7 +90,7 @@ def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as
     try:
         opts = parse_options(spec, parsed)
     except OptionsError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandFailed(str(exc), exit_code=ExitCode.USAGE, application=application) from exc
     inputs = AnalyzerInputs(
         study_instance_uid=summaries[0].study_instance_uid,
         series={
@@ -90,7 +116,7 @@ def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as
     try:
         result = analyzer.run(inputs, work, progress)
     except AnalyzerError as exc:
-        raise click.ClickException(f"{application}: {exc}") from exc
+        raise CommandFailed(f"{application}: {exc}", application=application) from exc
     labels = result.extra.get("labels_nifti")
     if labels:
         shutil.copyfile(labels, out / "labels.nii.gz")
@@ -107,15 +133,6 @@ def analyze(ctx: click.Context, application: str, directory: Path, out: Path, as
     summary["flags"] = result.flags
     summary["objects"] = objects
     summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["state"] = "done"
     (out / "result.json").write_text(json.dumps(summary, indent=2))
-    if as_json:
-        click.echo(json.dumps(summary))
-        return
-    click.echo(f"{application} on {directory} ({summary['seconds']} s)")
-    if model:
-        click.echo(f"model: {model.name} {model.version}" + ("  — DEMO, NOT FOR CLINICAL USE" if model.demo else ""))
-    for m in result.measurements:
-        click.echo(f"  {m.name:<22} {m.value:>10.2f} {m.unit}")
-    for f in result.findings:
-        click.echo(f"  {f.name:<22} {'present' if f.present else 'absent'}" + (f" (p={f.probability:.2f})" if f.probability is not None else ""))
-    click.echo(f"outputs in {out}")
+    return summary, result, model

@@ -129,7 +129,7 @@ def results() -> None:
 @results.command("export")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Default: stdout (CSV only).")
+@click.option("--out", type=click.Path(dir_okay=False, resolve_path=True), default=None, help="Default: stdout (CSV only).")
 @click.pass_context
 def export_cmd(ctx: click.Context, fmt: str, since: datetime | None, out: str | None) -> None:
     """One row per measurement: job, study, application, model version, name, value, unit, code."""

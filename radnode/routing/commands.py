@@ -61,9 +61,9 @@ def classifier_group() -> None:
 
 
 @classifier_group.command("train")
-@click.option("--labels", "labels_csv", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV: series_instance_uid,label")
-@click.option("--dicom", "dicom_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder with the labelled series.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Model file to write (JSON).")
+@click.option("--labels", "labels_csv", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path, resolve_path=True), help="CSV: series_instance_uid,label")
+@click.option("--dicom", "dicom_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True), help="Folder with the labelled series.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path, resolve_path=True), help="Model file to write (JSON).")
 @click.option("--folds", default=5, show_default=True, help="k for the k-fold accuracy estimate.")
 @click.option("--seed", default=0, show_default=True)
 def train_command(labels_csv: Path, dicom_dir: Path, out_path: Path, folds: int, seed: int) -> None:
@@ -101,7 +101,7 @@ def train_command(labels_csv: Path, dicom_dir: Path, out_path: Path, folds: int,
 
 
 @classifier_group.command("build-default")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: the shipped model path.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path, resolve_path=True), default=None, help="Default: the shipped model path.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--studies-per-family", default=40, show_default=True)
 def build_default_command(out_path: Path | None, seed: int, studies_per_family: int) -> None:
@@ -115,9 +115,9 @@ def build_default_command(out_path: Path | None, seed: int, studies_per_family: 
 
 
 @click.command("classify")
-@click.argument("directory", type=click.Path(exists=True, path_type=Path))
+@click.argument("directory", type=click.Path(exists=True, path_type=Path, resolve_path=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: the shipped model.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path, resolve_path=True), default=None, help="Default: the shipped model.")
 def classify_command(directory: Path, as_json: bool, model_path: Path | None) -> None:
     """Classify every series found under DIRECTORY."""
     try:

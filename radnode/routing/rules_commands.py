@@ -80,7 +80,7 @@ def routing() -> None:
 
 
 @routing.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path, resolve_path=True))
 @click.option(
     "--application",
     "applications",
@@ -103,11 +103,11 @@ def check(file: Path, applications: tuple[str, ...]) -> None:
 
 
 @routing.command("explain")
-@click.argument("study_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("study_dir", type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True))
 @click.option("--called-ae", default=None, help="The AE title the study was sent to (default: the node's).")
 @click.option("--calling-ae", default="", help="The sender's AE title.")
 @click.option("--trigger", type=click.Choice(["auto", "manual", "pull"]), default=None)
-@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Try another routing file (dry run).")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path, resolve_path=True), default=None, help="Try another routing file (dry run).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def explain(ctx: click.Context, study_dir: Path, called_ae: str | None, calling_ae: str, trigger: str | None, rules_file: Path | None, as_json: bool) -> None:

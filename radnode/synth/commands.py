@@ -22,7 +22,7 @@ def synth() -> None:
 
 
 @synth.command(name="study")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
               help="Folder to write <series_number>/<instance>.dcm into.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Same seed, same study (pixels, headers and UIDs).")

@@ -19,7 +19,7 @@ def register(group: click.Group) -> None:
     """Add the ``glioma`` subcommand to *group* (the ``radnode synth`` click group)."""
 
     @group.command(name="glioma")
-    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
                   help="Folder for dicom/<series_number>/<instance>.dcm and ground_truth/.")
     @click.option("--seed", default=0, show_default=True, type=int,
                   help="Same seed, same study (anatomy, tumour, headers, UIDs).")

@@ -24,6 +24,7 @@ from radnode.settings import Settings
 from radnode.synth.mr_study import generate_mr_study
 from tests.conftest import wait_until
 from tests.support.ports import free_port
+from tests.support.env import python_path
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = "tests.support.analyzers:CountingAnalyzer"
@@ -212,7 +213,7 @@ def test_c_get_and_the_cli_with_wait(orthanc_factory, tmp_path: Path) -> None:  
     node = Node(_settings(tmp_path, [_peer(pacs.dicom_port, retrieve="get")]))
     node.start()
     try:
-        env = {**os.environ, **_env(node.settings), "PYTHONPATH": str(REPO), "TCP_NODELAY": "1"}
+        env = {**os.environ, **_env(node.settings), "PYTHONPATH": python_path(), "TCP_NODELAY": "1"}
         env.pop("RADNODE_CONFIG", None)
         proc = subprocess.run(
             [sys.executable, "-m", "radnode.cli", "pull", "ACC-GET-1", "--app", "count-test", "--option", "sleep=0.1", "--wait"],

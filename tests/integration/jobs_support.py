@@ -18,6 +18,7 @@ from radnode.store import jobs as jobstore
 from radnode.model.jobs import JobState
 from radnode.settings import Settings
 from radnode.synth.mr_study import GeneratedStudy, generate_mr_study
+from tests.support.env import python_path
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = json.dumps(["tests.support.analyzers:CountingAnalyzer", "tests.support.analyzers:PoisonAnalyzer"])
@@ -33,7 +34,7 @@ def node_env(data_dir: Path, *, broker: bool, namespace: str | None = None, **ex
         RADNODE_QUEUE__OUTBOX_INTERVAL="0.3",
         RADNODE_LOGGING__LEVEL="info",
         RADNODE_WEB__IN_SERVE="false",
-        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONPATH=python_path(),
     )
     if broker:
         env["RADNODE_QUEUE__BROKER_URL"] = AMQP

@@ -16,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
+import radnode
 from radnode.sr_writer.seg import segmentation_to_label_map, sort_sources
 from radnode.sr_writer.validate import dciodvfy, dsrdump
 from radnode.synth.glioma import generate_glioma_study
@@ -23,12 +24,18 @@ from radnode.synth.glioma import generate_glioma_study
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _analyze(study: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _analyze(study: Path, out: Path, *extra: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """``radnode analyze glioma STUDY --out OUT --json``; STUDY and OUT may be relative to *cwd*."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("RADNODE_")}
     return subprocess.run(
         [sys.executable, "-m", "radnode.cli", "analyze", "glioma", str(study), "--out", str(out), "--json", *extra],
-        capture_output=True, text=True, cwd=REPO, env={**base, **(env or {})}, timeout=600,
+        capture_output=True, text=True, cwd=cwd, env={**base, **(env or {})}, timeout=600,
     )
+
+
+def _document(res: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
+    """stdout of a ``--json`` run is exactly one JSON document, whatever the outcome."""
+    return json.loads(res.stdout)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -38,9 +45,11 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.slow
 def test_full_run_matches_the_ground_truth_and_writes_valid_dicom(tmp_path: Path) -> None:
     study = generate_glioma_study(tmp_path / "study", seed=900200)
-    res = _analyze(tmp_path / "study" / "dicom", tmp_path / "out")
+    # Relative paths, resolved once at the command's edge (nipype runs each node in a folder of its own).
+    res = _analyze(Path("study") / "dicom", Path("out"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout)
+    out = _document(res)
+    assert out["state"] == "done"
     truth = study.truth
 
     # The label map lives in the T1c series' geometry and matches the truth.
@@ -99,9 +108,14 @@ def _flair_dir(dicom: Path) -> Path:
 def test_missing_flair_names_the_role_and_the_candidates(tmp_path: Path) -> None:
     dicom = _small_study(tmp_path, 900300)
     shutil.rmtree(_flair_dir(dicom))
-    res = _analyze(dicom, tmp_path / "out")
-    assert res.returncode == 1
-    assert "missing role 'flair'" in res.stderr and "closest candidates" in res.stderr
+    res = _analyze(dicom.relative_to(tmp_path), Path("out"), cwd=tmp_path)
+    assert res.returncode == 3, res.stdout + res.stderr  # needs input
+    doc = _document(res)
+    assert doc["state"] == "needs-input" and doc["application"] == "glioma"
+    assert "missing role 'flair'" in doc["error"] and "closest candidates" in doc["error"]
+    [missing] = doc["missing"]
+    assert missing["role"] == "flair" and missing["candidates"], missing
+    assert all(set(c) == {"series_instance_uid", "description", "probability"} for c in missing["candidates"])
 
 
 def test_a_two_slice_series_ends_with_a_clear_reason(tmp_path: Path) -> None:
@@ -111,7 +125,8 @@ def test_a_two_slice_series_ends_with_a_clear_reason(tmp_path: Path) -> None:
         f.unlink()
     res = _analyze(dicom, tmp_path / "out")
     assert res.returncode == 1
-    assert "has 2 slices; a volume needs at least 3" in res.stderr
+    doc = _document(res)
+    assert doc["state"] == "failed" and "has 2 slices; a volume needs at least 3" in doc["error"]
 
 
 def test_corrupt_pixel_data_names_the_file(tmp_path: Path) -> None:
@@ -122,18 +137,20 @@ def test_corrupt_pixel_data_names_the_file(tmp_path: Path) -> None:
     ds.save_as(victim)
     res = _analyze(dicom, tmp_path / "out")
     assert res.returncode == 1
-    assert victim.name in res.stderr and "pixel" in res.stderr.lower()
+    doc = _document(res)
+    assert doc["state"] == "failed" and victim.name in doc["error"] and "pixel" in doc["error"].lower()
 
 
 def test_a_model_whose_manifest_names_other_inputs_is_refused(tmp_path: Path) -> None:
     dicom = _small_study(tmp_path, 900303)
     models = tmp_path / "models"
     broken = models / "glioma-three-inputs"
-    shutil.copytree(REPO / "radnode" / "models" / "glioma-demo-unet", broken)
+    shutil.copytree(Path(radnode.__file__).parent / "models" / "glioma-demo-unet", broken)  # the installed model
     manifest = yaml.safe_load((broken / "manifest.yaml").read_text())
     manifest.update(name="glioma-three-inputs", inputs=["flair", "t1c", "t2"])
     (broken / "manifest.yaml").write_text(yaml.safe_dump(manifest))
     res = _analyze(dicom, tmp_path / "out", "--option", "model=glioma-three-inputs",
                    env={"RADNODE_ANALYZERS__MODEL_DIRS": json.dumps([str(models)])})
     assert res.returncode == 1
-    assert "glioma-three-inputs" in res.stderr and "4 input channels" in res.stderr and "3 inputs" in res.stderr
+    error = _document(res)["error"]
+    assert "glioma-three-inputs" in error and "4 input channels" in error and "3 inputs" in error

@@ -22,6 +22,8 @@ from tests.conftest import wait_for_port, wait_until
 from tests.integration.jobs_support import AMQP, REPO, settings_from_env
 from tests.support.ports import free_port
 from tests.support.rabbit import delete_topology, shared_broker_reachable
+from tests.support.require import unavailable
+from tests.support.env import python_path
 
 
 def _env(tmp_path: Path, pacs_port: int, **extra: str) -> dict[str, str]:
@@ -34,9 +36,9 @@ def _env(tmp_path: Path, pacs_port: int, **extra: str) -> dict[str, str]:
         RADNODE_QUEUE__OUTBOX_INTERVAL="0.5",
         RADNODE_PEERS=json.dumps([{"name": "hospital", "ae_title": "HOSPITALPACS", "host": "127.0.0.1", "port": pacs_port}]),
         RADNODE_ANALYZERS__PROVIDERS='["CPUExecutionProvider"]',
-        RADNODE_WEB__PORT=str(free_port()),
+        RADNODE_WEB_PORT=str(free_port()),  # the README's variable: `radnode serve` honours it
         RADNODE_WEB__HOST="127.0.0.1",
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=python_path(),
     )
     env.update(extra)
     return env
@@ -93,8 +95,8 @@ def test_radnode_serve_with_the_embedded_queue(orthanc_factory, tmp_path: Path) 
         # serve also runs the web app.
         import urllib.request
 
-        wait_for_port(int(env["RADNODE_WEB__PORT"]), proc=proc, log=log, timeout=30)
-        with urllib.request.urlopen(f"http://127.0.0.1:{env['RADNODE_WEB__PORT']}/healthz", timeout=10) as resp:
+        wait_for_port(int(env["RADNODE_WEB_PORT"]), proc=proc, log=log, timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['RADNODE_WEB_PORT']}/healthz", timeout=10) as resp:
             assert json.loads(resp.read())["status"] == "ok"
         _send_and_check(tmp_path, pacs, env, [log])
     finally:
@@ -105,9 +107,7 @@ def test_radnode_serve_with_the_embedded_queue(orthanc_factory, tmp_path: Path) 
 @pytest.mark.slow
 def test_separate_listener_and_worker_over_rabbitmq(orthanc_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if not shared_broker_reachable():
-        if os.environ.get("CI"):
-            pytest.fail("RabbitMQ is not reachable on 127.0.0.1:5672")
-        pytest.skip("RabbitMQ is not reachable")
+        unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
     pacs = orthanc_factory(aet="HOSPITALPACS")
     ns = f"t{uuid.uuid4().hex[:10]}"
     env = _env(tmp_path, pacs.dicom_port, RADNODE_QUEUE__BROKER_URL=AMQP, RADNODE_QUEUE__NAMESPACE=ns)

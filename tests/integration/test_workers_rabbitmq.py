@@ -23,16 +23,13 @@ from tests.integration.jobs_support import (
     wait_state,
 )
 from tests.support.rabbit import consumer_count, delete_topology, shared_broker_reachable
+from tests.support.require import unavailable
 
 
 @pytest.fixture
 def rabbit_node(tmp_path: Path):  # type: ignore[no-untyped-def]
     if not shared_broker_reachable():
-        import os
-
-        if os.environ.get("CI"):
-            pytest.fail("RabbitMQ is not reachable on 127.0.0.1:5672")
-        pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
+        unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
     env = node_env(tmp_path / "data", broker=True)
     settings = settings_from_env(env)
     engine, sessions = open_store(settings)

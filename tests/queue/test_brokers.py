@@ -14,7 +14,6 @@ and deletes it afterwards, so parallel runs never interfere.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -50,6 +49,7 @@ from tests.support.rabbit import (
     delete_topology,
     shared_broker_reachable,
 )
+from tests.support.require import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 DELAY = 0.2
@@ -66,9 +66,7 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, interval: float 
 
 def require_rabbit() -> None:
     if not shared_broker_reachable():
-        if os.environ.get("CI"):
-            pytest.fail(f"RabbitMQ not reachable at {SHARED_URL} (CI must run these tests)")
-        pytest.skip(f"RabbitMQ not reachable at {SHARED_URL}")
+        unavailable(f"RabbitMQ not reachable at {SHARED_URL}")
 
 
 class Env:

@@ -15,6 +15,7 @@ import pytest
 
 from radnode.synth.mr_study import GeneratedStudy, generate_mr_study
 from tests.support.orthanc import ORTHANC_BIN, OrthancServer
+from tests.support.require import unavailable
 
 
 def require_orthanc() -> None:
@@ -22,9 +23,7 @@ def require_orthanc() -> None:
     if os.access(ORTHANC_BIN, os.X_OK):
         return
     msg = f"Orthanc not found at {ORTHANC_BIN} (apt-get install orthanc)"
-    if os.environ.get("CI"):
-        pytest.fail(msg, pytrace=False)
-    pytest.skip(msg)
+    unavailable(msg)
 
 
 @pytest.fixture

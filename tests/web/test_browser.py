@@ -28,6 +28,7 @@ from radnode.settings import Settings
 from radnode.store.pulls import PullRequestRow
 from radnode.web.auth import add_user
 from tests.support.ports import free_port
+from tests.support.require import unavailable
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -52,10 +53,7 @@ def _need_browser() -> None:
     except ImportError:
         missing.append("the playwright Python package (pip install playwright; no 'playwright install')")
     if missing:
-        message = "browser test needs " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("browser test needs " + " and ".join(missing))
 
 
 @pytest.fixture

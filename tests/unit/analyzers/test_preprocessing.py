@@ -30,6 +30,7 @@ from radnode.analyzers.preprocessing import (
     run_preprocessing,
 )
 from radnode.analyzers.volumes import index_to_patient, load_series, patient_to_index
+from tests.support.require import unavailable
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -167,7 +168,7 @@ def _head(spacing: float = 1.0) -> sitk.Image:
         img = sitk.ReadImage(str(CH2), sitk.sitkFloat32)
     else:
         if os.environ.get("CI"):
-            pytest.fail("mricron-data (Colin27) is required in CI")
+            unavailable("mricron-data (Colin27) is not installed")
         import nilearn.datasets
 
         f = Path(nilearn.datasets.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
@@ -294,9 +295,7 @@ def test_registration_recovers_known_rigid_motion() -> None:
     centre = fixed.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in fixed.GetSize()])
     true = sitk.Euler3DTransform(centre, math.radians(3.0), math.radians(-2.0), math.radians(3.0), (4.0, -2.0, 1.5))
     moving = sitk.Resample(fixed, fixed, true, sitk.sitkLinear, 0.0)  # moving(x) = fixed(true(x))
-    t = time.perf_counter()
     found, _ = register_rigid(fixed, moving)
-    seconds = time.perf_counter() - t
     # found maps fixed → moving points, so true∘found ≈ identity
     comp = sitk.CompositeTransform([found, true])
     rot = np.asarray(found.GetMatrix()).reshape(3, 3) @ np.asarray(true.GetMatrix()).reshape(3, 3)
@@ -305,14 +304,12 @@ def test_registration_recovers_known_rigid_motion() -> None:
             for p in (centre, np.add(centre, (50, 0, 0)), np.add(centre, (0, 60, 0)), np.add(centre, (0, 0, 50)))]
     assert angle < 1.0, angle
     assert max(errs) < 1.0, errs
-    assert seconds < 10
 
 
 def test_deepbet_brain_mask_is_plausible() -> None:
     from radnode.analyzers.brain_extraction import deepbet_available, extract_brain
 
-    if not deepbet_available():
-        pytest.skip("deepbet ONNX files not installed")
+    assert deepbet_available(), "deepbet's ONNX files ship with radnode (radnode/models/deepbet)"
     head = _head()
     mask = extract_brain(head, "deepbet")
     assert mask.GetSize() == head.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
@@ -344,8 +341,9 @@ def test_cleanup_workdirs_only_removes_old_marked_folders(tmp_path: Path) -> Non
 
 
 def test_full_workflow_on_synthetic_glioma_study(tmp_path: Path) -> None:
-    glioma = pytest.importorskip("radnode.synth.glioma")
-    study = glioma.generate_glioma_study(tmp_path / "study", seed=3)
+    from radnode.synth.glioma import generate_glioma_study
+
+    study = generate_glioma_study(tmp_path / "study", seed=3)
     inputs = {r: sorted(study.series_dirs[r].iterdir()) for r in ("t1c", "t1", "t2", "flair")}
     res = run_preprocessing(inputs, tmp_path / "work")
     print({k: round(v, 2) for k, v in res.timings.items()})

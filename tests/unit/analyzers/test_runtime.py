@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import yaml
 
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
-import radnode  # noqa: E402
-from radnode.analyzers.base import AnalyzerError  # noqa: E402
-from radnode.analyzers.runtime import (  # noqa: E402
+import radnode
+from radnode.analyzers.base import AnalyzerError
+from radnode.analyzers.runtime import (
     CPU_PROVIDER,
     ModelError,
     ModelStore,
@@ -462,7 +462,7 @@ def test_providers_fall_back_to_cpu(tmp_path: Path) -> None:
 
 
 def test_resample_to_model_spacing_and_back() -> None:
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk
     labels = np.zeros((20, 30, 40), np.uint8)  # (z, y, x) at 1 mm
     labels[4:12, 6:20, 10:30] = 2
     labels[12:16, 6:20, 10:30] = 1

@@ -106,4 +106,22 @@ def test_the_example_configuration_is_valid() -> None:
     s = load(example)
     assert s.peers[0].ae_title == "PACS1"
     assert s.listener.extra_called_aes[0].application == "glioma"
-    assert s.queue.max_attempts == 3 and s.routing.rules_file == Path("config/routing.yaml")
+    # A relative path in the file is made absolute once, against the working directory at start.
+    assert s.queue.max_attempts == 3 and s.routing.rules_file == Path.cwd() / "config" / "routing.yaml"
+
+
+def test_radnode_web_port_sets_the_web_port_for_every_entry_point(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``$RADNODE_WEB_PORT`` (README) reaches ``web.port``, which ``radnode serve`` and ``radnode web`` both read."""
+    monkeypatch.delenv("RADNODE_WEB__PORT", raising=False)
+    monkeypatch.setenv("RADNODE_WEB_PORT", "18081")
+    assert load().web.port == 18081
+    monkeypatch.setenv("RADNODE_WEB__PORT", "18082")  # the nested form wins
+    assert load().web.port == 18082
+
+
+def test_relative_path_settings_are_made_absolute(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RADNODE_DATA_DIR", "data")
+    s = load()
+    assert s.data_dir == tmp_path / "data" and s.data_dir.is_absolute()
+

@@ -11,6 +11,7 @@ from sqlalchemy import inspect, text
 from radnode.store import jobs as jobstore
 from radnode.model.jobs import AnalyzeJob, JobState, Trigger, job_identity
 from radnode.store.db import make_engine, make_sessionmaker, migrate
+from tests.support.require import unavailable
 
 
 @pytest.fixture
@@ -153,24 +154,17 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
 
 def test_postgresql_store_when_available() -> None:
     """The same store on PostgreSQL (running here and on CI)."""
-    import os
     import uuid
 
     import sqlalchemy
 
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg not installed")
     admin = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
     name = f"radnode_test_{uuid.uuid4().hex[:8]}"
     try:
         with admin.connect() as c:
             c.execute(text(f"CREATE DATABASE {name}"))
     except sqlalchemy.exc.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no PostgreSQL here: {exc}")
+        unavailable(f"no PostgreSQL on 127.0.0.1:5432: {exc}")
     try:
         engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
         migrate(engine)

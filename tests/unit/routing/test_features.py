@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydicom.dataset import Dataset
 
 from radnode.routing.features import extract_features, feature_matrix, feature_names, n_features, text_tokens
 from radnode.routing.series_index import SeriesSummary
+from tests.support.env import python_path
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -109,7 +111,7 @@ def test_features_are_identical_across_processes() -> None:
     )
     outputs = set()
     for seed in ("1", "2"):
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}, check=True)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin", "PYTHONPATH": python_path(), "PYTHONSAFEPATH": os.environ.get("PYTHONSAFEPATH", "")}, check=True)
         outputs.add(result.stdout.strip().splitlines()[-1])
     assert len(outputs) == 1
 

@@ -7,7 +7,6 @@ voxels in patient coordinates), pdftotext (what the PDF says).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,6 +31,7 @@ from radnode.sr_writer.sr import build_measurement_report
 from radnode.sr_writer.validate import dciodvfy, dsrdump, read_back
 from radnode.sr_writer.writer import WrittenObjects, write_results
 from tests.unit.sr_writer.synthetic import SEGMENTS, make_label_map, make_series, write_series
+from tests.support.require import unavailable
 
 DEMO = ModelInfo("glioma-net", "1.0.0", demo=True, manufacturer="radnode", intended_use="Research only")
 CLINICAL = ModelInfo("glioma-net", "1.0.0", demo=False)
@@ -44,9 +44,7 @@ MEASUREMENTS = [
 def _require(tool: str) -> None:
     """Skip locally without the tool; on CI a missing tool is a failure."""
     if shutil.which(tool) is None and not Path(f"/usr/bin/{tool}").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is required on CI")
-        pytest.skip(f"{tool} not installed")
+        unavailable(f"{tool} not installed")
 
 
 def _result() -> AnalyzerResult:
@@ -324,3 +322,47 @@ def test_labelmap_seg_option_round_trips(tmp_path: Path) -> None:
     seg.save_as(tmp_path / "lm.dcm")
     assert str(seg.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.7"
     np.testing.assert_array_equal(segmentation_to_label_map(tmp_path / "lm.dcm", series, SEGMENTS), make_label_map())
+
+
+def _numeric_items(items) -> list[tuple[tuple[str, str], float, str, list[tuple[str, str]]]]:  # type: ignore[no-untyped-def]
+    """Every NUM content item in an SR tree: (concept code, value, UCUM unit, derivation codes)."""
+    out = []
+    for item in items:
+        if item.ValueType == "NUM":
+            concept = item.ConceptNameCodeSequence[0]
+            mv = item.MeasuredValueSequence[0]
+            modifiers = [(m.ConceptCodeSequence[0].CodeValue, m.ConceptCodeSequence[0].CodingSchemeDesignator)
+                         for m in getattr(item, "ContentSequence", []) if m.ValueType == "CODE"]
+            unit = mv.MeasurementUnitsCodeSequence[0]
+            assert unit.CodingSchemeDesignator == "UCUM"
+            out.append(((concept.CodeValue, concept.CodingSchemeDesignator), float(mv.NumericValue), unit.CodeValue, modifiers))
+        out.extend(_numeric_items(getattr(item, "ContentSequence", [])))
+    return out
+
+
+def _measurement_groups(items) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """The CONTAINER items named "Measurement Group" (DCM 125007), anywhere in the tree."""
+    out = []
+    for item in items:
+        if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "125007":
+            out.append(item)
+        else:
+            out.extend(_measurement_groups(getattr(item, "ContentSequence", [])))
+    return out
+
+
+def test_the_sr_read_back_holds_every_measurement_with_its_value_unit_and_code(written) -> None:  # type: ignore[no-untyped-def]
+    """The SR, read back with pydicom, carries each of the job's measurements — value, UCUM unit and concept code."""
+    objs, _ = written
+    groups = _measurement_groups(pydicom.dcmread(objs.paths["sr"]).ContentSequence)
+    assert groups, "no TID 1501/1411 measurement group"
+    numbers = [n for g in groups for n in _numeric_items(g.ContentSequence) if n[0] != ("122157", "DCM")]  # not probabilities
+    expected = {
+        "Whole tumour volume": (("118565006", "SCT"), 10.25, "ml", []),  # SCT Volume in millilitres
+        "Largest diameter": (("81827009", "SCT"), 31.0, "mm", [("56851009", "SCT")]),  # SCT Diameter, derivation Maximum
+    }
+    for m in MEASUREMENTS:
+        assert expected[m.name] in numbers, (m.name, numbers)
+    # Beside them, only the volumes of the SEG's segments (one group per segment), each SCT Volume in ml and > 0.
+    others = [n for n in numbers if n not in expected.values()]
+    assert len(others) == len(SEGMENTS) and all(n[0] == ("118565006", "SCT") and n[2] == "ml" and n[1] > 0 for n in others), others

@@ -14,11 +14,14 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-pytest.importorskip("scipy")
-if not Path("/usr/share/mricron/templates/ch2.nii.gz").exists():
-    pytest.skip("Colin27 template (Debian mricron-data) not installed", allow_module_level=True)
+from radnode.synth.glioma import generate_glioma_study
+from tests.support.require import unavailable
 
-from radnode.synth.glioma import generate_glioma_study  # noqa: E402
+
+@pytest.fixture(autouse=True)
+def _colin27() -> None:
+    if not Path("/usr/share/mricron/templates/ch2.nii.gz").exists():
+        unavailable("Colin27 template (Debian mricron-data) not installed")
 
 SCALE = 0.3
 

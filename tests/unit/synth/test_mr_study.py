@@ -26,6 +26,8 @@ from radnode.synth.mr_study import (
     generate_mr_study,
 )
 
+from tests.support.require import unavailable
+
 DCIODVFY = "/usr/bin/dciodvfy"
 
 
@@ -33,9 +35,7 @@ def _need(binary: str) -> None:
     """Skip locally, fail on CI, when an external tool is missing."""
     if os.access(binary, os.X_OK):
         return
-    if os.environ.get("CI"):
-        pytest.fail(f"{binary} missing on CI", pytrace=False)
-    pytest.skip(f"{binary} not installed")
+    unavailable(f"{binary} not installed")
 
 
 @pytest.fixture(scope="module")
