@@ -297,12 +297,27 @@ def claim(session: Session, job_id: str, worker: str, *, lease_seconds: float, t
         raise ClaimRefused(f"job is {state.value}")
     if state in RUNNING_STATES and not take_over and (row.lease_until or 0) > now:
         raise ClaimRefused(f"job is {state.value} on {row.claimed_by}")
-    detail = f"attempt {row.attempts + 1} on {worker}" + (f" (taking over from {row.claimed_by})" if state in RUNNING_STATES else "")
-    row = transition(session, job_id, JobState.PREPROCESSING, actor=worker, detail=detail)
-    row.attempts += 1
-    row.claimed_by = worker
-    row.lease_until = now + lease_seconds
-    return row
+    previous_holder, attempts = row.claimed_by, row.attempts
+    # Compare-and-set on what was read: two workers handed the same job (the outbox of each worker may publish
+    # a job before the other marks it published) both read "queued"; only the first UPDATE still matches, the
+    # second sees the new state (PostgreSQL re-checks the row after the lock, SQLite serialises writers).
+    won = session.execute(
+        update(JobRow)
+        .where(
+            JobRow.job_id == row.job_id,
+            JobRow.state == state.value,
+            JobRow.attempts == attempts,
+            (JobRow.claimed_by.is_(None) if previous_holder is None else JobRow.claimed_by == previous_holder),
+        )
+        .values(claimed_by=worker, lease_until=now + lease_seconds, attempts=attempts + 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if won != 1:
+        session.expire(row)
+        raise ClaimRefused("another worker claimed the job at the same moment")
+    session.expire(row)
+    detail = f"attempt {attempts + 1} on {worker}" + (f" (taking over from {previous_holder})" if state in RUNNING_STATES else "")
+    return transition(session, row.job_id, JobState.PREPROCESSING, actor=worker, detail=detail)
 
 
 def renew_lease(session: Session, job_id: str, worker: str, lease_seconds: float) -> None:

@@ -80,6 +80,28 @@ def test_claim_refuses_a_live_duplicate_but_takes_over_a_redelivery(sessions) ->
         assert row.claimed_by == "w2" and row.attempts == 2
 
 
+def _two_workers_handed_the_same_job(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Both read "queued" before either writes (two copies of the message, one per worker); one claim wins."""
+    with sessions.begin() as s:
+        job_id = jobstore.create_job(s, _request())[0].job_id
+    late = sessions()
+    late.begin()
+    assert jobstore.get_job(late, job_id).state == "queued"  # worker 2 has read the job ...
+    with sessions.begin() as s:
+        jobstore.claim(s, job_id, "w1", lease_seconds=60, take_over=False)  # ... worker 1 claims and commits ...
+    with pytest.raises(jobstore.ClaimRefused, match="same moment"):
+        jobstore.claim(late, job_id, "w2", lease_seconds=60, take_over=False)  # ... worker 2 acts on what it read
+    late.rollback()
+    late.close()
+    with sessions() as s:
+        row = jobstore.get_job(s, job_id)
+        assert (row.claimed_by, row.attempts, row.state) == ("w1", 1, "preprocessing")
+
+
+def test_two_workers_handed_the_same_job_at_once_run_it_once(sessions) -> None:  # type: ignore[no-untyped-def]
+    _two_workers_handed_the_same_job(sessions)
+
+
 def test_needs_input_and_failed_requests_are_recorded_not_queued(sessions) -> None:  # type: ignore[no-untyped-def]
     with sessions.begin() as s:
         ni, _ = jobstore.create_job(s, _request(series={"t1c": "1.2.3.4.5"}, needs_input="missing role 'flair'"))
@@ -174,6 +196,7 @@ def test_postgresql_store_when_available() -> None:
             jobstore.claim(s, job_id, "w", lease_seconds=5, take_over=False)
         with sessions() as s:
             assert jobstore.get_job(s, job_id).attempts == 1
+        _two_workers_handed_the_same_job(sessions)
         engine.dispose()
     finally:
         with admin.connect() as c:
