@@ -83,10 +83,11 @@ def test_claim_refuses_a_live_duplicate_but_takes_over_a_redelivery(sessions) ->
 def _two_workers_handed_the_same_job(sessions) -> None:  # type: ignore[no-untyped-def]
     """Both read "queued" before either writes (two copies of the message, one per worker); one claim wins."""
     with sessions.begin() as s:
-        job_id = jobstore.create_job(s, _request())[0].job_id
+        job_id = jobstore.create_job(s, _request({"t1c": "1.2.3.4.50", "flair": "1.2.3.4.60"}))[0].job_id
     late = sessions()
     late.begin()
-    assert jobstore.get_job(late, job_id).state == "queued"  # worker 2 has read the job ...
+    seen = jobstore.get_job(late, job_id)  # worker 2 has read the job (and holds what it read) ...
+    assert seen.state == "queued"
     with sessions.begin() as s:
         jobstore.claim(s, job_id, "w1", lease_seconds=60, take_over=False)  # ... worker 1 claims and commits ...
     with pytest.raises(jobstore.ClaimRefused, match="same moment"):
