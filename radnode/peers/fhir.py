@@ -41,6 +41,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from radnode.model.delivery import ResultPackage
 from radnode.model.jobs import Destination
 from radnode.peers.dicom import EchoResult, FailureKind, PeerUnavailable, SendReport
+from radnode.peers.http import http_failure
 from radnode.settings import DeliverySettings, FhirSettings
 
 log = structlog.get_logger(__name__)
@@ -203,11 +204,7 @@ class FhirDestination:
         return httpx.Client(headers=headers, auth=auth, timeout=s.timeout, verify=verify)
 
     def _unavailable(self, what: str, exc: Exception) -> PeerUnavailable:
-        if isinstance(exc, httpx.TimeoutException):
-            return PeerUnavailable(f"{what} to FHIR server {self.base} timed out after {self.settings.timeout:g} s", FailureKind.STOPPED_ANSWERING, self.base)
-        if isinstance(exc, httpx.ConnectError):
-            return PeerUnavailable(f"{what} to FHIR server {self.base}: cannot connect ({exc})", FailureKind.REFUSED, self.base)
-        return PeerUnavailable(f"{what} to FHIR server {self.base} failed: {exc}", FailureKind.ABORTED, self.base)
+        return http_failure(f"{what} to FHIR server {self.base}", self.base, self.settings.timeout, exc)
 
     def send(self, files: list[Path], package: ResultPackage | None = None, *, done: Collection[str] = ()) -> SendReport:
         if package is None:

@@ -24,6 +24,7 @@ import structlog
 from radnode.model.delivery import ResultPackage
 from radnode.model.jobs import Destination
 from radnode.peers.dicom import EchoResult, FailureKind, PeerUnavailable, SendReport
+from radnode.peers.http import http_failure
 
 log = structlog.get_logger(__name__)
 
@@ -57,11 +58,7 @@ class WebhookDestination:
         self.acknowledgement = ""
 
     def _unavailable(self, exc: Exception) -> PeerUnavailable:
-        if isinstance(exc, httpx.TimeoutException):
-            return PeerUnavailable(f"webhook {self.url} did not answer within {self.timeout:g} s", FailureKind.STOPPED_ANSWERING, self.url)
-        if isinstance(exc, httpx.ConnectError):
-            return PeerUnavailable(f"webhook {self.url}: cannot connect ({exc})", FailureKind.REFUSED, self.url)
-        return PeerUnavailable(f"webhook {self.url} failed: {exc}", FailureKind.ABORTED, self.url)
+        return http_failure(f"webhook {self.url}", self.url, self.timeout, exc)
 
     def send(self, files: list[Path], package: ResultPackage | None = None, *, done: Collection[str] = ()) -> SendReport:
         if package is None:
