@@ -1,4 +1,4 @@
-"""The connectivity page's check: C-ECHO each configured peer.
+"""The connectivity checks (page and API): C-ECHO each configured peer; test each result destination.
 
 A failure reads exactly as it would on a pull or a result send: the sentence
 comes from the one diagnosis table in :mod:`radnode.peers.dicom`.
@@ -73,3 +73,16 @@ def check_destinations(settings: Settings, name: str | None = None, timeout: flo
     if name is not None and not out:
         raise LookupError(f"no destination {name!r} in {rules_path(settings)}")
     return out
+
+
+def run_destination_checks(settings: Settings, sessions: sessionmaker[Session], name: str | None, actor: str) -> list[dict[str, Any]]:
+    """Check one named destination (or all) of the routing file in force, audited with the acting user's name."""
+    from radnode.routing.rules import RoutingFileError
+
+    try:
+        checks = check_destinations(settings, name)
+    except (LookupError, RoutingFileError) as exc:
+        raise ServiceError(404, str(exc)) from exc
+    with sessions.begin() as s:
+        record_event(s, actor, "connectivity:destinations", detail=", ".join(f"{c['destination']}={'ok' if c['ok'] else 'failed'}" for c in checks))
+    return checks

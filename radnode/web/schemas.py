@@ -176,6 +176,20 @@ class EchoRequest(_Body):
     peer: str | None = Field(default=None, description="A peer name from settings.peers; all peers when unset.")
 
 
+class DestinationCheckRequest(_Body):
+    destination: str | None = Field(default=None, description="A destination name from the routing file; all when unset.")
+
+
+class DestinationCheck(BaseModel):
+    destination: str
+    kind: str
+    label: str
+    ok: bool
+    status: str | None
+    diagnosis: str
+    ms: float | None
+
+
 class EchoResult(BaseModel):
     peer: str
     ae_title: str

@@ -78,3 +78,25 @@ def test_connectivity_page_checks_destinations(config: Path) -> None:
     section = answer.text[answer.text.index('id="destinations"'):]
     assert section.count("state-done") == 3 and section.count("state-failed") == 2
     assert "EHLO, STARTTLS, AUTH ok" in section
+
+
+def test_api_checks_destinations_for_admins_only(config: Path) -> None:
+    from radnode.web.auth import add_token
+
+    settings = load(config)
+    _, sessions = open_store(settings)
+    with sessions.begin() as s:
+        admin = add_token(s, "ops-admin", "admin", actor="test")
+        viewer = add_token(s, "ops-viewer", "viewer", actor="test")
+    with TestClient(create_app(settings)) as client:
+        refused = client.post("/api/connectivity/destinations", json={}, headers={"Authorization": f"Bearer {viewer}"})
+        answer = client.post("/api/connectivity/destinations", json={}, headers={"Authorization": f"Bearer {admin}"})
+        one = client.post("/api/connectivity/destinations", json={"destination": "emr"}, headers={"Authorization": f"Bearer {admin}"})
+        unknown = client.post("/api/connectivity/destinations", json={"destination": "nowhere"}, headers={"Authorization": f"Bearer {admin}"})
+    assert refused.status_code == 403
+    assert answer.status_code == 200, answer.text
+    checks = {c["destination"]: c for c in answer.json()}
+    assert {n for n, c in checks.items() if c["ok"]} == {"mail", "emr", "ehr"}
+    assert checks["gone"]["kind"] == "hl7" and "connection refused" in checks["gone"]["diagnosis"]
+    assert [c["destination"] for c in one.json()] == ["emr"] and one.json()[0]["ok"]
+    assert unknown.status_code == 404 and "nowhere" in unknown.json()["detail"]

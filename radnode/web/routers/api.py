@@ -162,6 +162,18 @@ def echo(
     return connectivity.run_echo(settings, sessions, body.peer, who.name)
 
 
+@router.post("/connectivity/destinations", response_model=list[schemas.DestinationCheck], responses=_ERRORS)
+def check_destinations(
+    body: schemas.DestinationCheckRequest,
+    who: Principal = Depends(require("admin")),
+    settings: Settings = Depends(deps.settings),
+    sessions: sessionmaker[Session] = Depends(deps.db),
+) -> list[dict[str, Any]]:
+    """Test the routing file's result destinations (or one) as a send would reach them: C-ECHO, QIDO-RS,
+    EHLO/STARTTLS/AUTH, an MLLP connection, FHIR ``metadata``, a webhook request."""
+    return connectivity.run_destination_checks(settings, sessions, body.destination, who.name)
+
+
 def _version(row: Any) -> dict[str, Any]:
     return {"id": row.id, "created_at": row.created_at, "author": row.author, "comment": row.comment}
 

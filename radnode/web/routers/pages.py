@@ -324,13 +324,8 @@ async def connectivity_echo(request: Request, who: Principal = Depends(require("
 
 
 async def _check_destinations(request: Request, name: str | None, actor: str) -> Response:
-    from radnode.web.connectivity import check_destinations
+    from radnode.web.connectivity import run_destination_checks
 
-    try:
-        checks = await run_in_threadpool(check_destinations, deps.settings(request), name)
-    except (LookupError, RoutingFileError) as exc:
-        raise errors.ServiceError(404, str(exc)) from exc
-    with deps.db(request).begin() as s:
-        record_event(s, actor, "connectivity:destinations", detail=", ".join(f"{c['destination']}={'ok' if c['ok'] else 'failed'}" for c in checks))
+    checks = await run_in_threadpool(run_destination_checks, deps.settings(request), deps.db(request), name, actor)
     return render(request, "connectivity.html", peers=deps.settings(request).peers, results=None, destination_checks=checks)
 
