@@ -203,6 +203,7 @@ def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
             "first_received_at": _iso(row.first_received_at),
             "last_received_at": _iso(row.last_received_at),
             "completed_at": _iso(row.completed_at),
+            "completed_reason": row.completed_reason or None,
             "series": [
                 {
                     "series_instance_uid": s.series_instance_uid,
@@ -222,6 +223,8 @@ def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
 def _study_lines(st: dict[str, Any]) -> list[str]:
     n = sum(s["instances"] for s in st["series"])
     lines = [f"{st['study_instance_uid']}  {st['state']:<9}  {len(st['series'])} series, {n} instances  from {st['calling_ae']} to {st['called_ae']}  last {st['last_received_at']}"]
+    if st["state"] == "complete" and st.get("completed_reason"):
+        lines.append(f"    complete: {st['completed_reason']}")
     for s in st["series"]:
         lines.append(f"    #{s['series_number'] if s['series_number'] is not None else '-':<4} {s['modality']:<3} {s['instances']:>5}  {s['series_description']}")
     return lines

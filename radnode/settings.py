@@ -54,6 +54,7 @@ class CalledAE(_Section):
     ae_title: str
     application: str | None = None
     quiet_seconds: float | None = Field(default=None, gt=0)
+    complete_on_release: bool | None = Field(default=None, description="Override of the node-wide complete_on_release for this AE title.")
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -257,6 +258,11 @@ class Settings(BaseSettings):
     ae_title: str = "RADNODE"
     port: int = Field(default=11112, ge=1, le=65535)
     quiet_seconds: float = Field(default=10.0, gt=0, description="Quiet period after which a study is complete.")
+    complete_on_release: bool = Field(
+        default=True,
+        description="Declare a study complete as soon as the association that delivered it is released and the series "
+        "its routed applications need are present and plausibly whole; the quiet period stays the fallback.",
+    )
     peers: list[DicomPeer] = Field(default_factory=list, description="PACS and other DICOM nodes radnode talks to.")
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -293,6 +299,12 @@ class Settings(BaseSettings):
     def called_aes(self) -> list[CalledAE]:
         """The main AE title plus the extra ones, main first."""
         return [CalledAE(ae_title=self.ae_title), *self.listener.extra_called_aes]
+
+    def complete_on_release_for(self, called_ae: str) -> bool:
+        for called in self.called_aes():
+            if called.ae_title == called_ae and called.complete_on_release is not None:
+                return called.complete_on_release
+        return self.complete_on_release
 
     def quiet_seconds_for(self, called_ae: str) -> float:
         for called in self.called_aes():

@@ -14,7 +14,8 @@ import socket
 import time
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Callable, Protocol
+from collections.abc import Iterable
+from typing import Any, Callable, Protocol
 
 import structlog
 from pydicom import dcmread
@@ -50,6 +51,17 @@ _DUL_POLL_DELAY = 0.0002
 
 class RecordSink(Protocol):
     def submit(self, record: InstanceRecord) -> None: ...
+
+    def released(self, study_instance_uids: Iterable[str], at: float | None = None) -> None: ...
+
+
+def _delivered_studies(assoc: Any) -> set[str]:
+    """The studies an association has delivered instances of (kept on the association object)."""
+    studies = getattr(assoc, "_radnode_studies", None)
+    if studies is None:
+        studies = set()
+        assoc._radnode_studies = studies
+    return studies
 
 
 @dataclass(frozen=True)
@@ -167,6 +179,7 @@ def handle_store(
         series_number = int(header.get("SeriesNumber")) if header.get("SeriesNumber") not in (None, "") else None
     except (TypeError, ValueError):
         series_number = None
+    _delivered_studies(event.assoc).add(study_uid)
     sink.submit(
         InstanceRecord(
             sop_instance_uid=sop_uid,
@@ -187,3 +200,15 @@ def handle_store(
         )
     )
     return StoreStatus.SUCCESS
+
+
+def handle_released(event: Event, sink: RecordSink, complete_on_release_for: Callable[[str], bool]) -> None:
+    """The sender released the association: its studies may be complete (study assembly decides).
+
+    Only a release counts; an aborted association may have been cut off mid-study, so its studies wait for
+    the quiet period. A called AE title configured with ``complete_on_release: false`` always waits too.
+    """
+    studies = getattr(event.assoc, "_radnode_studies", None)
+    called = event.assoc.requestor.primitive.called_ae_title if event.assoc.requestor.primitive else ""  # type: ignore[union-attr]
+    if studies and complete_on_release_for(str(called or "")):
+        sink.released(sorted(studies))

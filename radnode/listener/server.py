@@ -21,6 +21,7 @@ from radnode.listener.handlers import (
     RecordSink,
     handle_conn_open,
     handle_echo,
+    handle_released,
     handle_requested,
     handle_store,
 )
@@ -78,6 +79,7 @@ def start_scp(settings: Settings, spool: Spool, sink: RecordSink, *, reuse_port:
         (evt.EVT_REQUESTED, handle_requested, [peer_policy(settings)]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [spool, sink, settings.quiet_seconds_for]),
+        (evt.EVT_RELEASED, handle_released, [sink, settings.complete_on_release_for]),
     ]
     server_class = type("RadnodeServer", (SharedPortServer,), {"reuse_port": reuse_port})
     server = ae.make_server(

@@ -61,7 +61,7 @@ class ListenerService:
 
     def start(self) -> None:
         reconcile(self.spool, self.sessions, self.settings.quiet_seconds_for)
-        self._writer = IndexWriter(self.sessions)
+        self._writer = IndexWriter(self.sessions, on_release=self.assembler.kick)
         extra = self.settings.listener.processes - 1
         self._ae, _ = start_scp(self.settings, self.spool, self._writer, reuse_port=extra > 0)
         if extra:

@@ -29,7 +29,8 @@ from radnode.model.analysis import ApplicationRoles
 from radnode.routing.selection import Selection, select_series
 from radnode.routing.series_index import SeriesSummary, scan_series
 from radnode.settings import Settings
-from radnode.store.studies import StudyCompleted
+from radnode.routing.completeness import release_readiness
+from radnode.store.studies import ReleasedStudy, StudyCompleted
 
 log = structlog.get_logger(__name__)
 
@@ -189,6 +190,17 @@ class Router:
         return ApplicationPlan(app, roles, selection, model_version, request)
 
     # -- the sink --------------------------------------------------------------
+
+    def ready_on_release(self, study: ReleasedStudy) -> str | None:
+        """Study assembly's completeness check: a reason to start this released study now, or None."""
+        if not self.settings.complete_on_release_for(study.called_ae):
+            return None
+        study_dir = self.settings.spool_dir / study.study_instance_uid
+        pull = pull_for_study(self.settings, self.sessions, study.study_instance_uid)
+        plan = self.plan(study_dir, study_uid=study.study_instance_uid, calling_ae=study.calling_ae, called_ae=study.called_ae, pull=pull)
+        reason = release_readiness(plan)
+        log.info("completeness on release", study_uid=study.study_instance_uid, ready=reason is not None)
+        return reason
 
     def study_completed(self, event: StudyCompleted) -> None:
         study_dir = self.settings.spool_dir / event.study_instance_uid

@@ -15,6 +15,7 @@ from radnode.jobs.commands import job_dict
 from radnode.model.jobs import JobState
 from radnode.settings import Settings
 from radnode.store import jobs as jobstore
+from radnode.store.studies import StudyRow
 from radnode.web.errors import ServiceError
 from radnode.web.results import result_files
 
@@ -79,6 +80,8 @@ def job_detail(session: Session, settings: Settings, job_id: str) -> dict[str, A
         for c in session.scalars(select(jobstore.RetrainingCaseRow).where(jobstore.RetrainingCaseRow.job_id == row.job_id)).all()
     ]
     data["files"] = result_files(settings, row.job_id)
+    study = session.get(StudyRow, row.study_instance_uid)
+    data["study_completed_reason"] = study.completed_reason if study is not None and study.completed_reason else None
     return data
 
 

@@ -106,6 +106,8 @@ class PlannedApplication:
     rules: tuple[str, ...]
     #: Destinations for critical findings only (the rules' ``notify``).
     notify: tuple[DestinationRef, ...] = ()
+    #: False when a rule asking for it wants the quiet period (``complete_on_release: false``).
+    complete_on_release: bool = True
 
 
 @dataclass(frozen=True)
@@ -291,8 +293,9 @@ def evaluate(
         dest_names = config.rule_destinations(rule)
         for app in rule.applications:
             entry = merged.setdefault(
-                app.name, {"options": copy.deepcopy(app.options), "destinations": [], "rules": [], "notify": []}
+                app.name, {"options": copy.deepcopy(app.options), "destinations": [], "rules": [], "notify": [], "on_release": True}
             )
+            entry["on_release"] = entry["on_release"] and rule.complete_on_release
             for dest in rule.notify:
                 if dest not in entry["notify"]:
                     entry["notify"].append(dest)
@@ -309,6 +312,7 @@ def evaluate(
             destinations=tuple(resolve_destination(d, config, sender) for d in entry["destinations"]),
             rules=tuple(entry["rules"]),
             notify=tuple(resolve_destination(d, config, sender) for d in entry["notify"]),
+            complete_on_release=entry["on_release"],
         )
         for name, entry in merged.items()
     )

@@ -196,6 +196,9 @@ class Rule(_Strict):
     #: Destinations that receive this rule's results only when a finding is critical.
     notify: DestinationNames = ()
     stop: bool | None = None
+    #: Start as soon as the sender releases the association and the inputs look whole (default), or
+    #: (false) always wait for the quiet period — e.g. for senders that split a study over associations.
+    complete_on_release: bool = True
 
 
 class Defaults(_Strict):
