@@ -169,7 +169,9 @@ class Node:
 
             from radnode.web.app import create_app
 
-            config = uvicorn.Config(create_app(settings), host=settings.web.host, port=settings.web.port, log_level="warning")
+            from radnode.tls import uvicorn_ssl_kwargs
+
+            config = uvicorn.Config(create_app(settings), host=settings.web.host, port=settings.web.port, log_level="warning", **uvicorn_ssl_kwargs(settings))
             self.web = uvicorn.Server(config)
 
     def start(self) -> None:
