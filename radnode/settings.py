@@ -277,7 +277,8 @@ class FhirSettings(_Section):
 
 
 class DeliverySettings(_Section):
-    """Results beyond PACS: e-mail, HL7 v2 (ORU^R01 over MLLP), FHIR R4.
+    """Results beyond PACS: e-mail, HL7 v2 (ORU^R01 over MLLP), FHIR R4; and
+    the TLS and de-identification of DICOM destinations (``dicom_tls``, ``deid``).
 
     ``email_phi: false`` (the default) keeps patient data out of e-mail: the
     message carries no name, ID, accession or PDF, only a link to the job page
@@ -292,6 +293,11 @@ class DeliverySettings(_Section):
     email_phi: bool = False
     directory_file: Path | None = None
     job_url_base: str = Field(default="", description="Public base URL of the web app, for links to the job page.")
+    dicom_tls: PeerTls | None = Field(
+        default=None,
+        description="DICOM TLS files for destinations marked `tls: true` (ca_file checks them; cert/key present radnode). "
+        "A destination with the AE title, host and port of a configured peer uses that peer's `tls` instead.",
+    )
 
 
 class Settings(BaseSettings):

@@ -2,13 +2,16 @@
 
 PS3.15 B.9 (BCP 195 TLS secure transport profile) asks for TLS 1.2 or later;
 both sides here refuse anything older. Every listener and every outbound
-association (pull, result sending) takes its context from these two
-functions, so a review has one module to read.
+association (pull, result sending, connectivity checks — all opened by
+:func:`radnode.peers.dicom.associate`) takes its context from here, so a
+review has one module to read. This module imports nothing from radnode:
+settings sections are read by attribute.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 
 MIN_VERSION = ssl.TLSVersion.TLSv1_2
@@ -74,13 +77,22 @@ def client_context(
     return ctx
 
 
-def peer_tls_args(peer: object, host: str) -> tuple[ssl.SSLContext, str] | None:
-    """``tls_args`` for ``AE.associate`` towards a configured peer (None: plain TCP)."""
-    tls = getattr(peer, "tls", None)
+def peer_context(tls: object | None) -> ssl.SSLContext | None:
+    """The client context for a ``PeerTls`` section (``peers[].tls``, ``delivery.dicom_tls``); None: plain TCP."""
     if tls is None:
         return None
-    ctx = client_context(tls.ca_file, tls.cert_file, tls.key_file, verify_hostname=tls.verify_hostname)
-    return ctx, host
+    return client_context(
+        getattr(tls, "ca_file", None),
+        getattr(tls, "cert_file", None),
+        getattr(tls, "key_file", None),
+        verify_hostname=bool(getattr(tls, "verify_hostname", False)),
+    )
+
+
+def peer_tls_args(peer: object, host: str) -> tuple[ssl.SSLContext, str] | None:
+    """``tls_args`` for ``AE.associate`` towards a configured peer (None: plain TCP)."""
+    ctx = peer_context(getattr(peer, "tls", None))
+    return None if ctx is None else (ctx, host)
 
 
 def uvicorn_ssl_kwargs(settings: object) -> dict[str, str]:
@@ -95,7 +107,13 @@ def uvicorn_ssl_kwargs(settings: object) -> dict[str, str]:
 
 def tls_for_node(settings: object, host: str | None, port: int, ae_title: str | None) -> tuple[ssl.SSLContext, str] | None:
     """``tls_args`` for a result destination: the TLS of the configured peer with that AE title, host and port."""
-    for peer in getattr(settings, "peers", []):
-        if peer.host == host and peer.port == port and peer.ae_title == ae_title:
-            return peer_tls_args(peer, peer.host)
+    peer = matching_peer(getattr(settings, "peers", []), host, port, ae_title)
+    return None if peer is None else peer_tls_args(peer, peer.host)  # type: ignore[attr-defined]
+
+
+def matching_peer(peers: Iterable[object], host: str | None, port: int | None, ae_title: str | None) -> object | None:
+    """The configured peer (``settings.peers``) a destination names by AE title, host and port, if any."""
+    for peer in peers:
+        if getattr(peer, "host", None) == host and getattr(peer, "port", None) == port and getattr(peer, "ae_title", None) == ae_title:
+            return peer
     return None

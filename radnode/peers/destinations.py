@@ -20,6 +20,7 @@ from radnode.model.delivery import ResultPackage
 from radnode.model.jobs import Destination
 from radnode.peers import dicom, dicomweb
 from radnode.peers.dicom import EchoResult, Remote, SendReport
+from radnode.tls import matching_peer, peer_context
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class CallerIdentity:
     delivery: Any = None
     #: ``settings.report`` (institution name, colours) for e-mail.
     branding: Any = None
+    #: ``settings.peers``: a DICOM destination that names one (AE title, host,
+    #: port) associates with that peer's ``tls``.
+    peers: tuple[Any, ...] = ()
 
 
 class ResultDestination(Protocol):
@@ -72,17 +76,33 @@ class DicomDestination:
     def __init__(self, dest: Destination, caller: CallerIdentity) -> None:
         self.name = dest.name
         self.label = dest.label
-        self.remote = Remote.for_destination(dest.name, dest.ae_title, dest.host, dest.port or 104)
+        self.remote = Remote.for_destination(dest.name, dest.ae_title, dest.host, dest.port or 104, tls=dicom_tls(dest, caller))
         self.caller = caller
 
     def send(self, files: list[Path], package: ResultPackage | None = None, *, done: Collection[str] = ()) -> SendReport:
-        return dicom.store_files(self.remote, _not_done(files, done), self.caller.ae_title, self.caller.timeout, self.caller.tls)
+        return dicom.store_files(self.remote, _not_done(files, done), self.caller.ae_title, self.caller.timeout)
 
     def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
-        return dicom.confirm_series(self.remote, study_instance_uid, series_instance_uids, self.caller.ae_title, self.caller.timeout, self.caller.tls)
+        return dicom.confirm_series(self.remote, study_instance_uid, series_instance_uids, self.caller.ae_title, self.caller.timeout)
 
     def check(self) -> EchoResult:
-        return dicom.echo(self.remote, self.caller.ae_title, self.caller.timeout, self.caller.tls)
+        return dicom.echo(self.remote, self.caller.ae_title, self.caller.timeout)
+
+
+def dicom_tls(dest: Destination, caller: CallerIdentity) -> ssl.SSLContext | None:
+    """The DICOM TLS context towards *dest*, in this order: the caller's own
+    (``CallerIdentity.tls``), ``delivery.dicom_tls`` for a destination marked
+    ``tls: true``, the ``tls`` of a configured peer with the destination's AE
+    title, host and port; else None (plain TCP)."""
+    if caller.tls is not None:
+        return caller.tls
+    if dest.tls:
+        files = getattr(caller.delivery, "dicom_tls", None)
+        if files is None:
+            raise ValueError(f"destination {dest.name!r}: tls: true needs delivery.dicom_tls (at least its ca_file)")
+        return peer_context(files)
+    peer = matching_peer(caller.peers, dest.host, dest.port or 104, dest.ae_title)
+    return None if peer is None else peer_context(getattr(peer, "tls", None))
 
 
 class DicomWebDestination:

@@ -114,7 +114,7 @@ class DicomResultWriter:
         pdf = written.paths.get("pdf") if written else None
         package = build_package(self.settings, job, spec, inputs, result, pdf if isinstance(pdf, Path) else None, accession=accession)
         errors = []
-        caller = CallerIdentity(ae_title=self.settings.ae_title, delivery=self.settings.delivery, branding=self.settings.report)
+        caller = CallerIdentity(ae_title=self.settings.ae_title, delivery=self.settings.delivery, branding=self.settings.report, peers=tuple(self.settings.peers))
         for dest in job.destinations:
             before = previous.get(dest.name) or {}
             if before.get("delivered") and before.get("label", dest.label) == dest.label:

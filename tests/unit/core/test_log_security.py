@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
+import os
 import subprocess
 import sys
+
+from tests.support.env import python_path
 
 
 def test_library_and_radnode_lines_are_all_json_and_long_values_are_cut() -> None:
@@ -16,7 +18,8 @@ def test_library_and_radnode_lines_are_all_json_and_long_values_are_cut() -> Non
         "logging.getLogger('pynetdicom.acse').warning('Association rejected by %s', 'peer')\n"
         "structlog.get_logger('radnode.listener').warning('c-store refused', sop_uid='1.' + '2' * 60000, patient_name='DOE^JOHN')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": python_path()}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     lines = [json.loads(line) for line in out.stderr.splitlines() if line.strip()]
     assert [l["event"] for l in lines] == ["Association rejected by peer", "c-store refused"]
     assert lines[0]["logger"] == "pynetdicom.acse" and lines[0]["level"] == "warning"
