@@ -34,8 +34,8 @@ def audit() -> None:
 def export_command(ctx: click.Context, since: str | None, until: str | None, out) -> None:  # type: ignore[no-untyped-def]
     """Write audit entries as JSON lines (id, time, actor, action, source, job_id, study, detail)."""
     from radnode.audit import export
-    from radnode.store.jobs import record_event
     from radnode.store.db import open_store
+    from radnode.store.jobs import record_event
 
     _, sessions = open_store(ctx.obj.settings())
     n = 0

@@ -175,13 +175,12 @@ def tokens_list(ctx: click.Context, as_json: bool) -> None:
             {"name": t.name, "role": t.role, "created": iso(t.created_at), "last_used": iso(t.last_used_at), "revoked": t.revoked}
             for t in list_tokens(s)
         ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no tokens")
-    for r in rows:
-        click.echo(f"{r['name']:<24} {r['role']:<12} {'revoked' if r['revoked'] else 'active ':<8} created {r['created']}  last used {r['last_used'] or '-'}")
+    echo_rows(
+        rows,
+        as_json=as_json,
+        empty="no tokens",
+        render=lambda r: f"{r['name']:<24} {r['role']:<12} {'revoked' if r['revoked'] else 'active ':<8} created {r['created']}  last used {r['last_used'] or '-'}",
+    )
 
 
 @tokens.command("revoke")

@@ -11,11 +11,9 @@ before it.
 from __future__ import annotations
 
 import random
-import socket
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from pydicom import dcmread

@@ -6,9 +6,7 @@ legitimate modality, so "another address" is a real second source address.
 
 from __future__ import annotations
 
-import os
 import struct
-import time
 import zlib
 from pathlib import Path
 
