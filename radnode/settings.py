@@ -276,6 +276,19 @@ class FhirSettings(_Section):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class DeidSettings(_Section):
+    """De-identification of what goes to ``external: true`` destinations (PS3.15 E.1 basic profile).
+
+    ``retain_uids`` / ``retain_dates`` are the profile's Retain UIDs (E.3.9)
+    and Retain Longitudinal Temporal Information (E.3.6) options. The
+    pseudonym map stays in the node's database; the key in
+    ``data_dir/deid_secret``.
+    """
+
+    retain_uids: bool = False
+    retain_dates: bool = False
+
+
 class DeliverySettings(_Section):
     """Results beyond PACS: e-mail, HL7 v2 (ORU^R01 over MLLP), FHIR R4; and
     the TLS and de-identification of DICOM destinations (``dicom_tls``, ``deid``).
@@ -298,6 +311,7 @@ class DeliverySettings(_Section):
         description="DICOM TLS files for destinations marked `tls: true` (ca_file checks them; cert/key present radnode). "
         "A destination with the AE title, host and port of a configured peer uses that peer's `tls` instead.",
     )
+    deid: DeidSettings = Field(default_factory=DeidSettings, description="De-identification for `external: true` destinations.")
 
 
 class Settings(BaseSettings):

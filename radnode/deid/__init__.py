@@ -2,6 +2,12 @@
 with the mapping kept locally so results that come back can be re-identified.
 """
 
-from radnode.deid.profile import Deidentifier, DeidOptions, MappingStore, SqlMappingStore
+from radnode.deid.files import deidentify_files, node_secret, reidentify_file
+from radnode.deid.profile import (
+    Deidentifier,
+    DeidOptions,
+    MappingStore,
+    SqlMappingStore,
+)
 
-__all__ = ["Deidentifier", "DeidOptions", "MappingStore", "SqlMappingStore"]
+__all__ = ["DeidOptions", "Deidentifier", "MappingStore", "SqlMappingStore", "deidentify_files", "node_secret", "reidentify_file"]

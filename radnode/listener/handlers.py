@@ -21,8 +21,8 @@ import structlog
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
-from pynetdicom.dsutils import encode_file_meta
 from pynetdicom import evt
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
 from radnode.listener.rawdata import (
