@@ -16,7 +16,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     MRImageStorage,
     SecondaryCaptureImageStorage,
@@ -49,10 +49,13 @@ PHI = ("DOE^JANE", "PID-4242", "19610203", "ACC-4242", "General Hospital")
 class ExternalService:
     """The outside analysis: keeps what it receives, answers a SERIES-level C-FIND."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, every_storage_class: bool = False) -> None:
         self.received: list[Dataset] = []
         self.ae = AE(ae_title="EXTERNAL")
-        self.ae.add_supported_context(MRImageStorage)
+        if every_storage_class:  # results: SEG, SR, encapsulated PDF, secondary captures
+            self.ae.supported_contexts = StoragePresentationContexts
+        else:
+            self.ae.add_supported_context(MRImageStorage)
         self.ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         self.ae.add_supported_context(Verification)
         self.port = free_port()
@@ -186,4 +189,61 @@ def test_an_external_destination_without_a_deidentifier_sends_nothing(tmp_path: 
         assert external.received == []
         assert target.check().ok  # the connectivity check needs no de-identifier
     finally:
+        external.stop()
+
+
+def test_the_node_sends_its_results_deidentified_to_an_external_destination(tmp_path: Path) -> None:
+    """Routing (``external: true``) → worker → dispatch: SEG/SR/PDF leave de-identified, audited, confirmed in original UIDs."""
+    import json
+
+    from radnode.composition import Node
+    from radnode.settings import Settings
+    from radnode.store import jobs as jobstore
+    from tests.conftest import wait_until
+    from tests.support import dcmtk
+
+    dcmtk.require_dcmtk("storescu")
+    external = ExternalService(every_storage_class=True)
+    rules = tmp_path / "routing.yaml"
+    rules.write_text(
+        "version: 1\n"
+        "destinations:\n"
+        f"  cloud: {{ae_title: EXTERNAL, host: 127.0.0.1, port: {external.port}, external: true}}\n"
+        "rules:\n"
+        "  - name: mr\n"
+        "    match: {modalities: [MR]}\n"
+        "    applications: [threshold-test]\n"
+        "    destinations: [cloud]\n"
+    )
+    settings = Settings(
+        data_dir=tmp_path / "data", port=free_port(), quiet_seconds=1.0, listener={"assembly_interval": 0.2},
+        routing={"rules_file": rules}, analyzers={"plugins": ["tests.support.analyzers:ThresholdAnalyzer"]},
+        queue={"retry_delays": [0.5], "max_attempts": 2, "outbox_interval": 0.3},
+        results={"send_retry_delays": [0.2], "send_attempts": 2, "secondary_capture_pages": False},
+    )
+    node = Node(settings)
+    node.start()
+    try:
+        generate_mr_study(tmp_path / "study", seed=63, series=("t1c", "flair"), rows=32, columns=32, slices=6)
+        sent = dcmtk.storescu("127.0.0.1", settings.port, tmp_path / "study", settings.ae_title)
+        assert sent.returncode == 0, sent.stderr
+
+        def finished() -> jobstore.JobRow | None:
+            with node.sessions() as s:
+                jobs = jobstore.list_jobs(s)
+            return jobs[0] if jobs and jobs[0].state in {"done", "failed"} else None
+
+        job = wait_until(finished, timeout=120)
+        assert job.state == "done", job.error
+        sends = json.loads(job.sends_json)["cloud"]
+        assert sends["delivered"] and sends["deidentified"] and sends["confirmed"], sends
+        assert external.received
+        for ds in external.received:
+            assert ds.PatientIdentityRemoved == "YES" and str(ds.StudyInstanceUID).startswith("2.25.")
+            assert str(ds.StudyInstanceUID) != job.study_instance_uid
+        with node.sessions() as s:
+            actions = [e.action for e in jobstore.job_events(s, job.job_id)]
+        assert "sent:deidentified" in actions
+    finally:
+        node.stop()
         external.stop()
