@@ -4,6 +4,7 @@ logging, builds its dependencies and runs one role (listen, serve, …)."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -34,6 +35,10 @@ class _Ctx:
 pass_ctx = click.make_pass_decorator(_Ctx)
 
 
+#: umask of every radnode process (issue 14): files 0640, folders 0750 at most.
+FILE_UMASK = 0o027
+
+
 @click.group(cls=JsonAwareGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="radnode")
 @click.option("--config", "config", type=click.Path(dir_okay=False, resolve_path=True), default=None, help="Settings YAML (else $RADNODE_CONFIG, else ./radnode.yaml).")
@@ -44,6 +49,9 @@ def main(ctx: click.Context, config: str | None) -> None:
     Receive studies (DICOM C-STORE), route them to analyses, and send
     standard DICOM results back.
     """
+    # Everything radnode writes (spool, results, database, work folders) is
+    # private to its user and group: patient data is never world-readable.
+    os.umask(FILE_UMASK)
     # Logs go to stderr from the first line, so JSON on stdout stays clean;
     # loading settings reconfigures with the configured level and format.
     configure_logging("warning", "auto")
@@ -176,7 +184,9 @@ def web(obj: _Ctx, host: str, port: int | None) -> None:
     from radnode.web.app import create_app
 
     settings = obj.settings()
-    uvicorn.run(create_app(settings), host=host, port=port or settings.web.port, log_level="warning")
+    from radnode.tls import uvicorn_ssl_kwargs
+
+    uvicorn.run(create_app(settings), host=host, port=port or settings.web.port, log_level="warning", **uvicorn_ssl_kwargs(settings))
 
 
 @main.command("studies")
@@ -244,6 +254,7 @@ def _register_optional() -> None:
         ("radnode.jobs.pull_commands", {"pull": "pull"}),
         ("radnode.web.commands", {"users": "users", "tokens": "tokens"}),
         ("radnode.commands.destinations", {"destinations": "destinations"}),
+        ("radnode.commands.audit", {"audit": "audit"}),
     ):
         try:
             mod = importlib.import_module(module)

@@ -167,9 +167,10 @@ class Node:
         if with_web:
             import uvicorn
 
+            from radnode.tls import uvicorn_ssl_kwargs
             from radnode.web.app import create_app
 
-            config = uvicorn.Config(create_app(settings), host=settings.web.host, port=settings.web.port, log_level="warning")
+            config = uvicorn.Config(create_app(settings), host=settings.web.host, port=settings.web.port, log_level="warning", **uvicorn_ssl_kwargs(settings))
             self.web = uvicorn.Server(config)
 
     def start(self) -> None:

@@ -76,8 +76,32 @@ class DicomPeer(_Section):
     host: str
     port: int = Field(ge=1, le=65535)
     retrieve: Literal["move", "get"] = Field(default="move", description="How pulls retrieve studies: C-MOVE or C-GET.")
+    tls: PeerTls | None = Field(default=None, description="Associate with this peer over DICOM TLS.")
 
     _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class TlsFiles(_Section):
+    """Certificate files for DICOM TLS (PS3.15 B.1) on the listener or towards a peer.
+
+    ``ca_file`` is the bundle peers' certificates are checked against; with
+    ``require_client_cert`` the listener refuses a peer without a certificate
+    signed by it (mutual TLS, the BCP 195 profile hospitals ask for).
+    """
+
+    cert_file: AbsolutePath
+    key_file: AbsolutePath
+    ca_file: AbsolutePath | None = None
+    require_client_cert: bool = False
+
+
+class PeerTls(_Section):
+    """TLS towards one peer: ``ca_file`` checks the peer; cert/key present radnode (optional)."""
+
+    ca_file: AbsolutePath | None = None
+    cert_file: AbsolutePath | None = None
+    key_file: AbsolutePath | None = None
+    verify_hostname: bool = False
 
 
 class ListenerSettings(_Section):
@@ -95,7 +119,20 @@ class ListenerSettings(_Section):
         default=None, description="If set, only these source IP addresses may associate."
     )
     max_associations: int = Field(default=16, ge=1, le=1000)
-    max_pdu_size: int = Field(default=0, ge=0, description="0 means unlimited.")
+    # --- security (issue 14): bounded reads, per-host slots, sizes, TLS ---
+    max_associations_per_host: int = Field(
+        default=4, ge=1, le=1000, description="Connections one source address may hold at once (checked on accept)."
+    )
+    max_pdu_size: int = Field(
+        default=262144, ge=4096, le=16 * 1024 * 1024,
+        description="Largest PDU radnode receives (announced to peers and enforced; a longer one drops the connection).",
+    )
+    max_instance_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, le=64 * 1024**3,
+        description="Largest data set accepted, inflated size of deflated data included (else 0xA700).",
+    )
+    max_nesting_depth: int = Field(default=32, ge=1, le=512, description="Deepest sequence nesting accepted (else 0xC213).")
+    tls: TlsFiles | None = Field(default=None, description="DICOM TLS on the listener port (cert_file, key_file, ca_file, require_client_cert).")
     processes: int = Field(
         default=1, ge=1, le=64, description="Listener processes sharing the port (SO_REUSEPORT)."
     )
@@ -167,6 +204,13 @@ class ResultSettings(_Section):
     secondary_capture_pages: bool = Field(default=True, description="Also send report pages as secondary capture images.")
 
 
+class WebTls(_Section):
+    """HTTPS for the web app without a proxy (passed to uvicorn)."""
+
+    cert_file: AbsolutePath
+    key_file: AbsolutePath
+
+
 class WebSettings(_Section):
     """The web front end (``radnode web``): login sessions and the retraining archive.
 
@@ -184,6 +228,13 @@ class WebSettings(_Section):
     secure_cookies: bool = Field(default=True, description="Send cookies only over HTTPS (turn off only for plain-HTTP test setups).")
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts this long.")
     retraining_dir: AbsolutePath | None = Field(default=None, description="Where flagged cases are copied; default data_dir/retraining.")
+    # --- security (issue 14) ---
+    login_delay_after: int = Field(default=5, ge=1, le=1000, description="Failed logins (per user and per address) before each next try must wait.")
+    login_max_delay: float = Field(default=900.0, gt=0, description="Longest wait between tries; the wait doubles from 1 s.")
+    login_lock_after: int = Field(default=20, ge=1, le=10000, description="Failed logins after which the user is locked.")
+    login_lock_seconds: float = Field(default=3600.0, gt=0, description="How long a lock lasts unless an admin unlocks first.")
+    docs_require_login: bool = Field(default=True, description="/docs and /openapi.json need a login.")
+    tls: WebTls | None = Field(default=None, description="Serve HTTPS directly (cert_file, key_file).")
 
 
 class SmtpSettings(_Section):
@@ -226,8 +277,22 @@ class FhirSettings(_Section):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class DeidSettings(_Section):
+    """De-identification of what goes to ``external: true`` destinations (PS3.15 E.1 basic profile).
+
+    ``retain_uids`` / ``retain_dates`` are the profile's Retain UIDs (E.3.9)
+    and Retain Longitudinal Temporal Information (E.3.6) options. The
+    pseudonym map stays in the node's database; the key in
+    ``data_dir/deid_secret``.
+    """
+
+    retain_uids: bool = False
+    retain_dates: bool = False
+
+
 class DeliverySettings(_Section):
-    """Results beyond PACS: e-mail, HL7 v2 (ORU^R01 over MLLP), FHIR R4.
+    """Results beyond PACS: e-mail, HL7 v2 (ORU^R01 over MLLP), FHIR R4; and
+    the TLS and de-identification of DICOM destinations (``dicom_tls``, ``deid``).
 
     ``email_phi: false`` (the default) keeps patient data out of e-mail: the
     message carries no name, ID, accession or PDF, only a link to the job page
@@ -242,6 +307,12 @@ class DeliverySettings(_Section):
     email_phi: bool = False
     directory_file: Path | None = None
     job_url_base: str = Field(default="", description="Public base URL of the web app, for links to the job page.")
+    dicom_tls: PeerTls | None = Field(
+        default=None,
+        description="DICOM TLS files for destinations marked `tls: true` (ca_file checks them; cert/key present radnode). "
+        "A destination with the AE title, host and port of a configured peer uses that peer's `tls` instead.",
+    )
+    deid: DeidSettings = Field(default_factory=DeidSettings, description="De-identification for `external: true` destinations.")
 
 
 class Settings(BaseSettings):

@@ -153,6 +153,8 @@ def export_cmd(ctx: click.Context, fmt: str, since: datetime | None, out: str | 
             }
             for m, j in session.execute(q.order_by(jobstore.MeasurementRow.created_at)).all()
         ]
+    with _sessions(ctx).begin() as session:  # audit (issue 14): exports are security-relevant
+        jobstore.record_event(session, "cli", "results:export", detail=f"{len(rows)} measurements as {fmt} to {out or 'stdout'}", source="cli")
     columns = ["job_id", "study_instance_uid", "application", "model_version", "state", "superseded", "name", "value", "unit", "code", "created_at"]
     if fmt == "parquet":
         if not out:

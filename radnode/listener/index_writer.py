@@ -167,6 +167,7 @@ def reconcile(spool: Spool, sessions: sessionmaker[Session], quiet_seconds_for) 
     removed = spool.clean_incoming()
     if removed:
         log.info("removed partial files from an interrupted write", count=removed)
+    spool.repair_claims()
     with sessions() as session:
         indexed = known_paths(session)
     missing = []

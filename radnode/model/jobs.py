@@ -53,7 +53,7 @@ class Trigger(str, enum.Enum):
     PULL = "pull"
 
 
-_OPTIONAL_FIELDS = ("email", "hl7", "fhir", "webhook", "notify")
+_OPTIONAL_FIELDS = ("email", "hl7", "fhir", "webhook", "notify", "tls", "external")
 
 
 class Destination(BaseModel):
@@ -63,7 +63,11 @@ class Destination(BaseModel):
     (``fhir``: base URL) or a webhook (``webhook``: URL, JSON POST).
 
     ``notify`` marks a destination named under a rule's ``notify``: it
-    receives only results with a critical finding.
+    receives only results with a critical finding. ``tls`` (DICOM kinds)
+    associates over DICOM TLS with the files of ``delivery.dicom_tls``.
+    ``external`` marks a service outside the hospital: what it receives is
+    de-identified (PS3.15 E.1 basic profile, :mod:`radnode.deid`) and what it
+    returns is re-identified before it goes on.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,12 +82,18 @@ class Destination(BaseModel):
     fhir: str | None = None
     webhook: str | None = None
     notify: bool = False
+    tls: bool = False
+    external: bool = False
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Destination":
         message_kinds = [k for k in ("url", "email", "hl7", "fhir", "webhook") if getattr(self, k) is not None]
         if len(message_kinds) > 1:
             raise ValueError(f"a destination has one kind, got {', '.join(message_kinds)}")
+        if self.tls and message_kinds:
+            raise ValueError("tls: true is for DICOM (ae_title/host/port) destinations; the others take TLS from their URL")
+        if self.external and message_kinds:
+            raise ValueError("external: true is for DICOM (ae_title/host/port) destinations (what leaves is de-identified DICOM)")
         if not message_kinds and not (self.ae_title and self.host and self.port):
             raise ValueError("a destination needs ae_title, host and port, a DICOMweb url, email, hl7, fhir or webhook")
         if self.email is not None and not self.email:

@@ -11,6 +11,7 @@ field that names it on ``Destination``).
 from __future__ import annotations
 
 import ssl
+import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from radnode.model.delivery import ResultPackage
 from radnode.model.jobs import Destination
 from radnode.peers import dicom, dicomweb
 from radnode.peers.dicom import EchoResult, Remote, SendReport
+from radnode.tls import matching_peer, peer_context
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,13 @@ class CallerIdentity:
     delivery: Any = None
     #: ``settings.report`` (institution name, colours) for e-mail.
     branding: Any = None
+    #: ``settings.peers``: a DICOM destination that names one (AE title, host,
+    #: port) associates with that peer's ``tls``.
+    peers: tuple[Any, ...] = ()
+    #: A :class:`radnode.deid.Deidentifier` for ``external: true``
+    #: destinations (built by the composition: it needs the store and the
+    #: node's key); None refuses to send to an external destination.
+    deid: Any = None
 
 
 class ResultDestination(Protocol):
@@ -72,17 +81,73 @@ class DicomDestination:
     def __init__(self, dest: Destination, caller: CallerIdentity) -> None:
         self.name = dest.name
         self.label = dest.label
-        self.remote = Remote.for_destination(dest.name, dest.ae_title, dest.host, dest.port or 104)
+        self.remote = Remote.for_destination(dest.name, dest.ae_title, dest.host, dest.port or 104, tls=dicom_tls(dest, caller))
         self.caller = caller
 
     def send(self, files: list[Path], package: ResultPackage | None = None, *, done: Collection[str] = ()) -> SendReport:
-        return dicom.store_files(self.remote, _not_done(files, done), self.caller.ae_title, self.caller.timeout, self.caller.tls)
+        return dicom.store_files(self.remote, _not_done(files, done), self.caller.ae_title, self.caller.timeout)
 
     def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
-        return dicom.confirm_series(self.remote, study_instance_uid, series_instance_uids, self.caller.ae_title, self.caller.timeout, self.caller.tls)
+        return dicom.confirm_series(self.remote, study_instance_uid, series_instance_uids, self.caller.ae_title, self.caller.timeout)
+
+
+class ExternalDicomDestination(DicomDestination):
+    """A DICOM destination outside the hospital (``external: true``).
+
+    What it receives is a de-identified copy (PS3.15 E.1 basic profile,
+    :mod:`radnode.deid`); the pseudonym map stays in the node's database, so
+    what comes back can be re-identified. Reports and confirmations are told
+    in the original UIDs, so the worker's bookkeeping (``done``, retries)
+    does not see the pseudonyms.
+    """
+
+    @property
+    def deid(self) -> Any:
+        """The caller's de-identifier; a send without one is refused (nothing identifiable leaves)."""
+        if self.caller.deid is None:
+            raise ValueError(f"destination {self.name!r} is external: a de-identifier is needed (CallerIdentity.deid)")
+        return self.caller.deid
+
+    def send(self, files: list[Path], package: ResultPackage | None = None, *, done: Collection[str] = ()) -> SendReport:
+        from radnode.deid import deidentify_files
+
+        deid = self.deid
+        with tempfile.TemporaryDirectory(prefix="radnode-deid-") as tmp:
+            copies = deidentify_files(deid, _not_done(files, done), Path(tmp))
+            report = dicom.store_files(self.remote, list(copies), self.caller.ae_title, self.caller.timeout)
+        original = {pseudo: orig for orig, pseudo in copies.values()}
+        return SendReport(
+            sent=[original.get(uid, uid) for uid in report.sent],
+            failed={original.get(uid, uid): why for uid, why in report.failed.items()},
+        )
+
+    def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
+        series = list(series_instance_uids)
+        pseudo = {self._pseudo(uid): uid for uid in series}
+        found = super().confirm(self._pseudo(study_instance_uid), list(pseudo))
+        return {pseudo.get(uid, uid): n for uid, n in found.items()}
+
+    def _pseudo(self, uid: str) -> str:
+        return uid if self.deid.options.retain_uids else str(self.deid.pseudo_uid(uid))
 
     def check(self) -> EchoResult:
-        return dicom.echo(self.remote, self.caller.ae_title, self.caller.timeout, self.caller.tls)
+        return dicom.echo(self.remote, self.caller.ae_title, self.caller.timeout)
+
+
+def dicom_tls(dest: Destination, caller: CallerIdentity) -> ssl.SSLContext | None:
+    """The DICOM TLS context towards *dest*, in this order: the caller's own
+    (``CallerIdentity.tls``), ``delivery.dicom_tls`` for a destination marked
+    ``tls: true``, the ``tls`` of a configured peer with the destination's AE
+    title, host and port; else None (plain TCP)."""
+    if caller.tls is not None:
+        return caller.tls
+    if dest.tls:
+        files = getattr(caller.delivery, "dicom_tls", None)
+        if files is None:
+            raise ValueError(f"destination {dest.name!r}: tls: true needs delivery.dicom_tls (at least its ca_file)")
+        return peer_context(files)
+    peer = matching_peer(caller.peers, dest.host, dest.port or 104, dest.ae_title)
+    return None if peer is None else peer_context(getattr(peer, "tls", None))
 
 
 class DicomWebDestination:
@@ -133,6 +198,8 @@ KINDS: dict[str, Callable[[Destination, CallerIdentity], ResultDestination]] = {
 
 def open_destination(dest: Destination, caller: CallerIdentity) -> ResultDestination:
     """The object that sends to *dest*; ValueError for a kind nobody registered."""
+    if dest.external:  # only DICOM destinations can be external (Destination validates it)
+        return ExternalDicomDestination(dest, caller)
     factory = KINDS.get(dest.kind)
     if factory is None:
         raise ValueError(f"destination {dest.name!r}: no sender for kind {dest.kind!r} (known: {', '.join(sorted(KINDS))})")

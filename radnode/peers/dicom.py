@@ -35,6 +35,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from radnode.tls import peer_context
+
 log = structlog.get_logger(__name__)
 
 #: C-STORE statuses that mean "stored" (success and the warnings PS3.4 B.2.3 allows).
@@ -56,14 +58,23 @@ class Remote:
     address_setting: str = "peers[].host and port"
     ae_setting: str = "peers[].ae_title"
     kind: str = "PACS"
+    #: DICOM TLS (PS3.15 B.1) client context; None: plain TCP. Every
+    #: association to this remote (echo, store, find, move, get) uses it.
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def for_peer(cls, peer: Any) -> "Remote":
-        """A configured ``settings.peers`` entry (a PACS to pull from / echo)."""
-        return cls(peer.ae_title, peer.host, int(peer.port), f"PACS {peer.name!r} at {peer.host}:{peer.port}")
+        """A configured ``settings.peers`` entry (a PACS to pull from / echo), with its ``tls`` if set."""
+        return cls(
+            peer.ae_title,
+            peer.host,
+            int(peer.port),
+            f"PACS {peer.name!r} at {peer.host}:{peer.port}",
+            tls=peer_context(getattr(peer, "tls", None)),
+        )
 
     @classmethod
-    def for_destination(cls, name: str, ae_title: str, host: str, port: int) -> "Remote":
+    def for_destination(cls, name: str, ae_title: str, host: str, port: int, tls: ssl.SSLContext | None = None) -> "Remote":
         """A routing destination results are sent to."""
         return cls(
             ae_title,
@@ -73,6 +84,7 @@ class Remote:
             address_setting=f"the host and port of destination {name!r}",
             ae_setting=f"the ae_title of destination {name!r}",
             kind="destination",
+            tls=tls,
         )
 
 
@@ -208,10 +220,13 @@ def associate(
     TCP_NODELAY is set on the socket: pynetdicom never sets it, and without
     it every small PDU to DCMTK-based peers (Orthanc too) waits ~40 ms for a
     delayed ACK. *tls* is the client context for DICOM TLS (PS3.15 B.1),
-    passed to pynetdicom as is; building it from settings is not done here.
+    passed to pynetdicom as is; without it the remote's own context
+    (``Remote.tls``, from ``peers[].tls`` or a destination's ``tls``) is used,
+    so pull, result sending and connectivity checks all get TLS here.
     *model*, when given, is the abstract syntax the caller needs: a peer that
     accepts the association but not that context is a failure too.
     """
+    tls = tls if tls is not None else remote.tls
     opened: list[bool] = []
     rejections: list[Any] = []
 

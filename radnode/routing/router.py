@@ -257,4 +257,4 @@ def job_destination(name: str, node: DicomNode, *, notify: bool = False) -> Dest
         return Destination(name=name, fhir=node.fhir, notify=notify)
     if node.webhook:
         return Destination(name=name, webhook=node.webhook, notify=notify)
-    return Destination(name=name, ae_title=node.ae_title or "", host=node.host or "", port=node.port, notify=notify)
+    return Destination(name=name, ae_title=node.ae_title or "", host=node.host or "", port=node.port, notify=notify, tls=node.tls, external=node.external)

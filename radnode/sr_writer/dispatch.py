@@ -114,13 +114,17 @@ class DicomResultWriter:
         pdf = written.paths.get("pdf") if written else None
         package = build_package(self.settings, job, spec, inputs, result, pdf if isinstance(pdf, Path) else None, accession=accession)
         errors = []
-        caller = CallerIdentity(ae_title=self.settings.ae_title, delivery=self.settings.delivery, branding=self.settings.report)
+        deid = self._deidentifier() if any(d.external for d in job.destinations) else None
+        caller = CallerIdentity(ae_title=self.settings.ae_title, delivery=self.settings.delivery, branding=self.settings.report,
+                                peers=tuple(self.settings.peers), deid=deid)
         for dest in job.destinations:
             before = previous.get(dest.name) or {}
             if before.get("delivered") and before.get("label", dest.label) == dest.label:
                 log.info("destination already delivered; not sent again", destination=dest.name, job_id=job.job_id)
                 continue
             base = {"kind": dest.kind, "label": dest.label, "notify": dest.notify}
+            if dest.external:
+                base["deidentified"] = True  # PS3.15 E.1 basic profile; the map stays here
             if dest.notify and not package.critical:
                 self._record(job, dest.name, {**base, "delivered": False, "skipped": "no critical finding"}, None)
                 continue
@@ -150,12 +154,20 @@ class DicomResultWriter:
             raise SendFailed("could not deliver results to " + "; ".join(errors))
         return uids
 
+    def _deidentifier(self) -> Any:
+        """The de-identifier for external destinations: the node's key, the map in its database."""
+        from radnode.deid import Deidentifier, DeidOptions, SqlMappingStore, node_secret
+
+        options = self.settings.delivery.deid
+        return Deidentifier(SqlMappingStore(self.sessions), node_secret(self.settings.data_dir),
+                            DeidOptions(retain_uids=options.retain_uids, retain_dates=options.retain_dates))
+
     def _record(self, job: AnalyzeJob, name: str, outcome: dict[str, Any], detail: str | None) -> None:
         """Store one destination's outcome now, so a crash later cannot make it re-send."""
         with self.sessions.begin() as session:
             jobstore.record_send(session, job.job_id, name, outcome)
             if detail is not None:
-                action = "notified" if outcome.get("notify") else "sent"
+                action = "notified" if outcome.get("notify") else "sent:deidentified" if outcome.get("deidentified") else "sent"
                 jobstore.record_event(session, "dispatch", action, job_id=job.job_id, study_instance_uid=job.study_instance_uid,
                                       detail=f"{name}: {detail}" + (f"; error: {outcome['error']}" if outcome.get("error") else ""))
 

@@ -126,6 +126,8 @@ class AuditRow(Base):
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
+    #: Where the action came from (client address, "cli", AE@host); added in 0006.
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class RoutingDecisionRow(Base):
@@ -185,10 +187,22 @@ class JobRequest:
 
 
 def record_event(
-    session: Session, actor: str, action: str, *, job_id: str | None = None, study_instance_uid: str | None = None, detail: str = ""
+    session: Session,
+    actor: str,
+    action: str,
+    *,
+    job_id: str | None = None,
+    study_instance_uid: str | None = None,
+    detail: str = "",
+    source: str | None = None,
 ) -> None:
-    """Append one audit entry (who or what did what, when)."""
-    session.add(AuditRow(at=time.time(), actor=actor, action=action, job_id=job_id, study_instance_uid=study_instance_uid, detail=detail))
+    """Append one audit entry (who or what did what, when, from where)."""
+    session.add(
+        AuditRow(
+            at=time.time(), actor=actor[:64], action=action[:64], job_id=job_id, study_instance_uid=study_instance_uid,
+            detail=detail[:2000], source=None if source is None else source[:64],
+        )
+    )
 
 
 def create_job(session: Session, request: JobRequest, actor: str = "router") -> tuple[JobRow, bool]:

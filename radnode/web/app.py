@@ -18,7 +18,7 @@ from typing import AsyncIterator
 from urllib.parse import quote
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -48,13 +48,13 @@ SECURITY_HEADERS = {
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+    return request.url.path.startswith("/api/") or request.url.path == "/openapi.json" or "application/json" in request.headers.get("accept", "")
 
 
 def create_app(settings: Settings) -> FastAPI:
     from radnode.analyzers.registry import Registry
     from radnode.store.db import open_store
-    from radnode.web.routers import api, pages
+    from radnode.web.routers import accounts, api, pages
 
     engine, sessions = open_store(settings)
 
@@ -63,10 +63,15 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         engine.dispose()
 
+    guard_docs = settings.web.docs_require_login
     app = FastAPI(
         title="radnode",
         version=__version__,
         lifespan=lifespan,
+        # With web.docs_require_login the schema and docs are served below, behind a viewer login.
+        docs_url=None if guard_docs else "/docs",
+        redoc_url=None if guard_docs else "/redoc",
+        openapi_url=None if guard_docs else "/openapi.json",
         description="radnode's web API. Authenticate with `Authorization: Bearer <token>` (`radnode tokens add`), "
         "or with a browser session plus the `X-CSRF-Token` header on every change.",
     )
@@ -146,7 +151,21 @@ def create_app(settings: Settings) -> FastAPI:
     def prometheus() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
+    if guard_docs:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        from radnode.web.auth import require
+
+        @app.get("/openapi.json", include_in_schema=False)
+        def openapi_schema(_: object = Depends(require("viewer"))) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False)
+        def swagger(_: object = Depends(require("viewer"))) -> Response:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="radnode API")
+
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(accounts.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -61,7 +61,7 @@ def check_destinations(settings: Settings, name: str | None = None, timeout: flo
             "fhir": settings.delivery.fhir.model_copy(update={"timeout": min(settings.delivery.fhir.timeout, timeout)}),
         }
     )
-    caller = CallerIdentity(ae_title=settings.ae_title, timeout=timeout, delivery=delivery, branding=settings.report)
+    caller = CallerIdentity(ae_title=settings.ae_title, timeout=timeout, delivery=delivery, branding=settings.report, peers=tuple(settings.peers))
     out = []
     for dest_name, node in config.destinations.items():
         if name is not None and dest_name != name:

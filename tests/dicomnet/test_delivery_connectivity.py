@@ -53,7 +53,7 @@ def config(tmp_path: Path) -> Iterator[Path]:
 def test_cli_checks_every_destination(config: Path) -> None:
     result = CliRunner().invoke(main, ["--config", str(config), "destinations", "check", "--json", "--timeout", "2"])
     assert result.exit_code == 1, result.output  # two destinations are down
-    checks = {c["destination"]: c for c in json.loads(result.output)}
+    checks = {c["destination"]: c for c in json.loads(result.stdout)}
     assert checks["mail"]["ok"] and "STARTTLS" in checks["mail"]["diagnosis"] and "AUTH" in checks["mail"]["diagnosis"]
     assert checks["emr"]["ok"] and checks["emr"]["kind"] == "hl7"
     assert checks["ehr"]["ok"] and "4.0.1" in checks["ehr"]["diagnosis"]

@@ -123,6 +123,10 @@ class DicomNode(_Strict):
     hl7: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^mllps?://[^\s/:]+:\d{1,5}/?$")] | None = None
     fhir: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
     webhook: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
+    #: DICOM TLS (PS3.15 B.1) with ``delivery.dicom_tls``'s certificate files.
+    tls: bool = False
+    #: Outside the hospital: results leave de-identified (PS3.15 E.1) and come back re-identified.
+    external: bool = False
     description: str = ""
 
     @model_validator(mode="after")
@@ -134,6 +138,9 @@ class DicomNode(_Strict):
         if others:
             if any(v is not None for v in dimse):
                 raise ValueError(f"a destination is either {others[0]} or ae_title/host/port, not both")
+            for flag in ("tls", "external"):
+                if getattr(self, flag):
+                    raise ValueError(f"{flag}: true is for DICOM destinations (ae_title/host/port), not {others[0]}")
             if self.email is not None and not self.email:
                 raise ValueError("email: give at least one address, or 'referring'")
         elif any(v is None for v in dimse):

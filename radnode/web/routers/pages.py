@@ -82,7 +82,7 @@ def _safe_next(target: str | None) -> str:
 def login_form(request: Request, next: str | None = None) -> Response:
     codec: SessionCodec = request.app.state.sessions_codec
     data = session_data(request)
-    if data and data.get("u") and resolve_principal(request) is not None:
+    if data and data.get("s") and resolve_principal(request) is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
     if data is None:
         cookie, csrf = codec.dumps(None)
@@ -96,7 +96,16 @@ def login_form(request: Request, next: str | None = None) -> Response:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    """Check the pre-login CSRF token, then the password; a new session (and CSRF token) on success."""
+    """Check the pre-login CSRF token, the throttle, then the password; a new server-side session on success."""
+    from radnode.web.auth import (
+        LoginThrottled,
+        ThrottlePolicy,
+        check_throttle,
+        create_session,
+        record_login_failure,
+        record_login_success,
+    )
+
     codec: SessionCodec = request.app.state.sessions_codec
     form = await request.form()
     data = session_data(request)
@@ -105,31 +114,57 @@ async def login(request: Request) -> Response:
 
     if data is None or not given or not hmac.compare_digest(given.encode(), str(data["c"]).encode()):
         raise Forbidden("the login form expired; reload the page and try again")
-    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "")) or None)
     sessions = request.app.state.db
+    settings = request.app.state.settings
+    policy = ThrottlePolicy.from_settings(settings)
+    address = request.client.host if request.client else "unknown"
+    who = username[:64] or "?"
 
-    def check() -> str | None:
+    def check() -> tuple[tuple[str, str] | None, LoginThrottled | None]:
         with sessions.begin() as s:
+            try:
+                check_throttle(s, policy, username, address)
+            except LoginThrottled as exc:
+                record_login_failure(s, policy, username, address)
+                record_event(s, who, "login:throttled", detail=exc.reason, source=address)
+                return None, exc
             user = authenticate(s, username, password)
-            record_event(s, username[:64] or "?", "login" if user else "login:failed")
-            return user.username if user else None
+            if user is None:
+                record_login_failure(s, policy, username, address)
+                record_event(s, who, "login:failed", source=address)
+                return None, None
+            record_login_success(s, user.username, address)
+            record_event(s, user.username, "login", source=address)
+            return create_session(s, user.username, settings.web.session_hours, address), None
 
-    name = await run_in_threadpool(check)
-    if name is None:
-        log.warning("login failed", user=username[:64])
+    made, throttled = await run_in_threadpool(check)
+    if throttled is not None:
+        log.warning("login throttled", user=who, host=address, reason=throttled.reason)
+        response = render(request, "login.html", status=429, csrf=data["c"], next=target, error=f"Too many failed logins. Try again in {int(throttled.retry_after) + 1} s, or ask an admin.")
+        response.headers["Retry-After"] = str(int(throttled.retry_after) + 1)
+        return response
+    if made is None:
+        log.warning("login failed", user=who, host=address)
         return render(request, "login.html", status=401, csrf=data["c"], next=target, error="Unknown user or wrong password.")
-    cookie, _ = codec.dumps(name)
+    token, csrf = made
     response = RedirectResponse(target, status_code=303)
-    codec.set_cookie(response, cookie)
+    codec.set_cookie(response, codec.dumps_session(token, csrf))
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request, who: Principal = Depends(require("viewer"))) -> Response:
+    """End the server-side session: the cookie, even if copied, is refused from now on."""
+    from radnode.web.auth import end_session
+
     codec: SessionCodec = request.app.state.sessions_codec
+    data = session_data(request) or {}
     with request.app.state.db.begin() as s:
-        record_event(s, who.name, "logout")
+        if isinstance(data.get("s"), str):
+            end_session(s, data["s"])
+        record_event(s, who.name, "logout", source=request.client.host if request.client else None)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     codec.clear(response)
@@ -177,13 +212,17 @@ def job_page(request: Request, job_id: str, _: Principal = Depends(require("view
 
 
 @router.get("/jobs/{job_id}/report.pdf")
-def report_pdf(request: Request, job_id: str, _: Principal = Depends(require("viewer"))) -> Response:
+def report_pdf(request: Request, job_id: str, who: Principal = Depends(require("viewer"))) -> Response:
     path = results.result_file(deps.settings(request), job_id, "report.pdf")
+    with deps.db(request).begin() as s:  # audit: who viewed which result, from where
+        record_event(s, who.name, "result:viewed", job_id=job_id[:64], detail="report.pdf", source=request.client.host if request.client else None)
     return Response(path.read_bytes(), media_type="application/pdf", headers={"Content-Disposition": 'inline; filename="report.pdf"'})
 
 
 @router.get("/jobs/{job_id}/images/{name}")
 def key_image(request: Request, job_id: str, name: str, _: Principal = Depends(require("viewer"))) -> Response:
+    if not name or "\x00" in name or "/" in name or "\\" in name or name.startswith("."):
+        raise errors.ServiceError(404, "no such image")  # a NUL or a path in the name: not ours
     path = results.result_file(deps.settings(request), job_id, name)
     if path.suffix.lower() not in (".png", ".dcm"):
         raise errors.ServiceError(404, "not an image")

@@ -33,10 +33,13 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"listener", "routing"}),
     frozenset({"analyzers", "sr_writer"}),
     frozenset({"queue", "peers", "metrics"}),
+    # audit trail (written by listener and web) and de-identification (used when a destination is external)
+    frozenset({"audit", "deid"}),
     frozenset({"store"}),
     frozenset({"settings"}),
     frozenset({"synth", "cli_output"}),
-    frozenset({"model", "uids", "logconfig"}),
+    # tls builds ssl contexts from certificate files (duck-typed settings sections); it imports no radnode module
+    frozenset({"model", "uids", "logconfig", "tls"}),
 )
 
 #: What `radnode/settings.py` may import from radnode: the neutral layer only.

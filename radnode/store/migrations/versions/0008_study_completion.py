@@ -1,13 +1,13 @@
 """Studies: when the delivering association was released, and why the study was declared complete.
 
 Revision ID: 0008
-Revises: 0005 (re-chained after 0006/0007 when those land)
+Revises: 0006
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,66 @@
+"""De-identified copies of DICOM files for an external destination, and the
+node secret that keys the pseudonyms.
+
+The secret lives in ``data_dir/deid_secret`` (mode 0600, created once, never
+sent): with it the same original always gets the same pseudonym, so a
+retried send, the confirming C-FIND and a result that comes back all meet
+the same UIDs; without it nobody can reverse them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydicom import dcmread
+
+from radnode.deid.profile import Deidentifier
+
+
+def node_secret(data_dir: Path) -> bytes:
+    """The node's de-identification key from ``data_dir/deid_secret``; created (0600) on first use."""
+    path = Path(data_dir) / "deid_secret"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    tmp = path.with_name(f".deid_secret.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    try:
+        os.link(tmp, path)  # first writer wins; a concurrent process reads its secret
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return bytes.fromhex(value)
+
+
+def deidentify_files(deid: Deidentifier, files: list[Path], out_dir: Path) -> dict[Path, tuple[str, str]]:
+    """Write a de-identified copy of each file into *out_dir*.
+
+    Returns copy path → (original SOP Instance UID, pseudonymous one), so a
+    send's per-instance report can be told in the original UIDs.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copies: dict[Path, tuple[str, str]] = {}
+    for i, path in enumerate(files):
+        ds = dcmread(path)
+        original = str(ds.SOPInstanceUID)
+        out = deid.deidentify(ds)
+        target = out_dir / f"{i:05d}.dcm"
+        out.save_as(target, enforce_file_format=True)
+        copies[target] = (original, str(out.SOPInstanceUID))
+    return copies
+
+
+def reidentify_file(deid: Deidentifier, path: Path, out: Path) -> Path:
+    """Write *path* (an object that came back from an external analysis) re-identified to *out*."""
+    ds = deid.reidentify(dcmread(path))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(out, enforce_file_format=True)
+    return out
