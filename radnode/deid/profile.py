@@ -28,10 +28,9 @@ from typing import Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from sqlalchemy import Float, String, Text
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.store.db import Base
+from radnode.store.deid_map import DeidMapRow
 
 #: Replaced by a dummy value (D), remembered for re-identification.
 DUMMY = {
@@ -64,15 +63,6 @@ UID_KEYWORDS = frozenset({
     "DimensionOrganizationUID", "ConcatenationUID", "IrradiationEventUID", "StorageMediaFileSetUID",
     "RelatedFrameOfReferenceUID", "InstanceCreatorUID", "SourceFrameOfReferenceUID",
 })
-
-
-class DeidMapRow(Base):
-    __tablename__ = "deid_map"
-
-    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
-    pseudonym: Mapped[str] = mapped_column(String(128), primary_key=True)
-    original: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[float] = mapped_column(Float)
 
 
 class MappingStore(Protocol):

@@ -90,6 +90,9 @@ class DicomDestination:
     def confirm(self, study_instance_uid: str, series_instance_uids: Iterable[str]) -> dict[str, int]:
         return dicom.confirm_series(self.remote, study_instance_uid, series_instance_uids, self.caller.ae_title, self.caller.timeout)
 
+    def check(self) -> EchoResult:
+        return dicom.echo(self.remote, self.caller.ae_title, self.caller.timeout)
+
 
 class ExternalDicomDestination(DicomDestination):
     """A DICOM destination outside the hospital (``external: true``).
@@ -129,9 +132,6 @@ class ExternalDicomDestination(DicomDestination):
 
     def _pseudo(self, uid: str) -> str:
         return uid if self.deid.options.retain_uids else str(self.deid.pseudo_uid(uid))
-
-    def check(self) -> EchoResult:
-        return dicom.echo(self.remote, self.caller.ae_title, self.caller.timeout)
 
 
 def dicom_tls(dest: Destination, caller: CallerIdentity) -> ssl.SSLContext | None:

@@ -105,7 +105,8 @@ def test_required_series_over_two_associations_start_when_the_second_completes_t
     _send(node, _series_files(study, "t1c", "flair"))
     row = wait_until(lambda: (r := node.study(study.study_instance_uid)) is not None and r.state == "complete" and r, timeout=QUIET / 4)
     assert row.completed_reason.startswith("association released; glioma: ")
-    assert row.generation == 1 and [j.application for j in node.jobs(study.study_instance_uid)] == ["glioma"]
+    jobs = wait_until(lambda: node.jobs(study.study_instance_uid), timeout=10)
+    assert row.generation == 1 and [j.application for j in jobs] == ["glioma"]
 
 
 def test_an_instance_arriving_after_the_start_makes_an_update(node: Node, study: GeneratedStudy, tmp_path: Path) -> None:
