@@ -19,23 +19,23 @@ from pathlib import Path
 
 import pytest
 
-from radnode.store import jobs as store
 from radnode.routing.classifier import SeriesClassifier, load_default
 from radnode.routing.series_index import scan_series
+from radnode.store import jobs as store
 from radnode.store.db import open_store
 from radnode.synth.mr_study import generate_mr_study
+from tests.support.env import python_path
 from tests.web import test_browser as _browser
 from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, _need_browser, _shot
 
 served = _browser.served  # the same uvicorn fixture as the other browser tests
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(settings_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADNODE_")}
-    env.update(RADNODE_DATA_DIR=str(settings_dir), PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "radnode.cli", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    env.update(RADNODE_DATA_DIR=str(settings_dir), PYTHONPATH=python_path())
+    return subprocess.run([sys.executable, "-m", "radnode.cli", *args], capture_output=True, text=True, cwd=settings_dir, env=env, timeout=900)
 
 
 @pytest.mark.slow

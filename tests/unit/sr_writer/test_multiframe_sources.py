@@ -9,7 +9,6 @@ label map, and every object must pass dciodvfy. A writer failure must be a
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from radnode.sr_writer.seg import label_map_for_sources, segmentation_to_label_m
 from radnode.sr_writer.validate import dciodvfy
 from radnode.sr_writer.writer import ResultWriteError, write_results
 from radnode.synth.enhanced import ENHANCED_MR_IMAGE_STORAGE, to_enhanced, to_legacy_converted
+from tests.support.require import unavailable
 from tests.unit.sr_writer.synthetic import SEGMENTS, make_label_map, make_series, write_series
 
 DEMO = ModelInfo("glioma-net", "1.0.0", demo=True, manufacturer="radnode", intended_use="Research only")
@@ -32,9 +32,7 @@ DEMO = ModelInfo("glioma-net", "1.0.0", demo=True, manufacturer="radnode", inten
 
 def _require_dciodvfy() -> None:
     if shutil.which("dciodvfy") is None:
-        if os.environ.get("CI"):
-            pytest.fail("dciodvfy is required on CI")
-        pytest.skip("dciodvfy not installed")
+        unavailable("dciodvfy (dicom3tools) is not installed")
 
 
 def _result(label: np.ndarray) -> AnalyzerResult:
