@@ -138,9 +138,9 @@ def test_multiframe_mr_study_through_the_node(studies, orthanc_factory, kind: st
         for wanted in ("SEG", "SR", "DOC", "OT"):
             assert wanted in modalities, modalities
         assert json.loads(job.sends_json)["return_to_sender"]["confirmed"] is True
-        # What Orthanc stored is valid DICOM.
+        # What Orthanc stored is valid DICOM: SEG, SR, Encapsulated PDF and the secondary captures.
         for s in series:
-            if s["MainDicomTags"].get("Modality") in ("SEG", "SR", "DOC"):
+            if s["MainDicomTags"].get("Modality") in ("SEG", "SR", "DOC", "OT"):
                 path = tmp_path / f"{s['ID']}.dcm"
                 path.write_bytes(pacs.instance_file(s["Instances"][0]))
                 assert dciodvfy(path) == [], s["MainDicomTags"].get("Modality")
