@@ -246,7 +246,7 @@ def _register_optional() -> None:
 
     for module, names in (
         ("radnode.synth.commands", {"synth": "synth"}),
-        ("radnode.routing.commands", {"classify": "classify_command", "classifier": "classifier_group"}),
+        ("radnode.commands.classifier", {"classify": "classify_command", "classifier": "classifier_group"}),
         ("radnode.routing.rules_commands", {"routing": "routing"}),
         ("radnode.jobs.commands", {"jobs": "jobs", "results": "results"}),
         ("radnode.commands.analyze", {"analyze": "analyze"}),

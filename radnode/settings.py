@@ -170,7 +170,11 @@ class RoutingSettings(_Section):
 
     rules_file: AbsolutePath | None = Field(default=None, description="Routing YAML; default: the packaged example.")
     reload_interval: float = Field(default=2.0, gt=0)
-    classifier_model: AbsolutePath | None = Field(default=None, description="xgboost model; default: the shipped one.")
+    classifier_model: AbsolutePath | None = Field(
+        default=None,
+        description="xgboost model; default: the shipped one. A site model from 'radnode classifier train --with-corrections' "
+        "is refused unless it answers its held-out corrections at least as well as the shipped model (and >= 90 %).",
+    )
     confidence_threshold: float = Field(default=0.5, ge=0, le=1)
 
 

@@ -123,8 +123,12 @@ def _analyze(ctx: click.Context, application: str, directory: Path, out: Path, a
     objects: dict[str, object] = {}
     if spec.outputs:
         from radnode.sr_writer.dispatch import write_objects
+        from radnode.sr_writer.writer import ResultWriteError
 
-        written = write_objects(settings, inputs.job_id, spec, inputs, result, out)
+        try:
+            written = write_objects(settings, inputs.job_id, spec, inputs, result, out)
+        except (ResultWriteError, ValueError, TypeError) as exc:
+            raise CommandFailed(f"{application}: writing results failed: {exc}", application=application) from exc
         objects = {k: ([str(x) for x in v] if isinstance(v, list) else (str(v) if v else None)) for k, v in written.paths.items()}
     summary = dict(result.extra.get("summary", {}))
     model = spec.model

@@ -41,6 +41,7 @@ from radnode.analyzers.registry import (
 from radnode.model.jobs import AnalyzeJob, JobState
 from radnode.model.validation import describe
 from radnode.queue.base import Delivery, HandlerResult
+from radnode.sr_writer.writer import ResultWriteError
 from radnode.store import jobs as jobstore
 from radnode.uids import is_valid_uid
 
@@ -49,8 +50,8 @@ log = structlog.get_logger(__name__)
 
 #: Produces (and sends) the DICOM result objects of a finished analysis:
 #: ``writer(job, spec, inputs, result, workdir, progress)`` returns the SOP
-#: Instance UIDs it wrote. Raising ``AnalyzerError`` fails the job; any other
-#: exception is retried.
+#: Instance UIDs it wrote. Raising ``AnalyzerError`` or ``ResultWriteError``
+#: (an object could not be built) fails the job; any other exception is retried.
 ResultWriter = Callable[[AnalyzeJob, AnalyzerSpec, AnalyzerInputs, AnalyzerResult, Path, Callable[[str], None]], list[str]]
 
 
@@ -168,7 +169,7 @@ class JobHandler:
         for writer in self.writers:
             try:
                 uids += writer(job, spec, inputs, result, workdir, lambda stage: self._stage(job.job_id, JobState(stage), worker))
-            except AnalyzerError as exc:
+            except (AnalyzerError, ResultWriteError) as exc:  # building the objects is deterministic: no retry
                 raise _Permanent(str(exc)) from exc
         with self.sessions.begin() as session:
             row = jobstore.get_job(session, job.job_id)

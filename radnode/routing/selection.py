@@ -68,7 +68,9 @@ class Selection:
 
 def _tie_key(summary: SeriesSummary) -> tuple[float, float, float, float]:
     """Larger is better: 3D, thinner slices, more instances, later series number."""
-    header = summary.header
+    from radnode.routing.enhanced import flatten_header
+
+    header = flatten_header(summary.header)  # an enhanced object keeps SliceThickness in Pixel Measures
     try:
         is_3d = 1.0 if str(header.get("MRAcquisitionType", "")).strip().upper() == "3D" else 0.0
     except Exception:

@@ -19,14 +19,14 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.model.analysis import AnalyzerInputs, AnalyzerResult, AnalyzerSpec
-from radnode.store import jobs as jobstore
+from radnode.model.delivery import ResultPackage
 from radnode.model.jobs import AnalyzeJob
-from radnode.settings import Settings
 from radnode.peers.destinations import CallerIdentity, ResultDestination, open_destination
 from radnode.peers.dicom import PeerUnavailable
-from radnode.model.delivery import ResultPackage
+from radnode.settings import Settings
 from radnode.sr_writer.package import build_package
-from radnode.sr_writer.writer import WrittenObjects, write_results
+from radnode.sr_writer.writer import ResultWriteError, WrittenObjects, write_results
+from radnode.store import jobs as jobstore
 
 log = structlog.get_logger(__name__)
 
@@ -105,7 +105,13 @@ class DicomResultWriter:
             priors = jobstore.prior_measurements(session, row, TREND_KEYS)
             accession = row.accession
             previous: dict[str, Any] = json.loads(row.sends_json or "{}")
-        written = write_objects(self.settings, job.job_id, spec, inputs, result, workdir / "results", priors) if spec.outputs else None
+        try:
+            written = write_objects(self.settings, job.job_id, spec, inputs, result, workdir / "results", priors) if spec.outputs else None
+        except (ResultWriteError, ValueError, TypeError) as exc:
+            # Building the objects is deterministic: a retry would fail the same
+            # way, so the job fails now with the writer's reason (the worker
+            # treats ResultWriteError as permanent, like an AnalyzerError).
+            raise ResultWriteError(f"writing results failed: {exc}") from exc
         uids = list(written.sop_instance_uids.values()) if written else []
         if not self.settings.results.send or not job.destinations:
             return uids

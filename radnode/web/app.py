@@ -167,5 +167,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(pages.router)
     app.include_router(accounts.router)
+    from radnode.web.routers import corrections  # series labels and their corrections (classifier retraining)
+
+    app.include_router(corrections.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -11,6 +11,7 @@ import radnode.store.jobs  # noqa: F401
 import radnode.store.accounts  # noqa: F401
 import radnode.store.pulls  # noqa: F401
 import radnode.store.routing_history  # noqa: F401
+import radnode.store.corrections  # noqa: F401
 import radnode.store.deid_map  # noqa: F401
 
 target_metadata = Base.metadata

@@ -29,7 +29,7 @@ COMPOSITION_ROOTS = frozenset({"cli", "composition", "commands", "demo"})
 LAYERS: tuple[frozenset[str], ...] = (
     COMPOSITION_ROOTS,
     frozenset({"web"}),
-    frozenset({"jobs"}),
+    frozenset({"jobs", "training"}),
     frozenset({"listener", "routing"}),
     frozenset({"analyzers", "sr_writer"}),
     frozenset({"queue", "peers", "metrics"}),
