@@ -142,7 +142,7 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     an unfinished job is redelivered.
     """
     from radnode.analyzers.registry import Registry
-    from radnode.composition import WorkerPool, broker_for, make_outbox, wait_for_signal
+    from radnode.composition import WorkerPool, bounce_poller, broker_for, make_outbox, wait_for_signal
     from radnode.store.db import open_store
     from radnode.sr_writer.dispatch import DicomResultWriter
 
@@ -162,11 +162,16 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     broker = broker_for(settings, chosen)
     outbox = make_outbox(settings, sessions, broker)  # retries of jobs re-queued from the web or CLI
     pool = WorkerPool(settings, sessions, broker, registry, chosen, concurrency or settings.worker.concurrency, writers=[DicomResultWriter(settings, sessions)])
+    bounces = bounce_poller(settings, sessions)  # delivery.smtp.bounce_mailbox: set it for one process only
     outbox.start()
     pool.start()
+    if bounces is not None:
+        bounces.start()
     try:
         wait_for_signal()
     finally:
+        if bounces is not None:
+            bounces.stop()
         pool.stop()
         outbox.stop()
         broker.close()
@@ -255,6 +260,7 @@ def _register_optional() -> None:
         ("radnode.web.commands", {"users": "users", "tokens": "tokens"}),
         ("radnode.commands.destinations", {"destinations": "destinations"}),
         ("radnode.commands.audit", {"audit": "audit"}),
+        ("radnode.commands.mail", {"mail": "mail"}),
     ):
         try:
             mod = importlib.import_module(module)

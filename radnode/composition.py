@@ -20,6 +20,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.registry import Registry
+from radnode.jobs.bounces import BouncePoller
 from radnode.jobs.worker import JobHandler, ResultWriter
 from radnode.store import jobs as jobstore
 from radnode.queue.base import Broker
@@ -137,6 +138,13 @@ def make_outbox(settings: Settings, sessions: sessionmaker[Session], broker: Bro
     return Outbox(sessions, broker, settings.queue.outbox_interval)
 
 
+def bounce_poller(settings: Settings, sessions: sessionmaker[Session]) -> BouncePoller | None:
+    """The thread that reads ``delivery.smtp.bounce_mailbox``, or None when it is not set."""
+    if settings.delivery.smtp.bounce_mailbox is None:
+        return None
+    return BouncePoller(settings.delivery.smtp, sessions)
+
+
 class Node:
     """Every stage in one process (``radnode serve``, the demo): listener,
     router, outbox, broker (embedded unless a URL is set) and workers."""
@@ -163,6 +171,7 @@ class Node:
             writers=[DicomResultWriter(settings, self.sessions)],
         )
         self.listener = ListenerService(settings, sink=self.router, store=(self.engine, self.sessions))
+        self.bounces = bounce_poller(settings, self.sessions)
         self.web: Any = None
         if with_web:
             import uvicorn
@@ -180,6 +189,8 @@ class Node:
         if self.applications:
             self.pool.start()
         self.listener.start()
+        if self.bounces is not None:
+            self.bounces.start()
         if self.web is not None:
             threading.Thread(target=self.web.run, name="radnode-web", daemon=True).start()
             log.info("web app started", host=self.settings.web.host, port=self.settings.web.port)
@@ -187,6 +198,8 @@ class Node:
     def stop(self) -> None:
         if self.web is not None:
             self.web.should_exit = True
+        if self.bounces is not None:
+            self.bounces.stop()
         self.listener.stop()
         self.pool.stop()
         self.outbox.stop()

@@ -247,6 +247,15 @@ class SmtpSettings(_Section):
     ``security`` is ``starttls`` unless written otherwise: ``tls`` is implicit
     TLS (port 465), ``none`` sends in clear and must be chosen explicitly.
     ``ca_file`` trusts a private CA (or a test's self-signed certificate).
+
+    ``bounce_address`` makes the envelope sender (MAIL FROM, RFC 5321 4.1.1.2)
+    of each result mail a per-job address, VERP-style: ``bounces@example.org``
+    becomes ``bounces+<job id>@example.org``, so a delivery status
+    notification (RFC 3464) that comes back later names its job. The header
+    ``From`` stays ``sender``. ``bounce_mailbox`` (a Maildir folder or an mbox
+    file that mail to the bounce address lands in) is read every
+    ``bounce_poll_seconds`` by ``radnode serve`` and ``radnode worker``, as
+    ``radnode mail bounces`` reads it on demand.
     """
 
     host: str = "localhost"
@@ -257,6 +266,13 @@ class SmtpSettings(_Section):
     sender: str = Field(default="radnode@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
     ca_file: Path | None = None
     timeout: float = Field(default=30.0, gt=0)
+    bounce_address: str | None = Field(
+        default=None,
+        pattern=r"^[^@\s+]+@[^@\s]+$",
+        description="Envelope sender base for per-job VERP bounce addresses (bounces@example.org → bounces+<job id>@example.org); no '+' in it.",
+    )
+    bounce_mailbox: AbsolutePath | None = Field(default=None, description="Maildir folder or mbox file where bounces arrive; polled by serve and worker.")
+    bounce_poll_seconds: float = Field(default=300.0, gt=0, description="How often serve and worker read bounce_mailbox.")
 
 
 class Hl7Settings(_Section):

@@ -10,6 +10,11 @@ and the PDF report as an attachment; with ``false`` (the default) it carries
 no patient data at all, only whether the result is critical and a link to
 the job page behind login.
 
+With ``delivery.smtp.bounce_address`` set, the envelope sender (MAIL FROM) is
+a per-job VERP address, so that a bounce arriving later names its job
+(:mod:`radnode.peers.dsn` reads it, :mod:`radnode.jobs.bounces` records it);
+the header ``From`` stays ``delivery.smtp.sender``.
+
 Transport security is STARTTLS unless ``delivery.smtp.security`` says
 ``tls`` (implicit TLS) or, explicitly, ``none``. The server's answer is the
 acknowledgement: recipients it refuses are failed items with the SMTP reply,
@@ -121,6 +126,26 @@ def open_smtp(settings: SmtpSettings) -> smtplib.SMTP:
     except (smtplib.SMTPException, OSError) as exc:
         raise PeerUnavailable(f"{where}: {exc}", FailureKind.ABORTED, where) from exc
     return client
+
+
+def verp_address(bounce_address: str, job_id: str) -> str:
+    """The per-job envelope sender: ``bounces@example.org`` → ``bounces+<job_id>@example.org``.
+
+    Variable envelope return path (VERP): a delivery status notification
+    (RFC 3464) goes back to the envelope sender, so the address it is sent
+    to names the job. The reverse is :func:`radnode.peers.dsn.job_from_verp`.
+    """
+    local, _, domain = bounce_address.rpartition("@")
+    if not local or not domain or "+" in local:
+        raise ValueError(f"bounce_address {bounce_address!r}: expected local@domain without '+'")
+    if not job_id or not job_id.isalnum():
+        raise ValueError(f"job_id {job_id!r}: expected letters and digits only")
+    return f"{local}+{job_id}@{domain}"
+
+
+def envelope_sender(settings: SmtpSettings, job_id: str) -> str:
+    """MAIL FROM for *job_id*'s mail: its VERP address when ``bounce_address`` is set, else ``sender``."""
+    return verp_address(settings.bounce_address, job_id) if settings.bounce_address else settings.sender
 
 
 def _text(value: Any) -> str:
@@ -247,14 +272,15 @@ class MailDestination:
             return report
         smtp = self.delivery.smtp
         message = build_message(package, recipients, smtp.sender, phi=self.delivery.email_phi, branding=self.branding)
+        envelope_from = envelope_sender(smtp, package.job_id)
         client = open_smtp(smtp)
         where = f"SMTP server {smtp.host}:{smtp.port}"
         try:
-            refused = client.send_message(message, from_addr=smtp.sender, to_addrs=recipients)
+            refused = client.send_message(message, from_addr=envelope_from, to_addrs=recipients)
         except smtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients
         except smtplib.SMTPSenderRefused as exc:
-            raise PeerUnavailable(f"{where} refused the sender {smtp.sender!r}: {exc.smtp_code} {_text(exc.smtp_error)}", FailureKind.STATUS, where) from exc
+            raise PeerUnavailable(f"{where} refused the sender {envelope_from!r}: {exc.smtp_code} {_text(exc.smtp_error)}", FailureKind.STATUS, where) from exc
         except smtplib.SMTPDataError as exc:
             raise PeerUnavailable(f"{where} refused the message: {exc.smtp_code} {_text(exc.smtp_error)}", FailureKind.STATUS, where) from exc
         except (smtplib.SMTPException, OSError) as exc:

@@ -139,6 +139,8 @@ class DicomResultWriter:
                 self._record(job, dest.name, {**base, "delivered": False, "skipped": "no DICOM objects to send"}, None)
                 continue
             outcome = {**base, **self._send(target, files, package, list(before.get("items", [])))}
+            if before.get("bounces"):
+                outcome["bounces"] = before["bounces"]  # bounces that came back later (radnode mail bounces) stay on record
             if not outcome.get("error"):
                 outcome["at"] = time.time()
                 if target.confirms and self.settings.results.confirm and written is not None:

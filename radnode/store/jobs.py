@@ -464,3 +464,31 @@ def record_send(session: Session, job_id: str, name: str, outcome: dict[str, Any
     sends = json.loads(row.sends_json or "{}")
     sends[name] = outcome
     row.sends_json = json.dumps(sends, sort_keys=True)
+
+
+def record_bounce(session: Session, job_id: str, recipient: str, bounce: dict[str, Any]) -> tuple[str | None, bool]:
+    """Add a bounce (a delivery status notification for *recipient*) to the job's e-mail outcome.
+
+    The outcome is the e-mail destination that delivered to *recipient* (or
+    refused it), else the job's only e-mail destination. ``bounce["dsn"]``
+    identifies the notification: the same one for the same recipient is
+    recorded once, however often the mailbox is read. Returns (destination
+    name, newly recorded); the name is None when no e-mail destination of
+    the job can be meant.
+    """
+    row = get_job(session, job_id)
+    sends: dict[str, Any] = json.loads(row.sends_json or "{}")
+    mail = {name: o for name, o in sends.items() if isinstance(o, dict) and o.get("kind") == "email"}
+    wanted = recipient.lower()
+    named = [n for n, o in mail.items() if wanted in {str(a).lower() for a in [*o.get("items", []), *(o.get("failed") or {})]}]
+    candidates = named or (list(mail) if len(mail) == 1 else [])
+    if not candidates:
+        return None, False
+    name = min(candidates)
+    outcome = mail[name]
+    bounces = list(outcome.get("bounces") or [])
+    if any(b.get("dsn") == bounce.get("dsn") and str(b.get("recipient", "")).lower() == wanted for b in bounces):
+        return name, False
+    outcome["bounces"] = bounces + [{**bounce, "recipient": recipient}]
+    row.sends_json = json.dumps(sends, sort_keys=True)
+    return name, True

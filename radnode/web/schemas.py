@@ -21,6 +21,18 @@ class JobTimes(BaseModel):
     finished: str | None = None
 
 
+class Bounce(BaseModel):
+    """A delivery status notification (RFC 3464) for one recipient of an e-mail destination."""
+
+    recipient: str
+    action: str
+    status: str = ""
+    diagnostic: str = ""
+    reporting_mta: str = ""
+    at: str | None = None
+    text: str = ""
+
+
 class Delivery(BaseModel):
     """One destination's delivery of a job's results (``radnode.store.deliveries``)."""
 
@@ -35,6 +47,8 @@ class Delivery(BaseModel):
     failed: int = 0
     attempts: int = 0
     error: str = ""
+    #: Bounces that came back after the SMTP server accepted the message (e-mail only).
+    bounced: list[Bounce] = Field(default_factory=list)
 
 
 class JobOut(BaseModel):

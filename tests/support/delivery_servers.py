@@ -2,7 +2,7 @@
 
 * :class:`SmtpServer` — aiosmtpd with STARTTLS required and AUTH, using a
   self-signed certificate made here with ``cryptography``; it keeps every
-  message and can refuse chosen recipients (550) like a real MTA.
+  message with its envelope sender and can refuse chosen recipients (550) like a real MTA.
 * :class:`MllpServer` — the ``hl7`` package's asyncio MLLP server; answers
   each message with an ACK ``AA`` or ``AE`` (with a reason), or with nothing.
 * :class:`FhirServer` — a small HTTP FHIR endpoint: ``GET /metadata`` gives a
@@ -72,6 +72,8 @@ def self_signed_cert(folder: Path, host: str = "localhost") -> tuple[Path, Path]
 class _MailHandler:
     refuse: set[str] = field(default_factory=set)
     messages: list[tuple[list[str], Message]] = field(default_factory=list)
+    #: The envelope sender (MAIL FROM) of each message, in the order of ``messages``.
+    mail_from: list[str] = field(default_factory=list)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         if address in self.refuse:
@@ -80,6 +82,7 @@ class _MailHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mail_from.append(envelope.mail_from)
         self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default)))
         return "250 Message accepted for delivery"
 
