@@ -26,7 +26,10 @@ Structure (PS3.16 TID 1500):
   image);
 * with *lesions*: one study-level TID 1501 group "RANO sum of products"
   holding only values that are unambiguous at study level, each with its own
-  concept: the sum of products (private: no standard concept exists), and
+  concept: the sum of products — SCT 42798000 "Area" with derivation
+  SCT 255619001 "Total" (CID 7464) by method NCIt C114879 "RANO" (the sum
+  of the lesions' bidimensional products is an area; standard codes
+  postcoordinated instead of a private concept), and
   with a *follow_up* its DCM 125314 "Fractional Change" against the prior
   exam (%) and DCM 112048 "Current Response" valued with the target-lesion
   response code the product rule implies (an automated measurement, not a
@@ -34,9 +37,13 @@ Structure (PS3.16 TID 1500):
 * one TID 1501 group per qualitative finding (detection apps): the finding
   code present/absent plus a DCM 122157 "Probability" measurement.
 
-Private codes: scheme ``99RADNODE`` (declared in the Coding Scheme
-Identification Sequence), used only where DICOM, SNOMED CT and UCUM have no
-concept — :data:`PRIVATE_CODES` lists every one.
+Private codes: scheme ``99RADNODE``, used only for an application's own
+measurement or finding that comes without a code (:func:`local_code`); the
+glioma report uses none (the per-lesion product is not written: it is Long
+Axis × Perpendicular Axis). When one is used the scheme is declared in the
+Coding Scheme Identification Sequence (PS3.3 C.12.1.1.3.1); otherwise the
+SR carries no private designator at all, so dciodvfy has nothing to warn
+about (it warns about any designator it does not know, declared or not).
 
 Measurement codes: volume = SCT 118565006 "Volume" in UCUM ``ml``; largest
 diameter = SCT 81827009 "Diameter" with derivation SCT 56851009 "Maximum"
@@ -74,6 +81,8 @@ VOLUME = hd.sr.CodedConcept("118565006", "SCT", "Volume")
 DIAMETER = hd.sr.CodedConcept("81827009", "SCT", "Diameter")
 MAXIMUM = hd.sr.CodedConcept("56851009", "SCT", "Maximum")
 PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
+AREA = hd.sr.CodedConcept("42798000", "SCT", "Area")
+TOTAL = hd.sr.CodedConcept("255619001", "SCT", "Total")
 
 _UNITS: dict[str, hd.sr.CodedConcept] = {
     "ml": hd.sr.CodedConcept("ml", "UCUM", "milliliter"),
@@ -96,14 +105,6 @@ _SEG_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
 
 
-#: Every private concept radnode writes (value → meaning, ≤ 64 characters).
-#: Only the RANO sum of products has no concept in DCM, SCT or NCIt; the
-#: per-lesion product is not written (it is Long Axis × Perpendicular Axis).
-#: dicom3tools' dciodvfy warns about any private coding scheme designator
-#: it does not know, so each use of these codes costs one such warning.
-PRIVATE_CODES: dict[str, str] = {
-    "RANO-SPD": "Sum of products of perpendicular diameters (RANO)",
-}
 
 BRAIN = hd.sr.CodedConcept("12738006", "SCT", "Brain")
 NEOPLASM = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
@@ -137,11 +138,6 @@ LATERALITY: dict[str, hd.sr.CodedConcept] = {
 #: Region unions (no single SEG segment) → finding type.
 UNION_FINDINGS: dict[str, hd.sr.CodedConcept] = {"whole tumor": LESION, "whole tumour": LESION,
                                                   "tumor core": NEOPLASM, "tumour core": NEOPLASM}
-
-
-def private_code(value: str) -> hd.sr.CodedConcept:
-    """A concept of :data:`PRIVATE_CODES` (KeyError for anything else: no ad-hoc codes)."""
-    return hd.sr.CodedConcept(value, LOCAL_SCHEME, PRIVATE_CODES[value])
 
 
 def unit_code(unit: str) -> hd.sr.CodedConcept:
@@ -364,12 +360,13 @@ def build_measurement_report(
     sr.ManufacturerModelName = provenance.manufacturer_model_name
     sr.SoftwareVersions = provenance.software_versions
     sr.DeviceSerialNumber = provenance.device_serial_number
-    # Declare the private scheme (PS3.3 C.12.1.1.3.1) for codes that use it.
-    scheme = Dataset()
-    scheme.CodingSchemeDesignator = LOCAL_SCHEME
-    scheme.CodingSchemeName = "radnode local concepts (RANO sums, products, categories; finding names)"
-    scheme.CodingSchemeResponsibleOrganization = "radnode"
-    sr.CodingSchemeIdentificationSequence = [scheme]
+    if _uses_scheme(sr.ContentSequence, LOCAL_SCHEME):
+        # Declare the private scheme (PS3.3 C.12.1.1.3.1) only where a code uses it.
+        scheme = Dataset()
+        scheme.CodingSchemeDesignator = LOCAL_SCHEME
+        scheme.CodingSchemeName = "radnode local concepts (an application's uncoded measurements and findings)"
+        scheme.CodingSchemeResponsibleOrganization = "radnode"
+        sr.CodingSchemeIdentificationSequence = [scheme]
     log.info("sr built", job_id=provenance.job_id, groups=len(groups))
     return sr
 
@@ -408,11 +405,23 @@ def _lesion_group(lesion: Lesion, track: tuple[int, str], frame: str, series: hd
     return hd.sr.MeasurementsAndQualitativeEvaluations(**common)  # type: ignore[return-value,arg-type]
 
 
+def _uses_scheme(items: Sequence[Dataset], designator: str) -> bool:
+    """Whether any coded entry anywhere below *items* (concept names, values, units, modifiers) is in *designator*."""
+    for item in items:
+        if item.get("CodingSchemeDesignator") == designator:
+            return True
+        for element in item:
+            if element.VR == "SQ" and _uses_scheme(element.value, designator):
+                return True
+    return False
+
+
 def _rano_group(lesions: Sequence[Lesion], follow_up: FollowUp | None, provenance: OutputProvenance,
                 algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """The study-level TID 1501 group: only values that are unambiguous at study level."""
     total = sum(les.bidimensional.product_mm2 for les in lesions if les.bidimensional and les.bidimensional.measurable)
-    items = [hd.sr.Measurement(name=private_code("RANO-SPD"), value=round(float(total), 1), unit=unit_code("mm2"), method=RANO_METHOD)]
+    # The sum of products: an area (mm²), the total over the measurable lesions, by RANO.
+    items = [hd.sr.Measurement(name=AREA, value=round(float(total), 1), unit=unit_code("mm2"), method=RANO_METHOD, derivation=TOTAL)]
     evaluations = None
     if follow_up is not None:
         if follow_up.change_vs_prior_pct is not None:  # of the sum of products, against the prior exam
