@@ -389,14 +389,14 @@ def _lesion_group(lesion: Lesion, track: tuple[int, str], frame: str, series: hd
             hd.sr.Measurement(name=PERPENDICULAR_AXIS, value=float(bi.perpendicular_mm), unit=unit_code("mm"), method=RANO_METHOD),
         ]
     site = hd.sr.FindingSite(REGION_SITES.get(lesion.region, BRAIN), laterality=LATERALITY.get(lesion.hemisphere))
-    common: dict[str, Any] = dict(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=f"Lesion {number}"),
-        finding_type=NEOPLASM,
-        finding_category=MORPHOLOGICALLY_ABNORMAL,
-        finding_sites=[site],
-        algorithm_id=algorithm,
-        measurements=items,
-    )
+    common: dict[str, Any] = {
+        "tracking_identifier": hd.sr.TrackingIdentifier(uid=uid, identifier=f"Lesion {number}"),
+        "finding_type": NEOPLASM,
+        "finding_category": MORPHOLOGICALLY_ABNORMAL,
+        "finding_sites": [site],
+        "algorithm_id": algorithm,
+        "measurements": items,
+    }
     if len(lesion.ellipsoid_lps_mm) == 6:
         surface = hd.sr.VolumeSurface(graphic_type=hd.sr.GraphicTypeValues3D.ELLIPSOID,
                                       graphic_data=np.asarray(lesion.ellipsoid_lps_mm, dtype=float),
