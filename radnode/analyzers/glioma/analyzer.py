@@ -66,9 +66,30 @@ class GliomaOptions(BaseModel):
     brain_extraction: Literal["deepbet", "template"] = "deepbet"
     #: A specific model by name (default: the newest model for application "glioma").
     model: str | None = None
+    #: Also write the foreground probability and the foreground arg-max (benchmarks only).
+    save_probabilities: bool = False
     #: Remove implausible islands and group lesions (see analyzers/glioma/lesions.py);
     #: off only to measure what the rule changes.
     postprocess: bool = True
+
+
+def labels_from_probabilities(probs: np.ndarray, values: np.ndarray, foreground_threshold: float | None) -> np.ndarray:
+    """Label map from per-label probabilities (label axis first; index 0 is background).
+
+    Without a threshold: the arg-max. With one: foreground where
+    1 − P(background) ≥ *foreground_threshold*, labelled with the most probable
+    foreground label (0.0 gives every voxel its foreground arg-max).
+    """
+    if foreground_threshold is None:
+        return values[np.argmax(probs, axis=0)].astype(np.uint8)
+    best_fg = values[1:][np.argmax(probs[1:], axis=0)].astype(np.uint8)
+    return np.where(1.0 - probs[0] >= foreground_threshold, best_fg, 0).astype(np.uint8)
+
+
+def _write_like(array: np.ndarray, reference: sitk.Image, path: Path) -> None:
+    image = sitk.GetImageFromArray(array.astype(np.float32) if array.dtype.kind == "f" else array)
+    image.CopyInformation(reference)
+    sitk.WriteImage(image, str(path))
 
 
 class GliomaAnalyzer:
@@ -165,7 +186,12 @@ class GliomaAnalyzer:
             p.CopyInformation(grid)
             native.append(sitk.GetArrayFromImage(resample_like(p, reference, sitk.sitkLinear, default_value=1.0 if k == 0 else 0.0)))
         values = manifest.label_values
-        raw = values[np.argmax(np.stack(native), axis=0)].astype(np.uint8)
+        stacked = np.stack(native)
+        raw = labels_from_probabilities(stacked, values, manifest.foreground_threshold)
+        if opts.save_probabilities:  # benchmarks: re-threshold without re-running inference
+            _write_like(1.0 - stacked[0], reference, workdir / "foreground_probability.nii.gz")
+            _write_like(labels_from_probabilities(stacked, values, 0.0).astype(np.uint8), reference, workdir / "labels_foreground_argmax.nii.gz")
+        del stacked
         brain_native = sitk.GetArrayFromImage(resample_like(sitk.Cast(sitk.ReadImage(str(pre.brain_mask)) > 0, sitk.sitkUInt8),
                                                             reference, sitk.sitkNearestNeighbor, default_value=0)) > 0
         raw_image = sitk.GetImageFromArray(raw)

@@ -169,3 +169,15 @@ def test_follow_up_rules_and_priors_without_rano_rows() -> None:
     assert gone.category is RanoCategory.CR
     # An exam measured before RANO rows existed gives volumes only, no category.
     assert follow_up([lesion(1, 25, 20, (0, 0, 0))], 500.0, prior_exams([("20230101", {"whole_tumor": 10.0})])) is None
+
+
+def test_labels_from_probabilities_argmax_or_foreground_threshold() -> None:
+    from radnode.analyzers.glioma.analyzer import labels_from_probabilities
+
+    values = np.array([0, 1, 2, 3])
+    # Three voxels: clear oedema; background 0.45 against a split foreground; background 0.6.
+    probs = np.array([[0.1, 0.45, 0.6], [0.0, 0.05, 0.1], [0.8, 0.3, 0.2], [0.1, 0.2, 0.1]]).reshape(4, 1, 1, 3)
+    assert labels_from_probabilities(probs, values, None).ravel().tolist() == [2, 0, 0]  # arg-max
+    assert labels_from_probabilities(probs, values, 0.5).ravel().tolist() == [2, 2, 0]  # 1 - 0.45 >= 0.5
+    assert labels_from_probabilities(probs, values, 0.7).ravel().tolist() == [2, 0, 0]
+    assert labels_from_probabilities(probs, values, 0.0).ravel().tolist() == [2, 2, 2]  # foreground arg-max everywhere
