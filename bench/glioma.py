@@ -91,7 +91,8 @@ def main() -> None:
     from radnode.analyzers.glioma.analyzer import GliomaAnalyzer, GliomaOptions
     from radnode.logconfig import configure_logging
     from radnode.routing.classifier import load_default
-    from radnode.routing.selection import GLIOMA, select_series
+    from radnode.analyzers.registry import GLIOMA
+    from radnode.routing.selection import select_series
     from radnode.routing.series_index import scan_series
     from radnode.synth.glioma import generate_glioma_study
 
