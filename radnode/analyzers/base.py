@@ -13,8 +13,9 @@ contract in one import.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from radnode.model.analysis import (
     AnalyzerInputs,
@@ -37,6 +38,7 @@ __all__ = [
     "AnalyzerResult",
     "AnalyzerSpec",
     "Finding",
+    "FollowUpAnalyzer",
     "InputError",
     "LabelMap",
     "Measurement",
@@ -60,3 +62,21 @@ class Analyzer(Protocol):
     spec: ClassVar[AnalyzerSpec]
 
     def run(self, inputs: AnalyzerInputs, workdir: Path, progress: Progress) -> AnalyzerResult: ...
+
+
+@runtime_checkable
+class FollowUpAnalyzer(Protocol):
+    """An analyzer that compares its result with the patient's earlier results.
+
+    The worker, which owns the job store, reads the rows named by
+    ``spec.prior_rows`` of this patient's earlier exams (oldest first, as
+    ``(study date, {row name: value})``) and calls :meth:`follow_up` before the
+    measurements are stored and the results written. The analyzer adds what
+    the comparison yields to *result* (``extra`` and measurement rows) and
+    returns the rows it added. Still no store and no network in the analyzer.
+    """
+
+    spec: AnalyzerSpec
+
+    def follow_up(self, result: AnalyzerResult, prior_rows: Sequence[tuple[str, Mapping[str, float]]],
+                  patient_key: str) -> list[Measurement]: ...

@@ -30,6 +30,8 @@ from radnode.analyzers.base import (
     AnalyzerInputs,
     AnalyzerResult,
     AnalyzerSpec,
+    FollowUpAnalyzer,
+    Measurement,
     SeriesInput,
 )
 from radnode.analyzers.registry import (
@@ -57,6 +59,23 @@ ResultWriter = Callable[[AnalyzeJob, AnalyzerSpec, AnalyzerInputs, AnalyzerResul
 
 class _Permanent(Exception):
     """Fail the job now and dead-letter the message: a retry cannot help."""
+
+
+def compare_with_priors(sessions: sessionmaker[Session], analyzer: object, job: AnalyzeJob, result: AnalyzerResult) -> list[Measurement]:
+    """Let a :class:`FollowUpAnalyzer` compare *result* with the patient's earlier results.
+
+    Reads the rows its ``spec.prior_rows`` names from this patient's earlier
+    jobs of the same application and returns the rows the analyzer added to
+    *result*; nothing for an analyzer without a follow-up. Runs before the
+    job's measurements are stored, so they include the comparison.
+    """
+    if not isinstance(analyzer, FollowUpAnalyzer) or not analyzer.spec.prior_rows:
+        return []
+    with sessions() as session:
+        row = jobstore.get_job(session, job.job_id)
+        priors = jobstore.prior_measurements(session, row, analyzer.spec.prior_rows)
+        patient_key = row.patient_key or job.study_instance_uid
+    return analyzer.follow_up(result, priors, patient_key)
 
 
 @dataclass
@@ -160,6 +179,7 @@ class JobHandler:
             result = analyzer.run(inputs, workdir, progress)
         except AnalyzerError as exc:
             raise _Permanent(f"{job.application}: {exc}") from exc
+        compare_with_priors(self.sessions, analyzer, job, result)  # e.g. glioma: lesion tracking, RANO (#13)
         self._stage(job.job_id, JobState.WRITING, worker)
         with self.sessions.begin() as session:
             jobstore.add_measurements(session, job.job_id, [(m.name, m.value, m.unit, "|".join(m.code) if m.code else None) for m in result.measurements])

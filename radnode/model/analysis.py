@@ -47,6 +47,10 @@ class AnalyzerSpec:
     options: type[BaseModel] = NoOptions
     model: ModelInfo | None = None
     outputs: tuple[str, ...] = ()
+    #: Measurement rows of the patient's earlier results (same application) that
+    #: this analyzer compares against: the worker reads them from the job store
+    #: for its follow-up, the writers for trends and prior columns.
+    prior_rows: tuple[str, ...] = ()
 
     @property
     def model_version(self) -> str:

@@ -102,7 +102,7 @@ class DicomResultWriter:
             return []  # the analyzer declares no DICOM outputs (e.g. measurements only)
         with self.sessions() as session:
             row = jobstore.get_job(session, job.job_id)
-            priors = jobstore.prior_measurements(session, row, TREND_KEYS)
+            priors = jobstore.prior_measurements(session, row, spec.prior_rows or TREND_KEYS)
             accession = row.accession
             previous: dict[str, Any] = json.loads(row.sends_json or "{}")
         try:

@@ -172,6 +172,23 @@ def slice_spacing(frames: Sequence[SourceFrame]) -> tuple[float, float, float]:
     return float(np.median(np.diff(pos))), dr, dc
 
 
+def frames_image(frames: Sequence[SourceFrame], array: np.ndarray) -> Any:
+    """*array* (Z, Y, X in the order of *frames*) as a SimpleITK image in the series' patient geometry.
+
+    Built from the frames (classic slices or the frames of one multi-frame object alike), so lesion
+    measurements drawn on it land where the source pixels are.
+    """
+    import SimpleITK as sitk
+
+    first = frames[0]
+    dz, dr, dc = slice_spacing(frames)
+    img = sitk.GetImageFromArray(array)
+    img.SetOrigin(tuple(float(v) for v in first.position))
+    img.SetSpacing((dc, dr, dz))
+    img.SetDirection(tuple(np.column_stack([first.row, first.col, first.normal]).ravel()))
+    return img
+
+
 def with_top_level_geometry(ds: Dataset) -> Dataset:
     """A pixel-less copy of a multi-frame object with frame 1's geometry also at the top level.
 

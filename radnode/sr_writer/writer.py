@@ -23,9 +23,11 @@ from pydicom.dataset import Dataset
 from radnode.model.analysis import AnalyzerResult, LabelMap, Measurement, ModelInfo
 from radnode.model.branding import ReportBranding
 from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
-from radnode.sr_writer.frames import slice_spacing, sorted_volume, source_frames, with_top_level_geometry
+from radnode.sr_writer.frames import frames_image, slice_spacing, sorted_volume, source_frames, with_top_level_geometry
 from radnode.sr_writer.pdf import PriorResult, build_report_pdf, render_key_images
+from radnode.sr_writer.patient import apply_patient_module
 from radnode.sr_writer.provenance import OutputProvenance
+from radnode.sr_writer.rano_figures import render_bidimensional
 from radnode.sr_writer.secondary_capture import build_secondary_captures, key_image_inputs, pdftoppm_available, render_pdf_pages
 from radnode.sr_writer.seg import build_segmentation, sort_sources
 from radnode.sr_writer.sr import build_measurement_report
@@ -39,6 +41,10 @@ DEFAULT_METHOD_STEPS = (
     "Automatic segmentation / detection by the model named below.",
     "Measurements computed from the label map on the reference series grid.",
 )
+
+
+#: Lesions whose RANO measurement gets its own key image (largest first).
+MAX_RANO_IMAGES = 3
 
 
 class ResultWriteError(RuntimeError):
@@ -198,6 +204,7 @@ def write_results(
     written = WrittenObjects(paths={"seg": None, "sr": None, "pdf": None, "encapsulated_pdf": None, "secondary_captures": []})
 
     def save(ds: Dataset, name: str) -> Path:
+        apply_patient_module(ds, first)
         path = out_dir / name
         tmp = path.with_suffix(".tmp")
         ds.save_as(tmp, enforce_file_format=True)
@@ -214,6 +221,11 @@ def write_results(
         return path
 
     measurements = list(result.measurements)
+    lesions = list(result.extra.get("lesions") or ())
+    follow_up = result.extra.get("follow_up")
+    tracking = dict(result.extra.get("tracking") or {})
+    for les in lesions:  # offline runs (no job store): numbered in this exam only
+        tracking.setdefault(les.index, (les.index, provenance.uid("lesion-track", str(les.index))))
     seg_ds = None
     segments = ()
     key_images = []
@@ -233,6 +245,11 @@ def write_results(
             frames = source_frames(sources)
             volume = sorted_volume(frames).astype(np.float32)
             key_images = render_key_images(volume, label_map.array, label_map.segments, slice_spacing(frames), frames[0].orientation)
+            measured = [les for les in lesions if les.bidimensional is not None][:MAX_RANO_IMAGES]
+            if measured:
+                vol_img = frames_image(frames, volume)
+                lab_img = frames_image(frames, label_map.array.astype(np.uint8))
+                key_images += [render_bidimensional(vol_img, lab_img, label_map.segments, les) for les in measured]
 
     with _step("SR"):
         sr_ds = build_measurement_report(
@@ -242,6 +259,9 @@ def write_results(
             segments=segments,
             measurements=measurements,
             findings=result.findings,
+            lesions=lesions,
+            tracking=tracking,
+            follow_up=follow_up,
         )
         written.paths["sr"] = save(sr_ds, "sr.dcm")
 
@@ -260,6 +280,9 @@ def write_results(
             method_steps=method_steps,
             flags=result.flags,
             generated_at=dt.datetime.now().replace(microsecond=0),
+            lesions=lesions,
+            tracking=tracking,
+            follow_up=follow_up,
         )
         pdf_path = out_dir / "report.pdf"
         pdf_path.write_bytes(pdf_bytes)

@@ -17,6 +17,7 @@ from radnode.settings import Settings
 from radnode.store import jobs as jobstore
 from radnode.store.studies import StudyRow
 from radnode.web.errors import ServiceError
+from radnode.web.rano import rano_block
 from radnode.web.results import result_files
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,7 @@ def job_detail(session: Session, settings: Settings, job_id: str) -> dict[str, A
         raise ServiceError(404, str(exc)) from exc
     data = job_dict(row) | {"accession": row.accession, "options": json.loads(row.options_json)}
     data["measurements"] = [{"name": m.name, "value": m.value, "unit": m.unit, "code": m.code} for m in jobstore.job_measurements(session, row.job_id)]
+    data["rano"] = rano_block(data["measurements"])  # glioma: RANO diameters and the follow-up (#13)
     data["events"] = [
         {"at": datetime.fromtimestamp(e.at, timezone.utc).isoformat(timespec="seconds"), "actor": e.actor, "action": e.action, "detail": e.detail}
         for e in jobstore.job_events(session, row.job_id)

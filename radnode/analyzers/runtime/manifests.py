@@ -93,6 +93,12 @@ class ModelManifest(BaseModel):
     normalization: Literal["zscore-brain", "none", "ct-windows"] = "none"
     output: Literal["logits", "probabilities", "sigmoid-logits"] = "logits"
     labels: list[LabelSpec]
+    #: Segmentation: a voxel is foreground (any label but background) when
+    #: 1 − P(background) reaches this, then it takes its most probable
+    #: foreground label. ``None``: plain arg-max over all labels (0.5 is close
+    #: to it). A calibration of the model, measured on data it was not trained
+    #: on; BENCHMARKS.md says how the shipped value was chosen.
+    foreground_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     intended_use: str = ""
     demo: bool = False
     license: str = ""
