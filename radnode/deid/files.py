@@ -9,35 +9,18 @@ the same UIDs; without it nobody can reverse them.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from pydicom import dcmread
 
 from radnode.deid.profile import Deidentifier
+from radnode.local_secret import read_or_create
 
 
 def node_secret(data_dir: Path) -> bytes:
     """The node's de-identification key from ``data_dir/deid_secret``; created (0600) on first use."""
-    path = Path(data_dir) / "deid_secret"
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    tmp = path.with_name(f".deid_secret.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
-    try:
-        os.link(tmp, path)  # first writer wins; a concurrent process reads its secret
-    except FileExistsError:
-        value = path.read_text().strip()
-    finally:
-        tmp.unlink(missing_ok=True)
-    return bytes.fromhex(value)
+    return bytes.fromhex(read_or_create(Path(data_dir) / "deid_secret", lambda: secrets.token_hex(32)))
 
 
 def deidentify_files(deid: Deidentifier, files: list[Path], out_dir: Path) -> dict[Path, tuple[str, str]]:

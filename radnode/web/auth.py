@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from radnode.local_secret import read_or_create
 from radnode.settings import Settings
 from radnode.store.accounts import ROLES, ApiTokenRow, LoginThrottleRow, UserRow, WebSessionRow
 from radnode.store.jobs import record_event
@@ -302,24 +302,7 @@ def session_secret(settings: Settings) -> str:
     """``web.session_secret``, else the node's persisted random secret (created 0600 once)."""
     if settings.web.session_secret is not None:
         return settings.web.session_secret.get_secret_value()
-    path = Path(settings.data_dir) / "web_secret"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    tmp = path.with_name(f".web_secret.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
-    try:
-        os.link(tmp, path)  # first writer wins; a concurrent process reads its secret
-    except FileExistsError:
-        value = path.read_text().strip()
-    finally:
-        tmp.unlink(missing_ok=True)
-    return value
+    return read_or_create(Path(settings.data_dir) / "web_secret", lambda: secrets.token_urlsafe(48))
 
 
 def _session_id(token: str) -> str:

@@ -39,7 +39,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"settings"}),
     frozenset({"synth", "cli_output"}),
     # tls builds ssl contexts from certificate files (duck-typed settings sections); it imports no radnode module
-    frozenset({"model", "uids", "logconfig", "tls"}),
+    frozenset({"model", "uids", "logconfig", "tls", "local_secret"}),
 )
 
 #: What `radnode/settings.py` may import from radnode: the neutral layer only.
