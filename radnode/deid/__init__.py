@@ -2,7 +2,7 @@
 with the mapping kept locally so results that come back can be re-identified.
 """
 
-from radnode.deid.files import deidentify_files, node_secret, reidentify_file
+from radnode.deid.files import deidentify_files, node_deidentifier, node_secret, reidentify_file
 from radnode.deid.profile import (
     Deidentifier,
     DeidOptions,
@@ -10,4 +10,4 @@ from radnode.deid.profile import (
     SqlMappingStore,
 )
 
-__all__ = ["DeidOptions", "Deidentifier", "MappingStore", "SqlMappingStore", "deidentify_files", "node_secret", "reidentify_file"]
+__all__ = ["DeidOptions", "Deidentifier", "MappingStore", "SqlMappingStore", "deidentify_files", "node_deidentifier", "node_secret", "reidentify_file"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 
-from radnode.deid.profile import Deidentifier
+from radnode.deid.profile import DeidOptions, Deidentifier, SqlMappingStore
 from radnode.local_secret import read_or_create
 
 
@@ -47,3 +48,11 @@ def reidentify_file(deid: Deidentifier, path: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(out, enforce_file_format=True)
     return out
+
+
+def node_deidentifier(settings: Any, sessions: Any) -> Deidentifier:
+    """The node's de-identifier: its own key (``data_dir/deid_secret``), the map in its database and the
+    profile options of ``settings.delivery.deid``."""
+    options = settings.delivery.deid
+    return Deidentifier(SqlMappingStore(sessions), node_secret(settings.data_dir),
+                        DeidOptions(retain_uids=options.retain_uids, retain_dates=options.retain_dates))

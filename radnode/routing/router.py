@@ -30,6 +30,7 @@ from radnode.routing.selection import Selection, select_series
 from radnode.routing.series_index import SeriesSummary, scan_series
 from radnode.settings import Settings
 from radnode.routing.completeness import release_readiness
+from radnode.routing.returned import forward_reidentified, original_study
 from radnode.store.studies import ReleasedStudy, StudyCompleted
 
 log = structlog.get_logger(__name__)
@@ -212,6 +213,12 @@ class Router:
                 )
             ).first()
         if seen is not None:
+            return
+        original = original_study(self.sessions, event.study_instance_uid)
+        if original is not None:  # a result coming back from an external analysis, not a study to analyse
+            outcome = forward_reidentified(self.settings, self.sessions, study_dir, event.study_instance_uid, original)
+            with self.sessions.begin() as session:
+                jobstore.record_routing(session, event.study_instance_uid, event.generation, False, [], outcome.explanation())
             return
         pull = pull_for_study(self.settings, self.sessions, event.study_instance_uid)
         plan = self.plan(study_dir, study_uid=event.study_instance_uid, calling_ae=event.calling_ae, called_ae=event.called_ae, pull=pull)

@@ -164,11 +164,9 @@ class DicomResultWriter:
 
     def _deidentifier(self) -> Any:
         """The de-identifier for external destinations: the node's key, the map in its database."""
-        from radnode.deid import Deidentifier, DeidOptions, SqlMappingStore, node_secret
+        from radnode.deid import node_deidentifier
 
-        options = self.settings.delivery.deid
-        return Deidentifier(SqlMappingStore(self.sessions), node_secret(self.settings.data_dir),
-                            DeidOptions(retain_uids=options.retain_uids, retain_dates=options.retain_dates))
+        return node_deidentifier(self.settings, self.sessions)
 
     def _record(self, job: AnalyzeJob, name: str, outcome: dict[str, Any], detail: str | None) -> None:
         """Store one destination's outcome now, so a crash later cannot make it re-send."""

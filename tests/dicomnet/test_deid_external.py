@@ -247,3 +247,56 @@ def test_the_node_sends_its_results_deidentified_to_an_external_destination(tmp_
     finally:
         node.stop()
         external.stop()
+
+
+def test_a_result_returned_by_the_external_service_reaches_pacs_reidentified(make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The whole loop: de-identified out, result back to radnode's listener, re-identified on to the PACS that
+    the original study's results go to — by the node itself (router), not by a test helper."""
+    from sqlalchemy import select
+
+    from radnode.analyzers.registry import Registry
+    from radnode.deid import node_deidentifier
+    from radnode.routing.setup import build_router
+    from radnode.store import jobs as jobstore
+    from tests.conftest import wait_until
+
+    settings = make_settings()
+    engine, sessions = open_store(settings)
+    study = generate_mr_study(tmp_path / "study", seed=62, series=("t1",), slices=3)
+    files = _with_phi(list(study.series[0].files))
+    source_uids = {str(dcmread(f).SOPInstanceUID) for f in files}
+    external, pacs = ExternalService(), ExternalService(every_storage_class=True)
+    router, _ = build_router(settings, sessions, Registry.from_settings(settings))
+    node = ListenerService(settings, sink=router, store=(engine, sessions))
+    node.start()
+    try:
+        cloud = Destination(name="cloud", ae_title="EXTERNAL", host="127.0.0.1", port=external.port, external=True)
+        archive = Destination(name="archive", ae_title="PACS", host="127.0.0.1", port=pacs.port)
+        with sessions.begin() as s:
+            jobstore.create_job(s, jobstore.JobRequest(study.study_instance_uid, "glioma", "1.0", {"t1c": study.series[0].series_instance_uid}, destinations=[archive, cloud]))
+        sent = open_destination(cloud, CallerIdentity(timeout=10.0, deid=node_deidentifier(settings, sessions))).send(files)
+        assert sent.ok and len(external.received) == 3
+
+        result = external.result_for(external.received[0], tmp_path / "result.dcm")
+        assert store_files(Remote("RADNODE", "127.0.0.1", settings.port, "radnode"), [result], calling_ae="EXTERNAL", timeout=10.0).ok
+
+        pseudo_study = str(external.received[0].StudyInstanceUID)
+        assert pseudo_study != study.study_instance_uid
+
+        def explanation() -> str | None:
+            with sessions() as s:
+                return s.scalars(select(jobstore.RoutingDecisionRow.explanation).where(jobstore.RoutingDecisionRow.study_instance_uid == pseudo_study)).first()
+
+        text = wait_until(explanation, timeout=30)
+        assert text == "returned from an external analysis: 1 object(s) re-identified; sent to archive: 1", text
+        [back] = pacs.received
+        assert back.StudyInstanceUID == study.study_instance_uid
+        assert (str(back.PatientName), back.PatientID, back.AccessionNumber) == ("DOE^JANE", "PID-4242", "ACC-4242")
+        assert str(back.SourceImageSequence[0].ReferencedSOPInstanceUID) in source_uids
+        with sessions() as s:  # not analysed as a new study
+            assert not s.scalars(select(jobstore.JobRow).where(jobstore.JobRow.study_instance_uid == pseudo_study)).all()
+    finally:
+        node.stop()
+        external.stop()
+        pacs.stop()
+        engine.dispose()
