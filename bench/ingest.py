@@ -168,6 +168,8 @@ class Run:
     received: int
     expected: int
     errors: list[str] = field(default_factory=list)
+    #: radnode only: seconds from the last sender's exit (its association released) to the study's first job.
+    start_latency: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -217,13 +219,34 @@ def run_radnode(files: list[Path], senders: int, work: Path, rnd: int, processes
         try:
             wait_listening(port, sockets=processes, proc=proc)
             wall, errors = send(port, split(files, senders), AE_TITLE)
+            sent_at = time.time()
+            first_job = _first_job_created(data / "radnode.sqlite3", timeout=60.0)
         finally:
             stop(proc)
     received = count_files(data / "spool", "*.dcm") if (data / "spool").exists() else count_files(data, "*.dcm")
     if proc.returncode not in (0, -signal.SIGTERM):
         errors.append(f"radnode exited with {proc.returncode} (log {log_path})")
     shutil.rmtree(data, ignore_errors=True)
-    return Run(radnode_name(processes, fsync), senders, rnd, wall, received, len(files), errors)
+    latency = None if first_job is None else max(first_job - sent_at, 0.0)
+    return Run(radnode_name(processes, fsync), senders, rnd, wall, received, len(files), errors, latency)
+
+
+def _first_job_created(database: Path, timeout: float) -> float | None:
+    """When the first job of the sent study was created (the node routes it once the study is complete)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if database.exists():
+            try:
+                with sqlite3.connect(database, timeout=5) as db:
+                    row = db.execute("SELECT MIN(created_at) FROM jobs").fetchone()
+                if row and row[0] is not None:
+                    return float(row[0])
+            except sqlite3.Error:
+                pass
+        time.sleep(0.05)
+    return None
 
 
 # ----------------------------------------------------------------------- report
@@ -248,6 +271,7 @@ def summarize(runs: list[Run], mb_total: float, count: int) -> list[dict]:
             "images_per_s": count / med,
             "images_per_s_best": count / min(secs),
             "mb_per_s": mb_total / med,
+            "start_latency_median": statistics.median(lat) if (lat := [r.start_latency for r in rs if r.start_latency is not None]) else None,
             "lost_runs": [f"round {r.round}: {r.received}/{r.expected} {'; '.join(r.errors)}" for r in rs if not r.ok],
         })
     for row in rows:
@@ -267,7 +291,7 @@ def print_table(rows: list[dict], meta: dict) -> None:
     print(f"data: {meta['count']} MR instances 256x256 16-bit Explicit VR LE, {meta['mb']:.1f} MB "
           f"({meta['bytes_per_file']:.0f} bytes/file); {meta['rounds']} rounds, median shown")
     print()
-    hdr = f"{'senders':>7}  {'receiver':<26} {'images/s':>9} {'(best)':>8} {'MB/s':>7} {'ratio':>6}  {'s/run (all rounds)':<24} status"
+    hdr = f"{'senders':>7}  {'receiver':<26} {'images/s':>9} {'(best)':>8} {'MB/s':>7} {'ratio':>6} {'start s':>7}  {'s/run (all rounds)':<24} status"
     print(hdr)
     print("-" * len(hdr))
     last = None
@@ -278,11 +302,14 @@ def print_table(rows: list[dict], meta: dict) -> None:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
         runs = " ".join(f"{s:.2f}" for s in r["seconds_all"])
         status = "ok" if not r["lost_runs"] else "LOST: " + " / ".join(r["lost_runs"])
+        start = f"{r['start_latency_median']:.2f}" if r.get("start_latency_median") is not None else "-"
         print(f"{r['senders']:>7}  {r['target']:<26} {r['images_per_s']:>9.0f} {r['images_per_s_best']:>8.0f} "
-              f"{r['mb_per_s']:>7.1f} {ratio:>6}  {runs:<24} {status}")
+              f"{r['mb_per_s']:>7.1f} {ratio:>6} {start:>7}  {runs:<24} {status}")
     print()
     print("ratio = radnode images/s ÷ storescp images/s with the same number of senders "
           "(storescp --fork when senders > 1). storescp does not fsync.")
+    print("start s = from the last sender's exit (association released) to the study's first job in radnode's store "
+          "(completeness by signal; the quiet period is the fallback).")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from radnode.analyzers.registry import Registry  # noqa: E402
-from radnode.jobs import store  # noqa: E402
-from radnode.services import WorkerPool, broker_for, make_outbox, open_store  # noqa: E402
+from radnode.store import jobs as jobstore  # noqa: E402
+from radnode.composition import WorkerPool, broker_for, make_outbox
+from radnode.store.db import open_store  # noqa: E402
 from radnode.settings import Settings  # noqa: E402
 from tests.integration.jobs_support import spool_study  # noqa: E402
 
@@ -52,8 +53,8 @@ def run(broker_url: str | None, jobs: int, root: Path) -> list[float]:
         for i in range(jobs):
             study = spool_study(settings, root / f"s{i}", 1000 + i, series=("t1c", "flair"))
             with sessions.begin() as s:
-                row, _ = store.create_job(
-                    s, store.JobRequest(study.study_instance_uid, "count-test", "1.0", {
+                row, _ = jobstore.create_job(
+                    s, jobstore.JobRequest(study.study_instance_uid, "count-test", "1.0", {
                         "t1c": study.by_label("t1c").series_instance_uid,
                         "flair": study.by_label("flair").series_instance_uid,
                     })
@@ -63,7 +64,7 @@ def run(broker_url: str | None, jobs: int, root: Path) -> list[float]:
             deadline = time.monotonic() + 30
             while True:
                 with sessions() as s:
-                    r = store.get_job(s, job_id)
+                    r = jobstore.get_job(s, job_id)
                     if r.state == "done":
                         latencies.append(r.preprocessing_at - r.created_at)
                         break

@@ -4,13 +4,14 @@ logging, builds its dependencies and runs one role (listen, serve, …)."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
 import yaml
 
 from radnode import __version__
-from radnode.cli_output import EXIT_CODES_HELP, CommandFailed, ExitCode, JsonAwareGroup
+from radnode.cli_output import EXIT_CODES_HELP, CommandFailed, ExitCode, JsonAwareGroup, echo_rows
 from radnode.logconfig import configure_logging
 from radnode.settings import Settings, SettingsError, load, masked_dump
 
@@ -34,6 +35,10 @@ class _Ctx:
 pass_ctx = click.make_pass_decorator(_Ctx)
 
 
+#: umask of every radnode process (issue 14): files 0640, folders 0750 at most.
+FILE_UMASK = 0o027
+
+
 @click.group(cls=JsonAwareGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="radnode")
 @click.option("--config", "config", type=click.Path(dir_okay=False, resolve_path=True), default=None, help="Settings YAML (else $RADNODE_CONFIG, else ./radnode.yaml).")
@@ -44,6 +49,9 @@ def main(ctx: click.Context, config: str | None) -> None:
     Receive studies (DICOM C-STORE), route them to analyses, and send
     standard DICOM results back.
     """
+    # Everything radnode writes (spool, results, database, work folders) is
+    # private to its user and group: patient data is never world-readable.
+    os.umask(FILE_UMASK)
     # Logs go to stderr from the first line, so JSON on stdout stays clean;
     # loading settings reconfigures with the configured level and format.
     configure_logging("warning", "auto")
@@ -75,7 +83,8 @@ def listen(obj: _Ctx) -> None:
     from radnode.listener.service import ListenerService
     from radnode.routing.setup import build_router
     from radnode.analyzers.registry import Registry
-    from radnode.services import broker_for, make_outbox, open_store, wait_for_signal
+    from radnode.composition import broker_for, make_outbox, wait_for_signal
+    from radnode.store.db import open_store
 
     settings = obj.settings()
     engine, sessions = open_store(settings)
@@ -110,7 +119,7 @@ def serve(obj: _Ctx) -> None:
     With no broker URL set, jobs go through the embedded queue and the
     SQLite job store: nothing else to install.
     """
-    from radnode.services import Node, wait_for_signal
+    from radnode.composition import Node, wait_for_signal
 
     settings = obj.settings()
     node = Node(settings, with_web=settings.web.in_serve)
@@ -133,7 +142,8 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     an unfinished job is redelivered.
     """
     from radnode.analyzers.registry import Registry
-    from radnode.services import WorkerPool, broker_for, make_outbox, open_store, wait_for_signal
+    from radnode.composition import WorkerPool, bounce_poller, broker_for, make_outbox, wait_for_signal
+    from radnode.store.db import open_store
     from radnode.sr_writer.dispatch import DicomResultWriter
 
     settings = obj.settings()
@@ -152,11 +162,16 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     broker = broker_for(settings, chosen)
     outbox = make_outbox(settings, sessions, broker)  # retries of jobs re-queued from the web or CLI
     pool = WorkerPool(settings, sessions, broker, registry, chosen, concurrency or settings.worker.concurrency, writers=[DicomResultWriter(settings, sessions)])
+    bounces = bounce_poller(settings, sessions)  # delivery.smtp.bounce_mailbox: set it for one process only
     outbox.start()
     pool.start()
+    if bounces is not None:
+        bounces.start()
     try:
         wait_for_signal()
     finally:
+        if bounces is not None:
+            bounces.stop()
         pool.stop()
         outbox.stop()
         broker.close()
@@ -174,7 +189,9 @@ def web(obj: _Ctx, host: str, port: int | None) -> None:
     from radnode.web.app import create_app
 
     settings = obj.settings()
-    uvicorn.run(create_app(settings), host=host, port=port or settings.web.port, log_level="warning")
+    from radnode.tls import uvicorn_ssl_kwargs
+
+    uvicorn.run(create_app(settings), host=host, port=port or settings.web.port, log_level="warning", **uvicorn_ssl_kwargs(settings))
 
 
 @main.command("studies")
@@ -184,7 +201,7 @@ def web(obj: _Ctx, host: str, port: int | None) -> None:
 def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
     """List recent studies and their state."""
     from radnode.jobs.commands import _iso
-    from radnode.services import open_store
+    from radnode.store.db import open_store
     from radnode.store.studies import list_studies
 
     engine, sessions = open_store(obj.settings())
@@ -201,6 +218,7 @@ def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
             "first_received_at": _iso(row.first_received_at),
             "last_received_at": _iso(row.last_received_at),
             "completed_at": _iso(row.completed_at),
+            "completed_reason": row.completed_reason or None,
             "series": [
                 {
                     "series_instance_uid": s.series_instance_uid,
@@ -214,16 +232,17 @@ def studies(obj: _Ctx, as_json: bool, limit: int) -> None:
         }
         for row, series in rows
     ]
-    if as_json:
-        click.echo(json.dumps(out, indent=2))
-        return
-    if not out:
-        click.echo("no studies")
-    for st in out:
-        n = sum(s["instances"] for s in st["series"])
-        click.echo(f"{st['study_instance_uid']}  {st['state']:<9}  {len(st['series'])} series, {n} instances  from {st['calling_ae']} to {st['called_ae']}  last {st['last_received_at']}")
-        for s in st["series"]:
-            click.echo(f"    #{s['series_number'] if s['series_number'] is not None else '-':<4} {s['modality']:<3} {s['instances']:>5}  {s['series_description']}")
+    echo_rows(out, as_json=as_json, empty="no studies", render=_study_lines)
+
+
+def _study_lines(st: dict[str, Any]) -> list[str]:
+    n = sum(s["instances"] for s in st["series"])
+    lines = [f"{st['study_instance_uid']}  {st['state']:<9}  {len(st['series'])} series, {n} instances  from {st['calling_ae']} to {st['called_ae']}  last {st['last_received_at']}"]
+    if st["state"] == "complete" and st.get("completed_reason"):
+        lines.append(f"    complete: {st['completed_reason']}")
+    for s in st["series"]:
+        lines.append(f"    #{s['series_number'] if s['series_number'] is not None else '-':<4} {s['modality']:<3} {s['instances']:>5}  {s['series_description']}")
+    return lines
 
 
 def _register_optional() -> None:
@@ -232,13 +251,16 @@ def _register_optional() -> None:
 
     for module, names in (
         ("radnode.synth.commands", {"synth": "synth"}),
-        ("radnode.routing.commands", {"classify": "classify_command", "classifier": "classifier_group"}),
+        ("radnode.commands.classifier", {"classify": "classify_command", "classifier": "classifier_group"}),
         ("radnode.routing.rules_commands", {"routing": "routing"}),
         ("radnode.jobs.commands", {"jobs": "jobs", "results": "results"}),
-        ("radnode.analyzers.commands", {"analyze": "analyze"}),
+        ("radnode.commands.analyze", {"analyze": "analyze"}),
         ("radnode.demo", {"demo": "demo"}),
-        ("radnode.listener.pull_commands", {"pull": "pull"}),
+        ("radnode.jobs.pull_commands", {"pull": "pull"}),
         ("radnode.web.commands", {"users": "users", "tokens": "tokens"}),
+        ("radnode.commands.destinations", {"destinations": "destinations"}),
+        ("radnode.commands.audit", {"audit": "audit"}),
+        ("radnode.commands.mail", {"mail": "mail"}),
     ):
         try:
             mod = importlib.import_module(module)

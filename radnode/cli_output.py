@@ -3,6 +3,9 @@
 A script that runs ``radnode analyze … --json`` must be able to parse stdout whatever happened, so with
 ``--json`` every outcome — success, failure, a study that lacks a series, a usage mistake — ends as one JSON
 object on stdout, and everything else (logs, nipype's chatter, third-party warnings) goes to stderr.
+
+Every ``radnode … list`` command prints through :func:`echo_rows`, so ``--json`` output is always the
+same rows the text shows and an empty result always says so in words.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum
 from typing import Any
@@ -113,3 +116,27 @@ class JsonAwareGroup(click.Group):
             print_document({"error": f"{type(exc).__name__}: {exc}", "state": "failed"})
             sys.exit(ExitCode.FAILED)
         sys.exit(code if isinstance(code, int) else ExitCode.DONE)
+
+
+def echo_rows(
+    rows: Sequence[Any],
+    *,
+    as_json: bool,
+    empty: str,
+    render: Callable[[Any], str | Iterable[str]],
+    header: str | None = None,
+    indent: int | None = 2,
+) -> None:
+    """Print *rows* as JSON (``--json``), else *header* and *render*'s line(s) per row, else *empty*."""
+    if as_json:
+        click.echo(json.dumps(list(rows), indent=indent))
+        return
+    if not rows:
+        click.echo(empty)
+        return
+    if header is not None:
+        click.echo(header)
+    for row in rows:
+        out = render(row)
+        for line in [out] if isinstance(out, str) else out:
+            click.echo(line)

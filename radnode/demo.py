@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification  # type: ignore[attr-defined]
 
-from radnode.jobs import store
+from radnode.store import jobs as jobstore
 from radnode.logconfig import configure_logging
 from radnode.settings import Settings
 
@@ -89,8 +89,8 @@ class DemoPacs:
 
 def run_demo(work: Path, seed: int = 3, timeout: float = 600.0) -> dict[str, Any]:
     """Run the loop; return what happened (paths, measurements, timings)."""
-    from radnode.services import Node
-    from radnode.sr_writer.send import send_files
+    from radnode.composition import Node
+    from radnode.peers.dicom import Remote, store_files
     from radnode.synth.glioma import generate_glioma_study
 
     pacs = DemoPacs(work / "pacs")
@@ -110,27 +110,27 @@ def run_demo(work: Path, seed: int = 3, timeout: float = 600.0) -> dict[str, Any
         study = generate_glioma_study(work / "study", seed=seed)
         files = sorted((work / "study" / "dicom").rglob("*.dcm"))
         t0 = time.monotonic()
-        report = send_files(files, "127.0.0.1", settings.port, settings.ae_title, calling_ae=pacs.ae_title)
+        report = store_files(Remote(settings.ae_title, "127.0.0.1", settings.port, "radnode"), files, calling_ae=pacs.ae_title)
         click.echo(f"PACS sent a generated glioma study ({len(report.sent)} instances, {len(study.study.series)} series) in {time.monotonic() - t0:.1f} s")
         deadline = time.monotonic() + timeout
         job = None
         last_state = ""
         while time.monotonic() < deadline:
             with node.sessions() as session:
-                jobs = store.list_jobs(session)
+                jobs = jobstore.list_jobs(session)
             if jobs:
                 job = jobs[0]
                 if job.state != last_state:
                     click.echo(f"  job {job.job_id[:12]} {job.application}: {job.state}")
                     last_state = job.state
-                if store.JobState(job.state).terminal:
+                if jobstore.JobState(job.state).terminal:
                     break
             time.sleep(0.5)
         if job is None or job.state != "done":
             raise click.ClickException(f"the demo job did not finish: {job.state if job else 'no job'} {job.error if job else ''}")
         with node.sessions() as session:
-            measurements = {m.name: (m.value, m.unit) for m in store.job_measurements(session, job.job_id)}
-            sends = json.loads(store.get_job(session, job.job_id).sends_json)
+            measurements = {m.name: (m.value, m.unit) for m in jobstore.job_measurements(session, job.job_id)}
+            sends = json.loads(jobstore.get_job(session, job.job_id).sends_json)
         results = settings.work_dir / job.job_id / "results"
         return {
             "job_id": job.job_id,

@@ -13,7 +13,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.jobs.store import JobRow
+from radnode.store.deliveries import job_deliveries
+from radnode.store.jobs import JobRow
 from radnode.store.studies import InstanceRow, StudyRow
 
 STAGE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -34,6 +35,9 @@ class StoreCollector(Collector):
                 .where(JobRow.state == "done")
                 .order_by(JobRow.finished_at.desc())
                 .limit(5000)
+            ).all()
+            sends = s.execute(
+                select(JobRow.destinations_json, JobRow.sends_json).where(JobRow.destinations_json != "[]").order_by(JobRow.created_at.desc()).limit(5000)
             ).all()
         c = CounterMetricFamily("radnode_instances_received", "Instances stored by the listener")
         c.add_metric([], instances)
@@ -59,6 +63,16 @@ class StoreCollector(Collector):
             buckets = [(str(b), sum(1 for v in values if v <= b)) for b in STAGE_BUCKETS] + [("+Inf", len(values))]
             h.add_metric([stage, app], buckets, sum(values))
         yield h
+        # Deliveries per destination kind and outcome (e-mail, HL7, FHIR, DICOM, DICOMweb).
+        g = GaugeMetricFamily("radnode_deliveries", "Result deliveries by destination kind and state (recent jobs)", labels=["kind", "state", "notify"])
+        counts: dict[tuple[str, str, str], int] = {}
+        for destinations_json, sends_json in sends:
+            for d in job_deliveries(destinations_json, sends_json):
+                key = (d["kind"], d["state"], "true" if d["notify"] else "false")
+                counts[key] = counts.get(key, 0) + 1
+        for (kind, state, notify), n in sorted(counts.items()):
+            g.add_metric([kind, state, notify], n)
+        yield g
         # Queued jobs are the ones waiting for a worker, whichever broker carries them.
         g = GaugeMetricFamily("radnode_queue_depth", "Jobs waiting for a worker, per application", labels=["application"])
         for state, app, n in jobs:

@@ -20,7 +20,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from radnode.sr_writer.branding import ReportBranding
+from radnode.model.branding import ReportBranding
+from radnode.model.validation import problems
 
 DEFAULT_CONFIG_FILE = Path("radnode.yaml")
 
@@ -53,6 +54,7 @@ class CalledAE(_Section):
     ae_title: str
     application: str | None = None
     quiet_seconds: float | None = Field(default=None, gt=0)
+    complete_on_release: bool | None = Field(default=None, description="Override of the node-wide complete_on_release for this AE title.")
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -74,8 +76,32 @@ class DicomPeer(_Section):
     host: str
     port: int = Field(ge=1, le=65535)
     retrieve: Literal["move", "get"] = Field(default="move", description="How pulls retrieve studies: C-MOVE or C-GET.")
+    tls: PeerTls | None = Field(default=None, description="Associate with this peer over DICOM TLS.")
 
     _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class TlsFiles(_Section):
+    """Certificate files for DICOM TLS (PS3.15 B.1) on the listener or towards a peer.
+
+    ``ca_file`` is the bundle peers' certificates are checked against; with
+    ``require_client_cert`` the listener refuses a peer without a certificate
+    signed by it (mutual TLS, the BCP 195 profile hospitals ask for).
+    """
+
+    cert_file: AbsolutePath
+    key_file: AbsolutePath
+    ca_file: AbsolutePath | None = None
+    require_client_cert: bool = False
+
+
+class PeerTls(_Section):
+    """TLS towards one peer: ``ca_file`` checks the peer; cert/key present radnode (optional)."""
+
+    ca_file: AbsolutePath | None = None
+    cert_file: AbsolutePath | None = None
+    key_file: AbsolutePath | None = None
+    verify_hostname: bool = False
 
 
 class ListenerSettings(_Section):
@@ -93,7 +119,20 @@ class ListenerSettings(_Section):
         default=None, description="If set, only these source IP addresses may associate."
     )
     max_associations: int = Field(default=16, ge=1, le=1000)
-    max_pdu_size: int = Field(default=0, ge=0, description="0 means unlimited.")
+    # --- security (issue 14): bounded reads, per-host slots, sizes, TLS ---
+    max_associations_per_host: int = Field(
+        default=4, ge=1, le=1000, description="Connections one source address may hold at once (checked on accept)."
+    )
+    max_pdu_size: int = Field(
+        default=262144, ge=4096, le=16 * 1024 * 1024,
+        description="Largest PDU radnode receives (announced to peers and enforced; a longer one drops the connection).",
+    )
+    max_instance_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, le=64 * 1024**3,
+        description="Largest data set accepted, inflated size of deflated data included (else 0xA700).",
+    )
+    max_nesting_depth: int = Field(default=32, ge=1, le=512, description="Deepest sequence nesting accepted (else 0xC213).")
+    tls: TlsFiles | None = Field(default=None, description="DICOM TLS on the listener port (cert_file, key_file, ca_file, require_client_cert).")
     processes: int = Field(
         default=1, ge=1, le=64, description="Listener processes sharing the port (SO_REUSEPORT)."
     )
@@ -131,7 +170,11 @@ class RoutingSettings(_Section):
 
     rules_file: AbsolutePath | None = Field(default=None, description="Routing YAML; default: the packaged example.")
     reload_interval: float = Field(default=2.0, gt=0)
-    classifier_model: AbsolutePath | None = Field(default=None, description="xgboost model; default: the shipped one.")
+    classifier_model: AbsolutePath | None = Field(
+        default=None,
+        description="xgboost model; default: the shipped one. A site model from 'radnode classifier train --with-corrections' "
+        "is refused unless it answers its held-out corrections at least as well as the shipped model (and >= 90 %).",
+    )
     confidence_threshold: float = Field(default=0.5, ge=0, le=1)
 
 
@@ -165,6 +208,13 @@ class ResultSettings(_Section):
     secondary_capture_pages: bool = Field(default=True, description="Also send report pages as secondary capture images.")
 
 
+class WebTls(_Section):
+    """HTTPS for the web app without a proxy (passed to uvicorn)."""
+
+    cert_file: AbsolutePath
+    key_file: AbsolutePath
+
+
 class WebSettings(_Section):
     """The web front end (``radnode web``): login sessions and the retraining archive.
 
@@ -182,6 +232,107 @@ class WebSettings(_Section):
     secure_cookies: bool = Field(default=True, description="Send cookies only over HTTPS (turn off only for plain-HTTP test setups).")
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts this long.")
     retraining_dir: AbsolutePath | None = Field(default=None, description="Where flagged cases are copied; default data_dir/retraining.")
+    # --- security (issue 14) ---
+    login_delay_after: int = Field(default=5, ge=1, le=1000, description="Failed logins (per user and per address) before each next try must wait.")
+    login_max_delay: float = Field(default=900.0, gt=0, description="Longest wait between tries; the wait doubles from 1 s.")
+    login_lock_after: int = Field(default=20, ge=1, le=10000, description="Failed logins after which the user is locked.")
+    login_lock_seconds: float = Field(default=3600.0, gt=0, description="How long a lock lasts unless an admin unlocks first.")
+    docs_require_login: bool = Field(default=True, description="/docs and /openapi.json need a login.")
+    tls: WebTls | None = Field(default=None, description="Serve HTTPS directly (cert_file, key_file).")
+
+
+class SmtpSettings(_Section):
+    """The mail server results are e-mailed through (``email`` destinations).
+
+    ``security`` is ``starttls`` unless written otherwise: ``tls`` is implicit
+    TLS (port 465), ``none`` sends in clear and must be chosen explicitly.
+    ``ca_file`` trusts a private CA (or a test's self-signed certificate).
+
+    ``bounce_address`` makes the envelope sender (MAIL FROM, RFC 5321 4.1.1.2)
+    of each result mail a per-job address, VERP-style: ``bounces@example.org``
+    becomes ``bounces+<job id>@example.org``, so a delivery status
+    notification (RFC 3464) that comes back later names its job. The header
+    ``From`` stays ``sender``. ``bounce_mailbox`` (a Maildir folder or an mbox
+    file that mail to the bounce address lands in) is read every
+    ``bounce_poll_seconds`` by ``radnode serve`` and ``radnode worker``, as
+    ``radnode mail bounces`` reads it on demand.
+    """
+
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = Field(default="radnode@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    ca_file: Path | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    bounce_address: str | None = Field(
+        default=None,
+        pattern=r"^[^@\s+]+@[^@\s]+$",
+        description="Envelope sender base for per-job VERP bounce addresses (bounces@example.org → bounces+<job id>@example.org); no '+' in it.",
+    )
+    bounce_mailbox: AbsolutePath | None = Field(default=None, description="Maildir folder or mbox file where bounces arrive; polled by serve and worker.")
+    bounce_poll_seconds: float = Field(default=300.0, gt=0, description="How often serve and worker read bounce_mailbox.")
+
+
+class Hl7Settings(_Section):
+    """Who radnode is in HL7 v2 messages (MSH-3..6), and the MLLP transport."""
+
+    sending_application: str = "RADNODE"
+    sending_facility: str = "RADNODE"
+    receiving_application: str = "EMR"
+    receiving_facility: str = "HOSPITAL"
+    ack_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for the ACK; no ACK is a retryable failure.")
+    ca_file: Path | None = Field(default=None, description="Trusted CA for mllps:// (TLS) receivers.")
+
+
+class FhirSettings(_Section):
+    """How radnode authenticates to FHIR servers (``fhir`` destinations)."""
+
+    auth: Literal["none", "bearer", "basic"] = "none"
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class DeidSettings(_Section):
+    """De-identification of what goes to ``external: true`` destinations (PS3.15 E.1 basic profile).
+
+    ``retain_uids`` / ``retain_dates`` are the profile's Retain UIDs (E.3.9)
+    and Retain Longitudinal Temporal Information (E.3.6) options. The
+    pseudonym map stays in the node's database; the key in
+    ``data_dir/deid_secret``.
+    """
+
+    retain_uids: bool = False
+    retain_dates: bool = False
+
+
+class DeliverySettings(_Section):
+    """Results beyond PACS: e-mail, HL7 v2 (ORU^R01 over MLLP), FHIR R4; and
+    the TLS and de-identification of DICOM destinations (``dicom_tls``, ``deid``).
+
+    ``email_phi: false`` (the default) keeps patient data out of e-mail: the
+    message carries no name, ID, accession or PDF, only a link to the job page
+    behind login (``job_url_base``). ``directory_file`` maps Referring
+    Physician names (as DICOM writes them, ``Family^Given``) to addresses for
+    ``{email: referring}``.
+    """
+
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    hl7: Hl7Settings = Field(default_factory=Hl7Settings)
+    fhir: FhirSettings = Field(default_factory=FhirSettings)
+    email_phi: bool = False
+    directory_file: Path | None = None
+    job_url_base: str = Field(default="", description="Public base URL of the web app, for links to the job page.")
+    dicom_tls: PeerTls | None = Field(
+        default=None,
+        description="DICOM TLS files for destinations marked `tls: true` (ca_file checks them; cert/key present radnode). "
+        "A destination with the AE title, host and port of a configured peer uses that peer's `tls` instead.",
+    )
+    deid: DeidSettings = Field(default_factory=DeidSettings, description="De-identification for `external: true` destinations.")
 
 
 class Settings(BaseSettings):
@@ -198,6 +349,11 @@ class Settings(BaseSettings):
     ae_title: str = "RADNODE"
     port: int = Field(default=11112, ge=1, le=65535)
     quiet_seconds: float = Field(default=10.0, gt=0, description="Quiet period after which a study is complete.")
+    complete_on_release: bool = Field(
+        default=True,
+        description="Declare a study complete as soon as the association that delivered it is released and the series "
+        "its routed applications need are present and plausibly whole; the quiet period stays the fallback.",
+    )
     peers: list[DicomPeer] = Field(default_factory=list, description="PACS and other DICOM nodes radnode talks to.")
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -209,6 +365,7 @@ class Settings(BaseSettings):
     results: ResultSettings = Field(default_factory=ResultSettings)
     report: ReportBranding = Field(default_factory=ReportBranding)
     web: WebSettings = Field(default_factory=WebSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -233,6 +390,12 @@ class Settings(BaseSettings):
     def called_aes(self) -> list[CalledAE]:
         """The main AE title plus the extra ones, main first."""
         return [CalledAE(ae_title=self.ae_title), *self.listener.extra_called_aes]
+
+    def complete_on_release_for(self, called_ae: str) -> bool:
+        for called in self.called_aes():
+            if called.ae_title == called_ae and called.complete_on_release is not None:
+                return called.complete_on_release
+        return self.complete_on_release
 
     def quiet_seconds_for(self, called_ae: str) -> float:
         for called in self.called_aes():
@@ -290,11 +453,7 @@ def load(config: str | os.PathLike[str] | None = None) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{source}: {key}: {err['msg']}")
-        raise SettingsError("\n".join(lines)) from None
+        raise SettingsError("\n".join(f"{source}: {problem}" for problem in problems(exc, top="(top level)", pydantic_words=True))) from None
 
 
 def _apply_web_port_variable(data: dict[str, Any]) -> None:

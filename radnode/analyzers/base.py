@@ -5,124 +5,49 @@ produces, then computes: ``run(inputs, workdir, progress)`` takes the chosen
 series and a private work folder and returns label maps, measurements and
 findings. It never writes DICOM results and never talks to the network or the
 job store — the worker does that — so analyzers stay testable on a folder.
+
+The value types live in :mod:`radnode.model.analysis` (routing and sr_writer
+read them too); they are re-exported here so an analyzer finds its whole
+contract in one import.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict
+from radnode.model.analysis import (
+    AnalyzerInputs,
+    AnalyzerResult,
+    AnalyzerSpec,
+    Finding,
+    LabelMap,
+    Measurement,
+    ModelInfo,
+    NoOptions,
+    Progress,
+    Segment,
+    SeriesInput,
+)
 
-
-class NoOptions(BaseModel):
-    """For analyzers without options: still rejects unknown keys."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Which model produced a result (goes into the output objects)."""
-
-    name: str
-    version: str
-    demo: bool = False
-    manufacturer: str = "radnode"
-    intended_use: str = ""
-
-
-@dataclass(frozen=True)
-class AnalyzerSpec:
-    """What an analyzer needs and produces."""
-
-    name: str
-    version: str
-    description: str
-    required_roles: tuple[str, ...]
-    optional_roles: tuple[str, ...] = ()
-    options: type[BaseModel] = NoOptions
-    model: ModelInfo | None = None
-    outputs: tuple[str, ...] = ()
-
-    @property
-    def model_version(self) -> str:
-        """The version that, with the inputs, identifies a job's results."""
-        return f"{self.version}+{self.model.name}-{self.model.version}" if self.model else self.version
-
-
-@dataclass(frozen=True)
-class SeriesInput:
-    role: str
-    series_instance_uid: str
-    files: tuple[Path, ...]
-    label: str = ""
-    probability: float | None = None
-
-
-@dataclass(frozen=True)
-class AnalyzerInputs:
-    study_instance_uid: str
-    series: dict[str, SeriesInput]
-    options: BaseModel
-    job_id: str = ""
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One label value of a label map, described for SEG/SR."""
-
-    value: int
-    name: str
-    #: SNOMED CT (code value, meaning) of the segmented property type.
-    property_type: tuple[str, str] | None = None
-    property_category: tuple[str, str] = ("49755003", "Morphologically Altered Structure")
-
-
-@dataclass
-class LabelMap:
-    """An integer label volume in the geometry of ``reference_role``'s series."""
-
-    name: str
-    array: np.ndarray
-    reference_role: str
-    segments: tuple[Segment, ...]
-
-
-@dataclass(frozen=True)
-class Measurement:
-    name: str
-    value: float
-    unit: str
-    #: (code value, scheme, meaning) of the quantity, when one exists.
-    code: tuple[str, str, str] | None = None
-    segment: str | None = None
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A qualitative finding (present/absent with probability) for detection apps."""
-
-    name: str
-    present: bool
-    probability: float | None = None
-    detail: str = ""
-
-
-@dataclass
-class AnalyzerResult:
-    label_maps: list[LabelMap] = field(default_factory=list)
-    measurements: list[Measurement] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    #: Reasons this case deserves a human look (kept for retraining).
-    flags: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-#: Called by an analyzer when it enters a stage ("preprocessing", "inferring").
-Progress = Callable[[str], None]
+__all__ = [
+    "Analyzer",
+    "AnalyzerError",
+    "AnalyzerInputs",
+    "AnalyzerResult",
+    "AnalyzerSpec",
+    "Finding",
+    "FollowUpAnalyzer",
+    "InputError",
+    "LabelMap",
+    "Measurement",
+    "ModelInfo",
+    "NoOptions",
+    "Progress",
+    "Segment",
+    "SeriesInput",
+]
 
 
 class AnalyzerError(Exception):
@@ -137,3 +62,21 @@ class Analyzer(Protocol):
     spec: ClassVar[AnalyzerSpec]
 
     def run(self, inputs: AnalyzerInputs, workdir: Path, progress: Progress) -> AnalyzerResult: ...
+
+
+@runtime_checkable
+class FollowUpAnalyzer(Protocol):
+    """An analyzer that compares its result with the patient's earlier results.
+
+    The worker, which owns the job store, reads the rows named by
+    ``spec.prior_rows`` of this patient's earlier exams (oldest first, as
+    ``(study date, {row name: value})``) and calls :meth:`follow_up` before the
+    measurements are stored and the results written. The analyzer adds what
+    the comparison yields to *result* (``extra`` and measurement rows) and
+    returns the rows it added. Still no store and no network in the analyzer.
+    """
+
+    spec: AnalyzerSpec
+
+    def follow_up(self, result: AnalyzerResult, prior_rows: Sequence[tuple[str, Mapping[str, float]]],
+                  patient_key: str) -> list[Measurement]: ...

@@ -4,7 +4,7 @@ Why nipype: each stage is a node with its inputs, outputs, timing and crash
 report kept in the job's work folder (``_report/report.rst``, ``result_*.pklz``,
 crash files, optional W3C provenance), which answers "what exactly was done to
 this case" months later; cached nodes also make re-runs cheap. Why SimpleITK
-inside the nodes rather than FSL/ANTs: no external binaries, and the seed's
+inside the nodes rather than FSL/ANTs: no external binaries, and the 2020 platform's
 10-minute FSL pipeline becomes ~15 s.
 
 Stages: DICOM → NIfTI per role (:func:`~radnode.analyzers.volumes.load_series`,

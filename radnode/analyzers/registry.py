@@ -1,7 +1,12 @@
-"""Which analyzers this node can run: built-ins plus configured plugins.
+"""Which applications exist, which this node can run, their roles and options.
 
-Plugins are named by import path (``package.module:Class``) in settings, so
-a site adds an application without editing radnode.
+The one list of applications: routing validation and series selection, pulls,
+the web forms and the worker all ask the registry. Built-in applications are
+*declared* here with their series roles; a declared application is
+*installed* when it has an analyzer (shipped, or a plugin named by import path
+``package.module:Class`` in settings, so a site adds an application without
+editing radnode). Routing may name a declared application before its analyzer
+exists: its jobs then fail with "no analyzer is installed for application …".
 """
 
 from __future__ import annotations
@@ -11,21 +16,46 @@ from typing import Any, Iterable
 
 import structlog
 
-from radnode.analyzers.base import Analyzer
+from pydantic import BaseModel, ValidationError
+
+from radnode.analyzers.base import Analyzer, AnalyzerSpec
+from radnode.model.analysis import ApplicationRoles
+from radnode.model.validation import describe
 
 log = structlog.get_logger(__name__)
 
-#: Built-in applications by name → import path (loaded lazily: heavy deps).
+GLIOMA = ApplicationRoles("glioma", required=("t1c", "flair", "t2", "t1"))
+METASTASIS = ApplicationRoles("metastasis", required=("t1c",), optional=("flair", "t1"))
+HEMORRHAGE = ApplicationRoles("hemorrhage", required=("ct_brain",))
+
+#: Built-in applications and their series roles, installed or not.
+BUILTIN_APPLICATIONS: dict[str, ApplicationRoles] = {a.name: a for a in (GLIOMA, METASTASIS, HEMORRHAGE)}
+
+#: Built-in analyzers by application name → import path (loaded lazily: heavy deps).
 BUILTINS: dict[str, str] = {
     "glioma": "radnode.analyzers.glioma.analyzer:GliomaAnalyzer",
 }
 
-#: Applications the routing file may name even before their analyzer is installed.
-PLANNED_APPLICATIONS = frozenset({"glioma", "metastasis", "hemorrhage"})
-
 
 class RegistryError(Exception):
     """An analyzer is unknown or its plugin cannot be imported."""
+
+
+class OptionsError(ValueError):
+    """Options an application does not accept; the message names each problem."""
+
+
+def parse_options(spec: AnalyzerSpec, options: Any) -> BaseModel:
+    """The one check of an application's options against its declared schema."""
+    try:
+        return spec.options.model_validate(dict(options or {}))
+    except ValidationError as exc:
+        raise OptionsError(f"invalid options for {spec.name}: {describe(exc, top='options')}") from None
+
+
+def _undeclared(name: str) -> AnalyzerSpec:
+    """What is known of an application without an analyzer: no options."""
+    return AnalyzerSpec(name=name, version="", description="", required_roles=())
 
 
 def _import(path: str) -> type:
@@ -67,8 +97,39 @@ class Registry:
         return sorted(set(self._paths) | set(self._classes))
 
     def known_applications(self) -> frozenset[str]:
-        """What routing may name: installed analyzers and the planned built-ins."""
-        return frozenset(self.names()) | PLANNED_APPLICATIONS
+        """Applications this node can run (each has an analyzer)."""
+        return frozenset(self.names())
+
+    def declared_applications(self) -> frozenset[str]:
+        """What routing and pulls may name: installed applications and the declared built-ins."""
+        return frozenset(self.names()) | frozenset(BUILTIN_APPLICATIONS)
+
+    def roles(self, name: str) -> ApplicationRoles:
+        """The series roles of *name*: the installed analyzer's spec, else its declaration."""
+        try:
+            spec = self.get(name).spec  # analyzers may set spec per instance (the model found)
+        except RegistryError:
+            return BUILTIN_APPLICATIONS.get(name, ApplicationRoles(name, (), ()))
+        return ApplicationRoles(name, tuple(spec.required_roles), tuple(spec.optional_roles))
+
+    def spec(self, name: str) -> AnalyzerSpec:
+        """The analyzer's spec; for one that is not installed (or cannot load), a spec without options."""
+        try:
+            return self.get(name).spec
+        except RegistryError:
+            return _undeclared(name)
+
+    def options_model(self, name: str) -> type[BaseModel]:
+        """The application's options schema (none for one that is not installed or cannot load)."""
+        return self.spec(name).options
+
+    def check_options(self, name: str, options: Any) -> BaseModel | None:
+        """Validate *options* for an installed application (OptionsError); None when not installed."""
+        try:
+            spec = self.get(name).spec
+        except RegistryError:
+            return None  # a declared application without an analyzer: its job records that
+        return parse_options(spec, options)
 
     def analyzer_class(self, name: str) -> type:
         if name not in self._classes:

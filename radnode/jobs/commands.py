@@ -11,8 +11,10 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from radnode.jobs import store
-from radnode.jobs.models import JobState
+from radnode.cli_output import echo_rows
+from radnode.store.deliveries import job_deliveries
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import JobState
 
 
 def _iso(ts: float | None) -> str | None:
@@ -20,14 +22,14 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _sessions(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from radnode.services import open_store
+    from radnode.store.db import open_store
 
     settings = ctx.obj.settings()
     _, sessions = open_store(settings)
     return sessions
 
 
-def job_dict(row: store.JobRow) -> dict[str, Any]:
+def job_dict(row: jobstore.JobRow) -> dict[str, Any]:
     return {
         "job_id": row.job_id,
         "study_instance_uid": row.study_instance_uid,
@@ -43,6 +45,7 @@ def job_dict(row: store.JobRow) -> dict[str, Any]:
         "superseded_by": row.superseded_by,
         "result_uids": row.result_uids,
         "destinations": json.loads(row.destinations_json),
+        "deliveries": job_deliveries(row.destinations_json, row.sends_json),
         "times": {
             k: _iso(getattr(row, f"{k}_at"))
             for k in ("created", "queued", "preprocessing", "inferring", "writing", "sending", "finished")
@@ -64,18 +67,17 @@ def jobs() -> None:
 def list_cmd(ctx: click.Context, state: str | None, application: str | None, limit: int, as_json: bool) -> None:
     """Recent jobs, newest first."""
     with _sessions(ctx)() as session:
-        rows = store.list_jobs(session, state=state, application=application, limit=limit)
+        rows = jobstore.list_jobs(session, state=state, application=application, limit=limit)
         data = [job_dict(r) for r in rows]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    if not data:
-        click.echo("no jobs")
-    for j in data:
-        flag = " superseded" if j["superseded_by"] else ""
-        click.echo(f"{j['job_id'][:12]}  {j['application']:<12} {j['state']:<13} attempts={j['attempts']}  {j['times']['created']}  {j['study_instance_uid']}{flag}")
-        if j["error"]:
-            click.echo(f"              {j['error'][:200]}")
+    echo_rows(data, as_json=as_json, empty="no jobs", render=_job_lines)
+
+
+def _job_lines(j: dict[str, Any]) -> list[str]:
+    flag = " superseded" if j["superseded_by"] else ""
+    lines = [f"{j['job_id'][:12]}  {j['application']:<12} {j['state']:<13} attempts={j['attempts']}  {j['times']['created']}  {j['study_instance_uid']}{flag}"]
+    if j["error"]:
+        lines.append(f"              {j['error'][:200]}")
+    return lines
 
 
 @jobs.command("show")
@@ -85,20 +87,20 @@ def show_cmd(ctx: click.Context, job_id: str) -> None:
     """One job with its measurements and audit trail (JSON)."""
     with _sessions(ctx)() as session:
         try:
-            row = store.get_job(session, job_id)
-        except store.JobNotFound as exc:
+            row = jobstore.get_job(session, job_id)
+        except jobstore.JobNotFound as exc:
             raise click.ClickException(str(exc)) from exc
         data = job_dict(row)
-        data["measurements"] = [{"name": m.name, "value": m.value, "unit": m.unit, "code": m.code} for m in store.job_measurements(session, row.job_id)]
-        data["events"] = [{"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail} for e in store.job_events(session, row.job_id)]
+        data["measurements"] = [{"name": m.name, "value": m.value, "unit": m.unit, "code": m.code} for m in jobstore.job_measurements(session, row.job_id)]
+        data["events"] = [{"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail} for e in jobstore.job_events(session, row.job_id)]
     click.echo(json.dumps(data, indent=2))
 
 
 def _change(ctx: click.Context, job_id: str, action: str) -> None:
     with _sessions(ctx).begin() as session:
         try:
-            row = store.requeue(session, job_id, actor="cli") if action == "retry" else store.cancel(session, job_id, actor="cli")
-        except (store.JobNotFound, store.TransitionError) as exc:
+            row = jobstore.requeue(session, job_id, actor="cli") if action == "retry" else jobstore.cancel(session, job_id, actor="cli")
+        except (jobstore.JobNotFound, jobstore.TransitionError) as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(f"{row.job_id}: {row.state}")
 
@@ -131,9 +133,9 @@ def results() -> None:
 @click.pass_context
 def export_cmd(ctx: click.Context, fmt: str, since: datetime | None, out: str | None) -> None:
     """One row per measurement: job, study, application, model version, name, value, unit, code."""
-    q = select(store.MeasurementRow, store.JobRow).join(store.JobRow, store.JobRow.job_id == store.MeasurementRow.job_id)
+    q = select(jobstore.MeasurementRow, jobstore.JobRow).join(jobstore.JobRow, jobstore.JobRow.job_id == jobstore.MeasurementRow.job_id)
     if since is not None:
-        q = q.where(store.MeasurementRow.created_at >= since.replace(tzinfo=since.tzinfo or timezone.utc).timestamp())
+        q = q.where(jobstore.MeasurementRow.created_at >= since.replace(tzinfo=since.tzinfo or timezone.utc).timestamp())
     with _sessions(ctx)() as session:
         rows = [
             {
@@ -149,8 +151,10 @@ def export_cmd(ctx: click.Context, fmt: str, since: datetime | None, out: str | 
                 "code": m.code or "",
                 "created_at": _iso(m.created_at),
             }
-            for m, j in session.execute(q.order_by(store.MeasurementRow.created_at)).all()
+            for m, j in session.execute(q.order_by(jobstore.MeasurementRow.created_at)).all()
         ]
+    with _sessions(ctx).begin() as session:  # audit (issue 14): exports are security-relevant
+        jobstore.record_event(session, "cli", "results:export", detail=f"{len(rows)} measurements as {fmt} to {out or 'stdout'}", source="cli")
     columns = ["job_id", "study_instance_uid", "application", "model_version", "state", "superseded", "name", "value", "unit", "code", "created_at"]
     if fmt == "parquet":
         if not out:

@@ -12,25 +12,38 @@ import errno
 import ipaddress
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Callable, Protocol
+from collections.abc import Iterable
+from typing import Any, Callable, Protocol
 
 import structlog
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
-from pynetdicom.dsutils import encode_file_meta
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import evt
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
-from radnode.listener.spool import Spool, UnsafeUIDError
-from radnode.listener.status import EchoStatus, StoreStatus
+from radnode.listener.rawdata import (
+    InflatedTooLarge,
+    MalformedDataSet,
+    NestingTooDeep,
+    check_nesting,
+    inflate_bounded,
+    strip_meta_groups,
+)
+from radnode.listener.spool import DuplicateInstanceError, Spool, UnsafeUIDError
+from radnode.listener.status import DUPLICATE_ELSEWHERE, EchoStatus, StoreStatus
+from radnode.listener.transport import GuardedSocket
 from radnode.store.studies import InstanceRecord
 from radnode.uids import is_valid_uid
 
 log = structlog.get_logger(__name__)
 
 _HEADER_TAGS = [
+    "SOPClassUID",
     "SOPInstanceUID",
     "StudyInstanceUID",
     "SeriesInstanceUID",
@@ -50,6 +63,8 @@ _DUL_POLL_DELAY = 0.0002
 
 class RecordSink(Protocol):
     def submit(self, record: InstanceRecord) -> None: ...
+
+    def released(self, study_instance_uids: Iterable[str], at: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -86,7 +101,7 @@ def handle_conn_open(event: Event) -> None:
             pass
 
 
-def handle_requested(event: Event, policy: PeerPolicy) -> None:
+def handle_requested(event: Event, policy: PeerPolicy, audit: Any = None) -> None:
     """Reject an A-ASSOCIATE-RQ from a peer that is not allowed (PS3.8 9.3.4)."""
     assoc = event.assoc
     primitive = assoc.requestor.primitive
@@ -102,6 +117,7 @@ def handle_requested(event: Event, policy: PeerPolicy) -> None:
     else:
         return
     log.warning("association rejected", reason=reason, calling_ae=calling, called_ae=called, host=host)
+    _audit(audit, calling or "?", "dicom:rejected", f"{reason} (called {called})", host)
     # Rejected-permanent by the service user; kill() lets the DUL flush the
     # A-ASSOCIATE-RJ before the socket closes (as pynetdicom's own checks do).
     assoc.acse.send_reject(0x01, 0x01, diagnostic)
@@ -109,9 +125,122 @@ def handle_requested(event: Event, policy: PeerPolicy) -> None:
     assoc.kill()
 
 
+#: Stands in for an unusable SOP Instance UID so that pynetdicom can route the
+#: request to ``handle_store``, which then answers the recorded status.
+PLACEHOLDER_UID = "2.25.0"
+_VERDICTS = "radnode_verdicts"
+
+
+def handle_dimse_recv(event: Event) -> None:
+    """Make sure a malformed C-STORE request still gets an answer.
+
+    pynetdicom drops a C-STORE whose command carries an empty SOP Instance
+    UID (no answer: the sender waits for its timeout), aborts on one over 64
+    characters, and has no service for a SOP class that is not the
+    presentation context's. Here such a command is given usable values and
+    the status radnode will answer is recorded for ``handle_store``.
+    """
+    message = event.message  # type: ignore[attr-defined]
+    command = message.command_set
+    if command is None or command.get("CommandField") != 0x0001:
+        return
+    message_id = command.get("MessageID")
+    sop_uid = str(command.get("AffectedSOPInstanceUID", "") or "")
+    sop_class = str(command.get("AffectedSOPClassUID", "") or "")
+    cx = event.assoc._accepted_cx.get(int(message.context_id or 0))
+    verdict: tuple[StoreStatus, str] | None = None
+    if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):
+        verdict = (StoreStatus.INVALID_UID, "invalid SOP instance/class UID in the command")
+    elif cx is not None and sop_class != cx.abstract_syntax:
+        verdict = (StoreStatus.SOP_CLASS_NOT_SUPPORTED, "command SOP class differs from the presentation context's")
+    if verdict is None or cx is None or message_id is None:
+        return
+    log.warning(
+        "c-store command malformed",
+        reason=verdict[1],
+        sop_uid=_short(sop_uid),
+        sop_class=_short(sop_class),
+        calling_ae=str(event.assoc.requestor.ae_title).strip(),
+    )
+    event.assoc.__dict__.setdefault(_VERDICTS, {})[int(message_id)] = verdict
+    command.AffectedSOPInstanceUID = PLACEHOLDER_UID
+    command.AffectedSOPClassUID = cx.abstract_syntax
+
+
+def _audit(audit: Any, actor: str, action: str, detail: str, source: str | None, study: str | None = None) -> None:
+    if audit is not None:
+        from radnode.audit import AuditEntry
+
+        audit.submit(AuditEntry(actor=_short(actor, 64), action=action, detail=_short(detail, 500), source=source, study_instance_uid=study))
+
+
+def handle_accepted(event: Event, audit: Any) -> None:
+    """Audit: an association was accepted (who, to which AE title, from where)."""
+    assoc = event.assoc
+    called = str(assoc.requestor.primitive.called_ae_title).strip()  # type: ignore[union-attr]
+    _audit(audit, str(assoc.requestor.ae_title).strip(), "dicom:accepted", f"called {called}", str(assoc.requestor.address))
+
+
+def handle_ended(event: Event, audit: Any) -> None:
+    """Audit: the studies an association delivered, once, when it ends (not per instance)."""
+    assoc = event.assoc
+    received: dict[str, int] = assoc.__dict__.get(_RECEIVED, {})  # read, not taken: the release signal reads it too
+    calling, host = str(assoc.requestor.ae_title).strip(), str(assoc.requestor.address)
+    for study, count in received.items():
+        _audit(audit, calling, "dicom:received", f"{count} instance(s)", host, study)
+
+
+_RECEIVED = "radnode_received"
+
+
 def handle_echo(event: Event) -> int:
     log.debug("c-echo", calling_ae=event.assoc.requestor.ae_title)
     return EchoStatus.SUCCESS
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """Size limits ``handle_store`` applies (from ``settings.listener``)."""
+
+    max_instance_bytes: int = 512 * 1024 * 1024
+    max_nesting_depth: int = 32
+
+
+def store_limits(settings: Any) -> StoreLimits:
+    lst = settings.listener
+    return StoreLimits(max_instance_bytes=lst.max_instance_bytes, max_nesting_depth=lst.max_nesting_depth)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A network-supplied value cut for a log line (a UID may be 60,000 characters)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}…[{len(text)} chars]"
+
+
+class _Refused(Exception):
+    def __init__(self, status: StoreStatus, reason: str, **context: Any) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.context = context
+
+
+def _read_header(data: bytes, raw: bytes, transfer_syntax: str, meta: Any, spool: Spool, limits: StoreLimits) -> Any:
+    """The few header elements the index needs, read without trusting sizes."""
+    if transfer_syntax != DeflatedExplicitVRLittleEndian:
+        return dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    # Deflated: inflate in bounded chunks into a scratch file and read that.
+    plain_meta = FileMetaDataset(meta)
+    plain_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    prefix = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(plain_meta)))
+    scratch = spool.incoming / f"{uuid.uuid4().hex}.inflate"
+    try:
+        inflate_bounded(raw, limits.max_instance_bytes, scratch, prefix)
+        return dcmread(scratch, stop_before_pixels=True, specific_tags=_HEADER_TAGS, defer_size=1024)
+    except InflatedTooLarge as exc:
+        raise _Refused(StoreStatus.TOO_LARGE, "deflated data set inflates past listener.max_instance_bytes", limit=limits.max_instance_bytes) from exc
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def handle_store(
@@ -119,53 +248,112 @@ def handle_store(
     spool: Spool,
     sink: RecordSink,
     quiet_seconds_for: Callable[[str], float],
+    limits: StoreLimits = StoreLimits(),
 ) -> int:
-    """Spool one instance durably, then acknowledge it (PS3.4 B.2.3 statuses)."""
-    request = event.request
-    calling = event.assoc.requestor.ae_title
-    called = event.assoc.requestor.primitive.called_ae_title  # type: ignore[union-attr]
-    sop_uid = str(request.AffectedSOPInstanceUID or "")
-    sop_class = str(request.AffectedSOPClassUID or "")
-    if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):
-        log.warning("c-store refused", reason="invalid SOP instance/class UID in request", calling_ae=calling)
-        return StoreStatus.INVALID_UID
+    """Spool one instance durably, then acknowledge it (PS3.4 B.2.3 statuses).
 
+    What reaches the disk is radnode's own file meta, built only from the
+    association (calling/called AE, negotiated transfer syntax, the command's
+    SOP class and instance), followed by the data set without any group
+    0000-0002 elements the peer put in it.
+    """
+    calling = str(event.assoc.requestor.ae_title).strip()
     try:
-        meta = event.file_meta
-        meta.SourceApplicationEntityTitle = calling
-        meta.ReceivingApplicationEntityTitle = called
-        data = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), request.DataSet.getvalue()))  # type: ignore[union-attr]
-        header = dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        return _store(event, spool, sink, quiet_seconds_for, limits, calling)
+    except _Refused as exc:
+        log.warning("c-store refused", reason=exc.reason, status=f"0x{int(exc.status):04X}", calling_ae=calling, **exc.context)
+        return exc.status
+
+
+def _store(
+    event: Event,
+    spool: Spool,
+    sink: RecordSink,
+    quiet_seconds_for: Callable[[str], float],
+    limits: StoreLimits,
+    calling: str,
+) -> int:
+    request = event.request
+    # The pull's C-GET path hands in a stand-in event without a DUL (listener/pull.py).
+    sock = getattr(getattr(event.assoc, "dul", None), "socket", None)
+    oversized = isinstance(sock, GuardedSocket) and sock.take_oversized()
+    verdict = event.assoc.__dict__.get(_VERDICTS, {}).pop(request.MessageID, None)
+    if verdict is not None:
+        return verdict[0]  # logged when the command arrived (handle_dimse_recv)
+    called = str(event.assoc.requestor.primitive.called_ae_title).strip()  # type: ignore[union-attr]
+    sop_uid = str(request.AffectedSOPInstanceUID or "")  # type: ignore[union-attr]
+    sop_class = str(request.AffectedSOPClassUID or "")  # type: ignore[union-attr]
+    if oversized:
+        raise _Refused(StoreStatus.TOO_LARGE, "data set larger than listener.max_instance_bytes", limit=limits.max_instance_bytes)
+    if not is_valid_uid(sop_uid) or not is_valid_uid(sop_class):
+        raise _Refused(StoreStatus.INVALID_UID, "invalid SOP instance/class UID in request", sop_uid=_short(sop_uid))
+    raw = request.DataSet.getvalue() if request.DataSet is not None else b""  # type: ignore[union-attr]
+    if not raw:
+        raise _Refused(StoreStatus.EMPTY_DATA_SET, "0-byte data set", sop_uid=sop_uid)
+    if len(raw) > limits.max_instance_bytes:
+        raise _Refused(StoreStatus.TOO_LARGE, "data set larger than listener.max_instance_bytes", limit=limits.max_instance_bytes)
+
+    meta = event.file_meta  # built by pynetdicom from the command and the accepted context
+    meta.SourceApplicationEntityTitle = calling
+    meta.ReceivingApplicationEntityTitle = called
+    transfer_syntax = str(meta.TransferSyntaxUID)
+    try:
+        raw, dropped = strip_meta_groups(raw, transfer_syntax)
+    except MalformedDataSet as exc:
+        raise _Refused(StoreStatus.CANNOT_UNDERSTAND, "data set cannot be parsed", error=_short(exc, 200), sop_uid=sop_uid) from exc
+    if dropped:
+        log.warning(
+            "file-meta elements inside a data set dropped",
+            tags=[f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in dropped[:20]],
+            calling_ae=calling,
+            sop_uid=sop_uid,
+        )
+        if not raw:
+            raise _Refused(StoreStatus.EMPTY_DATA_SET, "data set held only file-meta elements", sop_uid=sop_uid)
+    try:
+        check_nesting(raw, transfer_syntax, limits.max_nesting_depth)
+    except NestingTooDeep as exc:
+        raise _Refused(StoreStatus.NESTING_TOO_DEEP, str(exc), sop_uid=sop_uid) from exc
+    data = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), raw))
+    try:
+        header = _read_header(data, raw, transfer_syntax, meta, spool, limits)
         study_uid = str(header.get("StudyInstanceUID", "") or "")
         series_uid = str(header.get("SeriesInstanceUID", "") or "")
         ds_sop_uid = str(header.get("SOPInstanceUID", "") or "")
-    except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OSError, NotImplementedError) as exc:
-        log.warning("c-store refused", reason="data set cannot be parsed", error=str(exc)[:200], sop_uid=sop_uid)
-        return StoreStatus.CANNOT_UNDERSTAND
+        ds_sop_class = str(header.get("SOPClassUID", "") or "")
+    except RecursionError as exc:
+        raise _Refused(StoreStatus.NESTING_TOO_DEEP, "sequences nested too deeply", sop_uid=sop_uid) from exc
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser failure means "cannot understand"
+        if isinstance(exc, _Refused):
+            raise
+        raise _Refused(StoreStatus.CANNOT_UNDERSTAND, "data set cannot be parsed", error=_short(exc, 200), sop_uid=sop_uid) from exc
     if not study_uid or not series_uid:
-        log.warning("c-store refused", reason="missing Study/Series Instance UID", sop_uid=sop_uid)
-        return StoreStatus.CANNOT_UNDERSTAND
+        raise _Refused(StoreStatus.CANNOT_UNDERSTAND, "missing Study/Series Instance UID", sop_uid=sop_uid)
     if ds_sop_uid and ds_sop_uid != sop_uid:
-        log.warning("c-store refused", reason="SOP Instance UID differs between command and data set", sop_uid=sop_uid)
-        return StoreStatus.DATASET_MISMATCH
+        raise _Refused(StoreStatus.DATASET_MISMATCH, "SOP Instance UID differs between command and data set", sop_uid=sop_uid)
+    if ds_sop_class and ds_sop_class != sop_class:
+        raise _Refused(StoreStatus.DATASET_MISMATCH, "SOP Class UID differs between command and data set", sop_uid=sop_uid)
     try:
         relative = spool.relative_path(study_uid, series_uid, sop_uid)
     except UnsafeUIDError as exc:
-        log.warning("c-store refused", reason=str(exc), calling_ae=calling)
-        return StoreStatus.INVALID_UID
+        raise _Refused(StoreStatus.INVALID_UID, _short(exc, 200)) from exc
 
     try:
         spool.write(relative, data)
+    except DuplicateInstanceError as exc:
+        raise _Refused(DUPLICATE_ELSEWHERE, "SOP Instance UID already stored in another study or series", sop_uid=sop_uid, stored_as=exc.existing) from exc
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             log.error("c-store refused: no space left in spool", sop_uid=sop_uid)
             return StoreStatus.OUT_OF_RESOURCES
-        log.error("c-store failed to write", error=str(exc), sop_uid=sop_uid)
+        log.error("c-store failed to write", error=_short(exc, 200), sop_uid=sop_uid)
         return StoreStatus.OUT_OF_RESOURCES
 
+    counts = event.assoc.__dict__.setdefault(_RECEIVED, {})
+    counts[study_uid] = counts.get(study_uid, 0) + 1
     try:
         series_number = int(header.get("SeriesNumber")) if header.get("SeriesNumber") not in (None, "") else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         series_number = None
     sink.submit(
         InstanceRecord(
@@ -173,7 +361,7 @@ def handle_store(
             study_instance_uid=study_uid,
             series_instance_uid=series_uid,
             sop_class_uid=sop_class,
-            transfer_syntax_uid=str(meta.TransferSyntaxUID),
+            transfer_syntax_uid=transfer_syntax,
             modality=str(header.get("Modality", "") or "")[:16],
             series_number=series_number,
             series_description=str(header.get("SeriesDescription", "") or "")[:64],
@@ -187,3 +375,15 @@ def handle_store(
         )
     )
     return StoreStatus.SUCCESS
+
+
+def handle_released(event: Event, sink: RecordSink, complete_on_release_for: Callable[[str], bool]) -> None:
+    """The sender released the association: its studies may be complete (study assembly decides).
+
+    Only a release counts; an aborted association may have been cut off mid-study, so its studies wait for
+    the quiet period. A called AE title configured with ``complete_on_release: false`` always waits too.
+    """
+    studies = event.assoc.__dict__.get(_RECEIVED)  # study UID → instances this association delivered
+    called = event.assoc.requestor.primitive.called_ae_title if event.assoc.requestor.primitive else ""  # type: ignore[union-attr]
+    if studies and complete_on_release_for(str(called or "")):
+        sink.released(sorted(studies))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -18,18 +20,39 @@ from pydicom import dcmread
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.listener.spool import Spool
-from radnode.store.studies import InstanceRecord, known_paths, record_instances
+from radnode.store.studies import InstanceRecord, known_paths, mark_released, record_instances
 
 log = structlog.get_logger(__name__)
 
 _STOP = object()
 
 
-class IndexWriter:
-    """A daemon thread committing queued InstanceRecords in batches."""
+@dataclass(frozen=True)
+class _Released:
+    """An association that delivered these studies was released; queued behind its instances."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 500, max_delay: float = 0.05) -> None:
+    study_instance_uids: frozenset[str]
+    at: float
+
+
+class IndexWriter:
+    """A daemon thread committing queued InstanceRecords in batches.
+
+    A release of an association goes through the same queue, so it is committed with or after the records of
+    the instances that association delivered — never before them; *on_release* (study assembly's wake-up)
+    runs once it is committed.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        max_batch: int = 500,
+        max_delay: float = 0.05,
+        on_release: Callable[[], None] = lambda: None,
+    ) -> None:
         self._sessions = sessions
+        self._on_release = on_release
         self._queue: queue.Queue[object] = queue.Queue()
         self._max_batch = max_batch
         self._max_delay = max_delay
@@ -41,6 +64,12 @@ class IndexWriter:
     def submit(self, record: InstanceRecord) -> None:
         self._idle.clear()
         self._queue.put(record)
+
+    def released(self, study_instance_uids: Iterable[str], at: float | None = None) -> None:
+        """Record that an association delivering these studies was released (after its instances)."""
+        uids = frozenset(study_instance_uids)
+        if uids:
+            self._queue.put(_Released(uids, time.time() if at is None else at))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Block until everything submitted so far is committed."""
@@ -56,6 +85,7 @@ class IndexWriter:
         while True:
             item = self._queue.get()
             batch: list[InstanceRecord] = []
+            releases: list[_Released] = []
             waiters: list[threading.Event] = []
             stop = False
             deadline = time.monotonic() + self._max_delay
@@ -64,6 +94,8 @@ class IndexWriter:
                     stop = True
                 elif isinstance(item, threading.Event):
                     waiters.append(item)
+                elif isinstance(item, _Released):
+                    releases.append(item)
                 else:
                     batch.append(item)  # type: ignore[arg-type]
                 if stop or len(batch) >= self._max_batch:
@@ -73,20 +105,24 @@ class IndexWriter:
                     item = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-            self._commit(batch)
+            self._commit(batch, releases)
+            if releases:
+                self._on_release()
             for w in waiters:
                 w.set()
             if stop:
                 return
 
-    def _commit(self, batch: list[InstanceRecord]) -> None:
-        if not batch:
+    def _commit(self, batch: list[InstanceRecord], releases: list[_Released] = ()) -> None:  # type: ignore[assignment]
+        if not batch and not releases:
             return
         delay = 0.1
         while True:
             try:
                 with self._sessions.begin() as session:
                     record_instances(session, batch)
+                    for release in releases:  # after the records: a release never precedes its instances
+                        mark_released(session, release.study_instance_uids, release.at)
                 return
             except Exception as exc:  # the database may be locked or restarting
                 log.warning("index write failed; retrying", error=str(exc)[:200], records=len(batch))
@@ -131,6 +167,7 @@ def reconcile(spool: Spool, sessions: sessionmaker[Session], quiet_seconds_for) 
     removed = spool.clean_incoming()
     if removed:
         log.info("removed partial files from an interrupted write", count=removed)
+    spool.repair_claims()
     with sessions() as session:
         indexed = known_paths(session)
     missing = []

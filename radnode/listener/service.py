@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from radnode.audit import AuditQueue
 from radnode.listener.assembly import Assembler, LogSink, StudySink
 from radnode.listener.index_writer import IndexWriter, reconcile
 from radnode.listener.server import start_scp
@@ -34,10 +35,12 @@ def _child_main(settings: Settings, log_level: str, log_format: str) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     engine = make_engine(settings.database_url)
     writer = IndexWriter(make_sessionmaker(engine))
-    ae, _server = start_scp(settings, Spool(settings.spool_dir, fsync=settings.listener.fsync), writer, reuse_port=True)
+    audit = AuditQueue(make_sessionmaker(engine))
+    ae, _server = start_scp(settings, Spool(settings.spool_dir, fsync=settings.listener.fsync), writer, reuse_port=True, audit=audit)
     stop.wait()
     ae.shutdown()
     writer.close()
+    audit.close()
 
 
 class ListenerService:
@@ -56,14 +59,16 @@ class ListenerService:
         self.spool = Spool(settings.spool_dir, fsync=settings.listener.fsync)
         self.assembler = Assembler(self.sessions, sink or LogSink(), settings.listener.assembly_interval)
         self._writer: IndexWriter | None = None
+        self.audit: AuditQueue | None = None
         self._ae: Any = None
         self._children: list[multiprocessing.process.BaseProcess] = []
 
     def start(self) -> None:
         reconcile(self.spool, self.sessions, self.settings.quiet_seconds_for)
-        self._writer = IndexWriter(self.sessions)
+        self._writer = IndexWriter(self.sessions, on_release=self.assembler.kick)
+        self.audit = AuditQueue(self.sessions)
         extra = self.settings.listener.processes - 1
-        self._ae, _ = start_scp(self.settings, self.spool, self._writer, reuse_port=extra > 0)
+        self._ae, _ = start_scp(self.settings, self.spool, self._writer, reuse_port=extra > 0, audit=self.audit)
         if extra:
             ctx = multiprocessing.get_context("spawn")
             lvl, fmt = self.settings.logging.level, self.settings.logging.format
@@ -88,6 +93,8 @@ class ListenerService:
             proc.join(timeout=15)
         if self._writer is not None:
             self._writer.close()
+        if self.audit is not None:
+            self.audit.close()
         self.assembler.stop()
         if self._owns_store:
             self.engine.dispose()

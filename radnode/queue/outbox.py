@@ -11,7 +11,7 @@ import threading
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.jobs import store
+from radnode.store import jobs as jobstore
 from radnode.queue.base import Broker, BrokerUnavailable
 
 log = structlog.get_logger(__name__)
@@ -31,7 +31,7 @@ class Outbox:
         """Publish what is pending now; return how many were published."""
         with self._lock:
             with self._sessions() as session:
-                pending = [(r.job_id, r.application, r.message().model_dump_json()) for r in store.unpublished(session)]
+                pending = [(r.job_id, r.application, r.message().model_dump_json()) for r in jobstore.unpublished(session)]
             published = 0
             for job_id, application, body in pending:
                 try:
@@ -40,7 +40,7 @@ class Outbox:
                     log.warning("broker unavailable; job stays in the outbox", job_id=job_id, error=str(exc)[:200])
                     break
                 with self._sessions.begin() as session:
-                    store.mark_published(session, job_id)
+                    jobstore.mark_published(session, job_id)
                 published += 1
             return published
 

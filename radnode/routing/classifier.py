@@ -1,6 +1,6 @@
 """Series-type classifier: xgboost on header features.
 
-Why xgboost: the seed's dcmclass used it on the same kind of features; trees
+Why xgboost: the 2020 platform's dcmclass used it on the same kind of features; trees
 handle NaN for missing tags natively, need no scaling, train in seconds on
 two cores and serialise to a small, portable JSON file that loads without
 pickle (no code execution from a model file).
@@ -15,7 +15,6 @@ silently producing garbage.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,13 +27,12 @@ import structlog
 import xgboost as xgb
 
 from radnode import __version__ as radnode_version
-from radnode.routing import corpus as corpus_mod
-from radnode.routing.features import FEATURE_VERSION, feature_matrix, n_features
+from radnode.routing.labels import LABELS
+from radnode.routing.features import FEATURE_VERSION, augment_text, feature_matrix, n_features
 from radnode.routing.series_index import SeriesSummary
 
 log = structlog.get_logger(__name__)
 
-LABELS: tuple[str, ...] = corpus_mod.LABELS
 
 #: Boosting parameters of the shipped model. Shallow trees and a column
 #: subsample keep the model small and stop it leaning on one naming habit.
@@ -48,10 +46,26 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "min_child_weight": 1.0,
     "lambda": 1.0,
     "max_bin": 64,
-    "nthread": 2,
+    # One thread: the model is small, and on a busy 2-core machine two
+    # threads spent ten times longer synchronising than training (measured).
+    "nthread": 1,
     "verbosity": 0,
 }
 DEFAULT_ROUNDS = 120
+
+
+def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling (Guo et al. 2017): ``softmax(log p / T)``; ``T > 1`` softens over-confident answers.
+
+    The argmax never changes, only how sure the model says it is, so a
+    "low confidence, ask for confirmation" threshold becomes meaningful.
+    """
+    if temperature == 1.0 or proba.size == 0:
+        return proba
+    logits = np.log(np.clip(proba, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 class ClassifierError(Exception):
@@ -128,8 +142,22 @@ class SeriesClassifier:
             raise ValueError("cannot train on an empty set of series")
         return self.fit_matrix(feature_matrix(summaries), labels, accuracy=accuracy, accuracy_kind=accuracy_kind)
 
-    def fit_matrix(self, x: np.ndarray, labels: Sequence[str], accuracy: float | None = None, accuracy_kind: str = "", label_order: Sequence[str] | None = None) -> SeriesClassifier:
-        """Train on a precomputed feature matrix (evaluation reuses one matrix for every fold)."""
+    def fit_matrix(
+        self,
+        x: np.ndarray,
+        labels: Sequence[str],
+        accuracy: float | None = None,
+        accuracy_kind: str = "",
+        label_order: Sequence[str] | None = None,
+        text_augment: bool = False,
+    ) -> SeriesClassifier:
+        """Train on a precomputed feature matrix (evaluation reuses one matrix for every fold).
+
+        With *text_augment*, every row gets a half-weight copy whose
+        description is dropped or replaced by meaningless tokens
+        (:func:`radnode.routing.features.augment_text`), so that an unseen
+        description cannot outvote the physics.
+        """
         order = list(label_order) if label_order is not None else ordered_labels(labels)
         index = {label: i for i, label in enumerate(order)}
         missing = sorted(set(labels) - set(index))
@@ -140,6 +168,10 @@ class SeriesClassifier:
         counts = np.bincount(y, minlength=len(order)).astype(float)
         weights = (len(y) / (len(order) * np.maximum(counts, 1.0)))[y]
         weights = np.sqrt(weights)
+        if text_augment:
+            x = np.vstack([x, augment_text(x, np.random.default_rng(self.seed))])
+            y = np.concatenate([y, y])
+            weights = np.concatenate([weights, 0.5 * weights])
         dtrain = xgb.DMatrix(x, label=y, weight=weights, missing=np.nan)
         params = dict(self.params, num_class=len(order), seed=self.seed)
         started = time.monotonic()
@@ -169,7 +201,8 @@ class SeriesClassifier:
         if x.shape[1] != self.meta.n_features:
             raise ClassifierError(f"model expects {self.meta.n_features} features, got {x.shape[1]}")
         proba = self.booster.predict(xgb.DMatrix(x, missing=np.nan))
-        return np.asarray(proba, dtype=np.float64).reshape(x.shape[0], len(self.meta.labels))
+        proba = np.asarray(proba, dtype=np.float64).reshape(x.shape[0], len(self.meta.labels))
+        return apply_temperature(proba, float(self.meta.extra.get("temperature", 1.0)))
 
     def predict(self, summaries: Sequence[SeriesSummary]) -> list[Prediction]:
         """One :class:`Prediction` per series, in input order. Bad headers still get an answer."""
@@ -256,6 +289,9 @@ class EvalReport:
     folds: list[dict[str, Any]]
     errors: list[dict[str, str]]
     seconds: float
+    #: Pooled out-of-fold probabilities (rows follow ``truth``), for calibration.
+    proba: Any = None
+    truth: list[str] = field(default_factory=list)
 
     def format(self) -> str:
         lines = [f"held-out accuracy: {self.accuracy:.4f} ({self.n} series, {len(self.folds)} folds of held-out families, {self.seconds:.1f} s)"]
@@ -285,76 +321,3 @@ def format_confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> 
     for label, row in zip(labels, matrix):
         rows.append(label.ljust(width) + "".join(str(v).rjust(10) for v in row))
     return "\n".join(rows)
-
-
-def evaluate_holdout(
-    seed: int = 0,
-    studies_per_family: int = 40,
-    folds: Sequence[Sequence[str]] | None = None,
-    rounds: int = DEFAULT_ROUNDS,
-    items: Sequence[corpus_mod.CorpusItem] | None = None,
-) -> EvalReport:
-    """Train without whole naming families, test on them, for each fold; pool the results.
-
-    The corpus is generated from ``seed`` (or passed as ``items``). In each
-    fold every series of the held-out families is excluded from training
-    and only those series are scored, so the number measures how the model
-    does on a site whose naming it has never seen.
-    """
-    started = time.monotonic()
-    if items is None:
-        items = corpus_mod.generate_corpus(seed=seed, studies_per_family=studies_per_family)
-    folds = corpus_mod.HOLDOUT_FOLDS if folds is None else folds
-    x = feature_matrix([it.summary for it in items])
-    labels = list(LABELS)
-    families = np.array([it.family for it in items])
-    truth = [it.label for it in items]
-    all_true: list[str] = []
-    all_pred: list[str] = []
-    fold_reports: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-    for held in folds:
-        test = np.isin(families, list(held))
-        if not test.any():
-            continue
-        clf = SeriesClassifier(rounds=rounds, seed=seed).fit_matrix(x[~test], [truth[i] for i in np.flatnonzero(~test)], label_order=labels)
-        proba = clf.predict_proba_matrix(x[test])
-        pred = [labels[int(k)] for k in proba.argmax(axis=1)]
-        true = [truth[i] for i in np.flatnonzero(test)]
-        correct = sum(t == p for t, p in zip(true, pred))
-        fold_reports.append({"families": list(held), "n": len(true), "accuracy": correct / len(true)})
-        for i, t, p in zip(np.flatnonzero(test), true, pred):
-            if t != p:
-                errors.append({"family": items[i].family, "description": items[i].summary.series_description, "true": t, "predicted": p, "archetype": items[i].archetype})
-        all_true.extend(true)
-        all_pred.extend(pred)
-    n = len(all_true)
-    accuracy = sum(t == p for t, p in zip(all_true, all_pred)) / n if n else math.nan
-    return EvalReport(
-        accuracy=accuracy,
-        n=n,
-        labels=labels,
-        confusion=confusion_matrix(labels, all_true, all_pred),
-        folds=fold_reports,
-        errors=errors,
-        seconds=time.monotonic() - started,
-    )
-
-
-def train_default(seed: int = 0, studies_per_family: int = 40, rounds: int = DEFAULT_ROUNDS, report: EvalReport | None = None) -> SeriesClassifier:
-    """Train the shipped model on the whole generated corpus (all families)."""
-    items = corpus_mod.generate_corpus(seed=seed, studies_per_family=studies_per_family)
-    clf = SeriesClassifier(rounds=rounds, seed=seed)
-    clf.fit_matrix(
-        feature_matrix([it.summary for it in items]),
-        [it.label for it in items],
-        accuracy=None if report is None else report.accuracy,
-        accuracy_kind="" if report is None else "held-out naming families (leave-families-out folds)",
-        label_order=LABELS,
-    )
-    if clf.meta is not None:
-        clf.meta.extra = {"corpus_seed": seed, "studies_per_family": studies_per_family}
-        if report is not None:
-            clf.meta.extra["holdout_confusion"] = report.confusion
-            clf.meta.extra["holdout_n"] = report.n
-    return clf

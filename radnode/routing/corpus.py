@@ -33,12 +33,11 @@ import numpy as np
 import structlog
 from pydicom.dataset import Dataset
 
+from radnode.routing.labels import LABELS  # noqa: F401  (re-exported for the corpus' users)
 from radnode.routing.series_index import SeriesSummary
+from radnode.synth.enhanced import multiframe_header
 
 log = structlog.get_logger(__name__)
-
-#: Every label the classifier knows, in the order of its output columns.
-LABELS: tuple[str, ...] = ("t1", "t1c", "t2", "flair", "dwi", "adc", "swi", "localizer", "ct_brain", "other")
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -51,12 +50,29 @@ ARCHETYPE_LABEL: dict[str, str] = {
     "t2_tse": "t2", "t2_3d": "t2", "flair_2d": "flair", "flair_3d": "flair",
     "dwi": "dwi", "adc": "adc", "swi": "swi",
     "swi_mip": "other", "swi_phase": "other", "t2star": "other", "stir": "other", "tof": "other", "tof_mip": "other",
-    "perf": "other", "asl": "other", "svs": "other", "dti": "other", "fa": "other", "mpr": "other", "sub": "other",
+    "perf": "other", "asl": "other", "fmri": "other", "svs": "other", "dti": "other", "fa": "other", "mpr": "other", "sub": "other",
     "spine_t2": "other", "spine_t1": "other",
     "ct_brain": "ct_brain", "ct_bone": "other", "ct_scout": "localizer", "ct_mpr": "other", "ct_cta": "other",
     "ct_body": "other", "ct_dose": "other",
 }
 T1_ARCHETYPES = ("t1_se", "t1_ir", "t1_3d", "t1_3d_se", "t1_gre_2d")
+
+#: Names for archetypes added after most families were written (v2); a
+#: family's own names win when it has them.
+GENERIC_NAMES: dict[str, tuple[str, ...]] = {
+    "fmri": ("ep2d_bold_rest", "BOLD_resting_state", "fMRI_task", "rs-fMRI", "Ax BOLD", "RESTING_STATE", "bold_mb4_2mm", "fMRI_motor"),
+}
+
+#: Acquisition Contrast / Image Flavor an Enhanced MR scanner writes for each archetype (PS3.3 C.8.13.1.1.1, C.8.16.1.3).
+ACQUISITION_CONTRAST: dict[str, tuple[str, str]] = {
+    "t1_se": ("T1", "T1"), "t1_ir": ("T1", "T1"), "t1_3d": ("T1", "T1"), "t1_3d_se": ("T1", "T1"), "t1_gre_2d": ("T1", "T1"),
+    "spine_t1": ("T1", "T1"), "t2_tse": ("T2", "T2"), "t2_3d": ("T2", "T2"), "spine_t2": ("T2", "T2"),
+    "flair_2d": ("FLUID_ATTENUATED", "FLUID_ATTENUATED"), "flair_3d": ("FLUID_ATTENUATED", "FLUID_ATTENUATED"),
+    "dwi": ("DIFFUSION", "DIFFUSION"), "adc": ("DIFFUSION", "DIFFUSION"), "dti": ("DIFFUSION", "DIFFUSION"), "fa": ("DIFFUSION", "DIFFUSION"),
+    "swi": ("T2_STAR", "T2_STAR"), "swi_mip": ("T2_STAR", "MIN_IP"), "swi_phase": ("T2_STAR", "T2_STAR"), "t2star": ("T2_STAR", "T2_STAR"),
+    "stir": ("STIR", "STIR"), "tof": ("TOF", "ANGIO"), "tof_mip": ("TOF", "MAX_IP"), "perf": ("PERFUSION", "PERFUSION"),
+    "asl": ("PERFUSION", "PERFUSION"), "fmri": ("T2_STAR", "FMRI"), "mpr": ("T1", "T1"), "sub": ("T1", "T1"),
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,9 @@ class Family:
     contrast_tag_rate: float = 0.6
     field_3t_rate: float = 0.5
     protocol_style: str = "desc"  # desc | study | desc_suffix
+    #: Share of MR series sent as one multi-frame object (legacy converted or
+    #: enhanced): their physics lives in functional groups (v2).
+    multiframe_rate: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -431,6 +450,161 @@ _register(Family(
     },
 ))
 
+# --- v2 families: vendors and software versions the first corpus lacked.
+_register(Family(
+    name="siemens_xa", vendor="SIEMENS", modality="MR", planes={"ax": "tra", "sag": "sag", "cor": "cor"}, multiframe_rate=0.6,
+    post_tokens=_f("_KM", "_post", "_Gd", "_CE"), pre_tokens=_f("_nativ", "_pre"), contrast_tag_rate=0.4,
+    names={
+        "loc": _f("AAHead_Scout", "AAHead_Scout_MPR_{pl}", "localizer_haste"),
+        "cal": _f("AdjCoilSens", "Head_32_AutoAlign"),
+        "t1_se": _f("t1_tse_{pl}_p2{post}", "t1_tse_dixon_{pl}_W{post}", "t1_se_{pl}_fs{post}"),
+        "t1_ir": _f("t1_tirm_{pl}_p2{post}", "t1_tse_ir_{pl}{post}"),
+        "t1_3d": _f("t1_mprage_sag_p3_iso{post}", "t1_mprage_sag_1mm_ND{post}", "t1_vibe_fs_{pl}{post}", "t1_mp2rage_sag_UNI{post}"),
+        "t1_3d_se": _f("t1_space_sag_1mm_iso_DB{post}", "t1_spc_blackblood{post}"),
+        "t1_gre_2d": _f("t1_fl2d_{pl}_p2{post}",),
+        "t2_tse": _f("t2_tse_{pl}_p2", "t2_tse_{pl}_384", "t2_blade_{pl}", "t2_tse_dixon_{pl}_W", "t2_tse_{pl}_DRB"),
+        "t2_3d": _f("t2_space_sag_1mm_ND", "t2_spc_sag_iso_DRB"),
+        "flair_2d": _f("t2_tirm_{pl}_dark-fluid_p2{post}", "t2_flair_{pl}_p3", "t2_tirm_{pl}_DRB"),
+        "flair_3d": _f("t2_space_dark-fluid_sag_1mm{post}", "t2_flair_3d_sag_DRB{post}"),
+        "dwi": _f("ep2d_diff_b1000_{pl}_TRACEW", "ep2d_diff_tra_DRB_TRACEW", "resolve_diff_{pl}_TRACEW", "DWI_RESOLVE_TRACEW"),
+        "adc": _f("ep2d_diff_b1000_{pl}_ADC", "ep2d_diff_tra_DRB_ADC", "resolve_diff_{pl}_ADC", "DWI_RESOLVE_ADC"),
+        "swi": _f("SWI_Images", "swi_3d_tra_SWI", "t2_swi_tra_1.5mm_SWI"),
+        "swi_mip": _f("mIP_Images(SW)", "swi_3d_tra_mIP", "MinIP_SWI"),
+        "swi_phase": _f("Pha_Images", "Mag_Images", "swi_3d_tra_Pha"),
+        "t2star": _f("t2_fl2d_{pl}_hemo_p2", "t2_medic_{pl}"),
+        "stir": _f("t2_tirm_{pl}_STIR", "t2_stir_cor_p2"),
+        "tof": _f("tof_3d_multi-slab_tra", "tof_3d_CS"),
+        "tof_mip": _f("tof_3d_multi-slab_tra_MIP_TRA", "MIP_COR"),
+        "perf": _f("ep2d_perf_p2", "ep2d_perf_DSC"),
+        "asl": _f("tgse_pcasl_3d", "pcasl_3d_PASL"),
+        "svs": _f("svs_se_135", "svs_se_30"),
+        "dti": _f("ep2d_diff_mddw_30", "DTI_64dir"),
+        "fa": _f("ep2d_diff_mddw_30_FA", "DTI_FA"),
+        "mpr": _f("t1_mprage_sag_p3_iso_MPR_{pl}{post}", "MPR_{pl}{post}"),
+        "sub": _f("t1_vibe_SUB", "SUB_MPRAGE"),
+        "spine_t2": _f("t2_tse_sag_p2_spine", "t2_tse_sag_384"),
+        "spine_t1": _f("t1_tse_sag_p2_spine", "t1_tse_sag_DRB"),
+    },
+))
+_register(Family(
+    name="ge_premier", vendor="GE", modality="MR", planes={"ax": "Ax", "sag": "Sag", "cor": "Cor"},
+    post_tokens=_f(" +C", " POST", " W GAD", " C+"), pre_tokens=_f(" PRE", " WO"), contrast_tag_rate=0.7,
+    protocol_style="study",
+    names={
+        "loc": _f("3Plane Loc SSFSE", "3-pl T2* FGRE S", "Localizer"),
+        "cal": _f("Calibration", "ARC Cal"),
+        "t1_se": _f("{pl} T1 FSE{post}", "{pl} T1 FLAIR AIR{post}", "{pl} T1 SE AIR{post}"),
+        "t1_ir": _f("{pl} T1 FLAIR{post}", "{pl} T1 FLAIR DL{post}"),
+        "t1_3d": _f("Sag T1 3D MPRAGE{post}", "Sag 3D BRAVO HyperSense{post}", "Sag T1 BRAVO DL{post}", "3D FSPGR{post}"),
+        "t1_3d_se": _f("Sag CUBE T1 DL{post}", "Sag T1 CUBE FS{post}"),
+        "t1_gre_2d": _f("{pl} T1 FSPGR{post}",),
+        "t2_tse": _f("Ax T2 FRFSE", "{pl} T2 FSE AIR", "{pl} T2 PROPELLER DL", "{pl} T2 FSE HyperSense"),
+        "t2_3d": _f("Sag CUBE T2 DL", "Sag T2 CUBE HyperSense"),
+        "flair_2d": _f("{pl} T2 FLAIR DL{post}", "{pl} FLAIR AIR{post}", "{pl} T2 FLAIR PROP"),
+        "flair_3d": _f("Sag CUBE FLAIR DL{post}", "Sag 3D T2 FLAIR{post}"),
+        "dwi": _f("Ax DWI b1000 AIR", "Ax MUSE DWI", "Ax DWI FOCUS", "Ax DWI Tensor TRACE"),
+        "adc": _f("ADC (10^-6 mm2/s):Ax DWI b1000", "Ax MUSE ADC", "Apparent Diffusion Coefficient (mm2/s)"),
+        "swi": _f("Ax SWAN", "SWAN 3D", "Ax SWI"),
+        "swi_mip": _f("Ax SWAN minIP", "SWAN mIP"),
+        "swi_phase": _f("Ax SWAN Phase", "SWI Phase"),
+        "t2star": _f("{pl} T2* GRE", "{pl} GRE MERGE"),
+        "stir": _f("Cor STIR AIR", "{pl} STIR"),
+        "tof": _f("Ax 3D TOF HyperSense", "3D TOF COW"),
+        "tof_mip": _f("3D TOF MIP", "TOF COLLAPSE"),
+        "perf": _f("Ax DSC Perfusion", "PWI"),
+        "asl": _f("Ax 3D ASL eASL", "3D pCASL"),
+        "svs": _f("PROBE-P 35", "PRESS 144"),
+        "dti": _f("Ax DTI 30dir", "DTI HyperBand"),
+        "fa": _f("FA map", "Fractional Aniso."),
+        "mpr": _f("Ax MPR{post}", "Cor MPR{post}"),
+        "sub": _f("SUB", "Subtract"),
+        "spine_t2": _f("Sag T2 FRFSE", "Sag T2 FSE AIR"),
+        "spine_t1": _f("Sag T1 FSE AIR", "Sag T1 FLAIR"),
+    },
+))
+_register(Family(
+    name="hitachi_fuji", vendor="HITACHI", modality="MR", planes={"ax": "AX", "sag": "SAG", "cor": "COR"},
+    post_tokens=_f("_Gd", "+Gd", " CE", "_C+"), pre_tokens=_f("_pre",), contrast_tag_rate=0.5,
+    names={
+        "loc": _f("Scanogram", "3P-Scano", "Pilot"),
+        "cal": _f("Coil Sens", "RAPID Cal"),
+        "t1_se": _f("T1WI_SE_{pl}{post}", "T1W SE {pl}{post}", "T1WI{post}"),
+        "t1_ir": _f("T1WI_IR{post}", "T1-FLAIR {pl}{post}"),
+        "t1_3d": _f("3D-RSSG T1{post}", "T1 3D GE{post}", "3D_T1WI_RSSG{post}"),
+        "t1_3d_se": _f("isoFSE T1{post}",),
+        "t1_gre_2d": _f("T1WI_GE{post}",),
+        "t2_tse": _f("T2WI_FSE_{pl}", "T2WI {pl}", "T2W FSE"),
+        "t2_3d": _f("isoFSE T2", "3D T2WI"),
+        "flair_2d": _f("FLAIR_{pl}{post}", "FLAIR{post}", "T2-FLAIR {pl}"),
+        "flair_3d": _f("3D FLAIR isoFSE{post}",),
+        "dwi": _f("DWI_b1000", "DWI {pl}", "DWI EPI"),
+        "adc": _f("ADC map", "DWI_b1000_ADC", "ADC"),
+        "swi": _f("BSI", "BSI_{pl}", "SWI"),
+        "swi_mip": _f("BSI MinIP", "BSI_mIP"),
+        "swi_phase": _f("BSI Phase", "BSI_PHA"),
+        "t2star": _f("T2*WI", "T2*WI_GE_{pl}"),
+        "stir": _f("STIR_{pl}", "STIR"),
+        "tof": _f("MRA TOF", "3D TOF"),
+        "tof_mip": _f("MRA MIP", "TOF MIP"),
+        "perf": _f("Perfusion DSC", "PWI"),
+        "asl": _f("ASL", "3D ASL"),
+        "svs": _f("MRS SV", "SVS PRESS"),
+        "dti": _f("DTI", "DTI 12axis"),
+        "fa": _f("FA", "DTI_FA"),
+        "mpr": _f("MPR {pl}{post}", "REFORMAT{post}"),
+        "sub": _f("SUB", "Subtraction"),
+        "spine_t2": _f("T2WI_SAG_Spine", "T2W SAG"),
+        "spine_t1": _f("T1WI_SAG_Spine", "T1W SAG"),
+    },
+))
+_register(Family(
+    name="united_imaging", vendor="UIH", modality="MR", planes={"ax": "tra", "sag": "sag", "cor": "cor"},
+    post_tokens=_f("_+C", "_post", "_enhance", "_C"), pre_tokens=_f("_pre",), contrast_tag_rate=0.5,
+    names={
+        "loc": _f("localizer", "loc_3plane"),
+        "cal": _f("calibration", "pre_scan"),
+        "t1_se": _f("t1_fse_{pl}{post}", "t1_se_{pl}{post}"),
+        "t1_ir": _f("t1_flair_{pl}{post}", "t1_ir_fse_{pl}{post}"),
+        "t1_3d": _f("t1_gre_fsp_3d_sag_iso{post}", "t1_mprage_sag{post}", "t1_gre_3d_{pl}{post}"),
+        "t1_3d_se": _f("t1_matrix_3d_sag{post}",),
+        "t1_gre_2d": _f("t1_gre_fsp_{pl}{post}",),
+        "t2_tse": _f("t2_fse_{pl}", "t2_fse_{pl}_fs", "t2_fse_{pl}_ACS"),
+        "t2_3d": _f("t2_matrix_3d_sag", "t2_fse_3d_sag_iso"),
+        "flair_2d": _f("t2_flair_{pl}{post}", "t2_flair_fse_{pl}", "flair_{pl}_ACS"),
+        "flair_3d": _f("t2_flair_3d_sag{post}", "t2_matrix_flair_3d"),
+        "dwi": _f("dwi_{pl}_b1000", "dwi_epi_{pl}", "dwi_b0_b1000"),
+        "adc": _f("dwi_{pl}_b1000_ADC", "ADC", "dwi_epi_ADC"),
+        "swi": _f("swi_3d_{pl}", "SWI_{pl}", "swi_mag"),
+        "swi_mip": _f("swi_3d_minIP", "SWI_mIP"),
+        "swi_phase": _f("swi_3d_pha", "SWI_phase"),
+        "t2star": _f("t2star_gre_{pl}", "t2star_me_{pl}"),
+        "stir": _f("t2_stir_{pl}", "stir_cor"),
+        "tof": _f("tof_3d_{pl}", "tof_3d_mra"),
+        "tof_mip": _f("tof_3d_MIP", "MRA_MIP"),
+        "perf": _f("perf_dsc_{pl}", "dsc_perfusion"),
+        "asl": _f("asl_3d_pcasl", "pcasl_3d"),
+        "svs": _f("svs_press_144", "svs_press_30"),
+        "dti": _f("dti_30dir", "dti_epi_{pl}"),
+        "fa": _f("dti_FA", "FA"),
+        "mpr": _f("mpr_{pl}{post}", "t1_mpr_{pl}{post}"),
+        "sub": _f("sub_t1", "subtraction"),
+        "spine_t2": _f("t2_fse_sag_spine", "t2_fse_sag"),
+        "spine_t1": _f("t1_fse_sag_spine", "t1_fse_sag"),
+    },
+))
+_register(Family(
+    name="ct_kernels", vendor="SIEMENS", modality="CT",
+    names={
+        "ct_brain": _f("Head 5.0 Hr38", "Kopf 4.0 J40s", "Brain Qr40 3mm", "Head Br36 5mm", "Cerebrum 5.0 H31s", "HEAD_SEQ 4.8 H31s"),
+        "ct_bone": _f("Head 1.0 Hr64", "Bone 0.6 J70h", "Schaedel Knochen 1.0 Hr60", "Bone Br64 1mm"),
+        "ct_scout": _f("Topogram 0.6 T20s", "Topogram", "Topo"),
+        "ct_mpr": _f("Cor 3.0 Hr38 MPR", "MPR Range[1]", "Sag MPR 2mm"),
+        "ct_cta": _f("CTA Kopf 0.75 Bv36", "Angio Head 0.6 Hv36"),
+        "ct_body": _f("Thorax 3.0 Br40", "Abdomen 5.0 Br36"),
+        "ct_dose": _f("Patient Protocol", "Dose Report"),
+    },
+))
+
 #: Hold-out folds: every fold removes whole naming families (two MR, one CT)
 #: from training. Each vendor keeps at least one MR family in training in every
 #: fold except Canon, whose only MR family is unseen when it is held out.
@@ -439,20 +613,39 @@ HOLDOUT_FOLDS: tuple[tuple[str, ...], ...] = (
     ("ge_classic", "canon_mr", "ct_philips"),
     ("philips_classic", "euro_site", "ct_siemens"),
     ("siemens_site", "ge_site", "ct_canon"),
+    ("siemens_xa", "hitachi_fuji", "ct_kernels"),
+    ("ge_premier", "united_imaging"),
 )
+
+
+def vendor_folds() -> tuple[tuple[str, ...], ...]:
+    """Leave-one-vendor-out folds: every family (MR and CT) of one vendor held out together."""
+    by_vendor: dict[str, list[str]] = {}
+    for name, family in FAMILIES.items():
+        by_vendor.setdefault(family.vendor, []).append(name)
+    return tuple(tuple(names) for _, names in sorted(by_vendor.items()))
 
 _MODELS = {
     "SIEMENS": ("Skyra", "Prisma", "Avanto", "Aera", "Vida", "SOMATOM Definition AS+", "SOMATOM Force"),
     "GE": ("SIGNA Premier", "DISCOVERY MR750", "Optima MR450w", "SIGNA Artist", "Revolution CT", "LightSpeed VCT"),
     "PHILIPS": ("Ingenia", "Achieva", "Ingenia Elition X", "iCT 256", "Brilliance 64"),
     "CANON": ("Vantage Orian", "Vantage Galan 3T", "Aquilion ONE", "Aquilion Prime"),
+    "HITACHI": ("ECHELON Smart", "OASIS", "ECHELON OVAL"),
+    "UIH": ("uMR 780", "uMR 570", "uMR Omega"),
 }
 _MANUFACTURER_SPELLING = {
     "SIEMENS": ("SIEMENS", "Siemens Healthineers", "SIEMENS "),
     "GE": ("GE MEDICAL SYSTEMS", "GE Healthcare"),
     "PHILIPS": ("Philips Medical Systems", "Philips", "Philips Healthcare"),
     "CANON": ("CANON_MEC", "TOSHIBA_MEC", "Canon Medical Systems"),
+    "HITACHI": ("Hitachi Medical Corporation", "HITACHI", "FUJIFILM Healthcare Corporation"),
+    "UIH": ("UIH", "United Imaging Healthcare"),
 }
+
+#: Vendors without their own habits below borrow another vendor's (ImageType
+#: spellings, ScanOptions, b-value tags): Hitachi/Fujifilm write ImageType
+#: like Canon, United Imaging like Siemens.
+_STYLE = {"HITACHI": "CANON", "UIH": "SIEMENS"}
 
 
 class _Gen:
@@ -611,6 +804,12 @@ def _mr_physics(arch: str, vendor: str, field_t: float, g: _Gen) -> dict[str, ob
     elif arch == "perf":
         d.update(ScanningSequence="EP", SequenceVariant="SK\\SS", MRAcquisitionType="2D", RepetitionTime=g.u(1200, 1900), EchoTime=g.u(25, 45),
                  FlipAngle=g.u(60, 90, 0), SliceThickness=g.u(4, 6, 1), count=g.i(19, 25) * g.i(40, 60), NumberOfTemporalPositions=g.i(40, 60))
+    elif arch == "fmri":
+        d.update(ScanningSequence="EP", SequenceVariant=g.pick(("SK\\SS", "SK", "NONE")), MRAcquisitionType="2D",
+                 RepetitionTime=g.u(700, 3000), EchoTime=g.u(22, 40), FlipAngle=g.u(50, 90, 0), SliceThickness=g.u(2, 4, 1))
+        frames = g.i(100, 400)
+        d["count"] = g.i(30, 72) * frames if g.p(0.6) else frames  # one mosaic per volume on Siemens
+        d["NumberOfTemporalPositions"] = frames
     elif arch == "asl":
         d.update(ScanningSequence=g.pick(("EP", "SE", "GR")), SequenceVariant="SK", MRAcquisitionType=g.pick(("2D", "3D")),
                  RepetitionTime=g.u(4000, 5200), EchoTime=g.u(9, 25), InversionTime=g.u(1500, 2025), FlipAngle="90",
@@ -639,7 +838,7 @@ _SCAN_OPTIONS = {
 
 def _mr_dataset(family: Family, arch: str, post: bool, agent: bool, study: dict[str, object], g: _Gen) -> tuple[Dataset, int]:
     """Header of one MR series and its instance count."""
-    vendor = family.vendor
+    vendor = _STYLE.get(family.vendor, family.vendor)
     field_t = float(study["field"])  # type: ignore[arg-type]
     phys = _mr_physics(arch, vendor, field_t, g)
     if arch not in ("loc", "cal", "svs") and g.p(0.12):
@@ -799,7 +998,7 @@ def _protocol(family: Family, g: _Gen) -> list[tuple[str, bool]]:
         seq.append(("swi", False))
         if g.p(0.5):
             seq.append((g.pick(("swi_mip", "swi_phase")), False))
-    for arch, prob in (("t2star", 0.2), ("tof", 0.15), ("asl", 0.1), ("svs", 0.1), ("dti", 0.15), ("stir", 0.05)):
+    for arch, prob in (("t2star", 0.2), ("tof", 0.15), ("asl", 0.1), ("svs", 0.1), ("dti", 0.15), ("stir", 0.05), ("fmri", 0.08)):
         if g.p(prob):
             seq.append((arch, False))
             if arch == "tof" and g.p(0.7):
@@ -824,7 +1023,7 @@ def _protocol(family: Family, g: _Gen) -> list[tuple[str, bool]]:
 
 
 def _describe(family: Family, arch: str, post: bool, plain_post: bool, pre_word: bool, g: _Gen) -> str:
-    template = g.pick(family.names[arch])
+    template = g.pick(family.names.get(arch) or GENERIC_NAMES[arch])
     plane = family.planes[g.pick(("ax", "ax", "ax", "sag", "cor"))]
     label = ARCHETYPE_LABEL[arch]
     post_text = ""
@@ -861,7 +1060,7 @@ def generate_study(family: Family, g: _Gen) -> list[CorpusItem]:
         plain_post = post and g.p(0.15)
         if family.modality == "CT":
             ds, count = _ct_dataset(family, arch, study, g)
-            description = g.pick(family.names[arch])
+            description = g.pick(family.names.get(arch) or GENERIC_NAMES[arch])
             if g.p(0.05):
                 description = ""
         else:
@@ -887,6 +1086,10 @@ def generate_study(family: Family, g: _Gen) -> list[CorpusItem]:
             ds.ProtocolName = g.pick(("WIP ", "", "")) + description + g.pick((" SENSE", " CLEAR", ""))
         elif description and g.p(0.8):
             ds.ProtocolName = description.split("_ADC")[0].split("_TRACEW")[0]
+        if family.modality == "MR" and arch not in ("loc", "cal", "svs") and g.p(family.multiframe_rate):
+            kind = "enhanced" if g.p(0.5) else "legacy"
+            contrast = ACQUISITION_CONTRAST.get(arch) if kind == "enhanced" else None
+            ds = multiframe_header(ds, count, kind=kind, contrast=contrast)
         items.append(CorpusItem(SeriesSummary.from_header(ds, instance_count=count), label, family.name, arch))
         number += 1
     return items

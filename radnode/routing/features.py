@@ -1,11 +1,11 @@
 """Turn a series header into a fixed-length numeric feature vector.
 
-Why this shape: the seed's dcmclass showed that a gradient-boosted tree model
+Why this shape: the 2020 platform's dcmclass showed that a gradient-boosted tree model
 on the first header of a series is enough to tell MR contrasts apart. This
 module keeps that idea and widens it so that sites whose naming the model has
 never seen still classify well:
 
-* SeriesNumber is deliberately *not* a feature (the seed used it): numbering
+* SeriesNumber is deliberately *not* a feature (the 2020 platform used it): numbering
   is a per-site habit (GE counts in hundreds) and let the model learn a site
   rather than a sequence;
 * physics (TR, TE, TI, flip angle, b-value, ...) carries the series when the
@@ -35,11 +35,12 @@ import numpy as np
 import structlog
 from pydicom.dataset import Dataset
 
+from radnode.routing.enhanced import flatten_header
 from radnode.routing.series_index import SeriesSummary
 
 log = structlog.get_logger(__name__)
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 #: Buckets for the hashed text of SeriesDescription / ProtocolName and for
 #: categorical values outside the vocabularies below.
@@ -63,7 +64,6 @@ _NUMERIC_BOUNDS: dict[str, tuple[float, float]] = {
     "EchoTrainLength": (1.0, 1_000.0),
     "NumberOfTemporalPositions": (1.0, 10_000.0),
     "ImagesInAcquisition": (1.0, 100_000.0),
-    "NumberOfFrames": (1.0, 100_000.0),
     "PixelBandwidth": (1.0, 10_000.0),
     "KVP": (20.0, 200.0),
     "WindowCenter": (-2_000.0, 5_000.0),
@@ -77,7 +77,20 @@ NUMERIC_FEATURES: tuple[str, ...] = tuple(_NUMERIC_BOUNDS)
 DERIVED_FEATURES: tuple[str, ...] = (
     "TE_over_TR", "TI_over_TR", "ContrastAgent", "IsDerived", "IsLocalizerType", "DescriptionEmpty", "DescriptionLength",
     "DescPostContrast", "DescPreContrast",
+    # Structure a scanner cannot rename (v2): one flag per meaning, whatever
+    # the vendor's spelling of it in ImageType / the enhanced descriptors.
+    "HasInversion", "IsProjection", "IsSWIType", "IsPhase", "IsDiffusionMap", "IsTrace", "IsReformat",
 )
+
+#: ImageType / FrameType values that mean the same thing across vendors (v2).
+_IMAGE_TYPE_FLAGS: dict[str, frozenset[str]] = {
+    "IsProjection": frozenset({"MIP", "MNIP", "MIN IP", "MINIP", "MIN_IP", "PROJECTION IMAGE", "PROJECTION", "MAX_IP", "MINIMUM", "MAXIMUM"}),
+    "IsSWIType": frozenset({"SWI", "SWAN", "SWIP", "SWI_IMAGES", "SW"}),
+    "IsPhase": frozenset({"P", "PHASE", "P_FFE", "P_SE", "PHASE MAP", "PHASE_CONTRAST"}),
+    "IsDiffusionMap": frozenset({"ADC", "EADC", "FA", "EXP", "TRACE_ADC", "CALC_ADC"}),
+    "IsTrace": frozenset({"TRACEW", "TRACE", "DIFFUSION", "ISODWI", "CALC_BVALUE"}),
+    "IsReformat": frozenset({"MPR", "REFORMATTED", "CPR", "CURVED", "MPR THICK", "VOLUME RENDERING"}),
+}
 
 #: How sites write "after contrast" / "before contrast" in a description, in
 #: English, German, French and Italian. Hashed tokens only help for spellings
@@ -103,13 +116,18 @@ _VOCAB: dict[str, tuple[str, ...]] = {
         "ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "M", "P", "R", "I", "MAG", "PHASE", "ND", "NORM", "DIS2D", "DIS3D",
         "MPR", "MIP", "MNIP", "MIN IP", "PROJECTION IMAGE", "SUBTRACT", "SUB", "ADC", "EADC", "DIFFUSION", "TRACEW", "TRACE",
         "FA", "SWI", "LOCALIZER", "AXIAL", "REFORMATTED", "VOLUME", "OTHER", "SCREEN SAVE", "CSA REPORT", "MOSAIC",
-        "PERFUSION", "T2_STAR", "FILTERED", "MOCO", "CPR", "3D", "DOSE INFO",
+        "PERFUSION", "T2_STAR", "FILTERED", "MOCO", "CPR", "3D", "DOSE INFO", "NONE", "PROJECTION", "MINIP",
+        # Enhanced MR Image Flavor (value 3) and Derived Pixel Contrast (value 4), PS3.3 C.8.16.1.3-4
+        "T1", "T2", "PROTON_DENSITY", "FLUID_ATTENUATED", "STIR", "FMRI", "ANGIO", "MIN_IP", "MAX_IP", "MINIMUM", "MAXIMUM",
     ),
     "BodyPartExamined": ("HEAD", "BRAIN", "SKULL", "NECK", "SPINE", "CSPINE", "TSPINE", "LSPINE", "CHEST", "ABDOMEN", "PELVIS", "EXTREMITY", "KNEE", "HEADNECK", "ORBIT"),
     "PatientPosition": ("HFS", "FFS", "HFP", "FFP"),
     "ConvolutionKernel": (),  # all hashed; keywords below capture the meaning
     "ContrastBolusAgent": (),
     "AngioFlag": ("Y", "N"),
+    # Enhanced MR descriptors (PS3.3 C.8.13.1), read from the top level or the MR Image Frame Type macro.
+    "AcquisitionContrast": ("T1", "T2", "T2_STAR", "PROTON_DENSITY", "FLUID_ATTENUATED", "STIR", "DIFFUSION", "PERFUSION", "TOF", "FLOW_ENCODED", "MIXED", "UNKNOWN"),
+    "ComplexImageComponent": ("MAGNITUDE", "PHASE", "REAL", "IMAGINARY", "MIXED"),
     "PhotometricInterpretation": ("MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR"),
 }
 CATEGORICAL_TAGS: tuple[str, ...] = tuple(_VOCAB)
@@ -291,7 +309,8 @@ def extract_features(summary: SeriesSummary) -> np.ndarray:
 
 
 def _fill(vec: np.ndarray, index: dict[str, int], summary: SeriesSummary) -> None:
-    ds = summary.header if summary.header is not None else Dataset()
+    # Enhanced / legacy-converted objects keep TR, TE, TI, ... in functional groups.
+    ds = flatten_header(summary.header) if summary.header is not None else Dataset()
     numeric = _numeric(ds, summary)
     for name, value in numeric.items():
         vec[index[f"num:{name}"]] = value
@@ -306,6 +325,16 @@ def _fill(vec: np.ndarray, index: dict[str, int], summary: SeriesSummary) -> Non
     image_type = _string_values(_safe_get(ds, "ImageType"))
     vec[index["derived:IsDerived"]] = 1.0 if image_type and image_type[0] == "DERIVED" else 0.0
     vec[index["derived:IsLocalizerType"]] = 1.0 if "LOCALIZER" in image_type else 0.0
+    scanning = _string_values(_safe_get(ds, "ScanningSequence"))
+    vec[index["derived:HasInversion"]] = 1.0 if (not math.isnan(ti) or "IR" in scanning or str(_safe_get(ds, "InversionRecovery") or "").upper() == "YES") else 0.0
+    tokens = set(image_type)
+    for part in list(tokens):
+        tokens.update(t for t in re.split(r"[_ ]", part) if t)
+    for flag, spellings in _IMAGE_TYPE_FLAGS.items():
+        vec[index[f"derived:{flag}"]] = 1.0 if tokens & spellings else 0.0
+    component = " ".join(_string_values(_safe_get(ds, "ComplexImageComponent")))
+    if component == "PHASE":
+        vec[index["derived:IsPhase"]] = 1.0
     description = summary.series_description or ""
     vec[index["derived:DescriptionEmpty"]] = 1.0 if not description.strip() else 0.0
     vec[index["derived:DescriptionLength"]] = float(len(description.strip()))
@@ -366,3 +395,45 @@ def feature_matrix(summaries: Sequence[SeriesSummary]) -> np.ndarray:
     if not summaries:
         return np.zeros((0, n_features()), dtype=np.float32)
     return np.vstack([extract_features(s) for s in summaries])
+
+
+def text_columns() -> np.ndarray:
+    """Columns computed from the free text of SeriesDescription / ProtocolName (hashed tokens, length, empty flag).
+
+    The post/pre-contrast flags are not among them: they encode the common
+    spellings a radiologist knows, and are kept by :func:`augment_text`.
+    """
+    names, index = _layout()
+    cols = [i for i, n in enumerate(names) if n.startswith(("desc:", "proto:"))]
+    cols += [index["derived:DescriptionEmpty"], index["derived:DescriptionLength"]]
+    return np.asarray(sorted(cols), dtype=np.int64)
+
+
+def augment_text(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One extra copy of every row whose description is dropped or replaced by unseen tokens.
+
+    Why: a model trained only on the corpus' own names learns that a name it
+    knows decides the class, and then lets a name it has never seen (a new
+    vendor, a site's own habit) outvote clear physics. Half the copies get an
+    empty description (as some exports do), half get 2–12 random hashed
+    tokens in both text blocks — text that carries no class information —
+    so the trees must find the class in the physics and structure columns
+    whenever the text is unfamiliar.
+    """
+    names, index = _layout()
+    out = x.copy()
+    desc_cols = np.asarray([i for i, n in enumerate(names) if n.startswith("desc:")])
+    proto_cols = np.asarray([i for i, n in enumerate(names) if n.startswith("proto:")])
+    drop = rng.random(len(out)) < 0.5
+    out[:, desc_cols] = 0.0
+    out[:, proto_cols] = 0.0
+    out[drop, index["derived:DescriptionEmpty"]] = 1.0
+    out[drop, index["derived:DescriptionLength"]] = 0.0
+    for row in np.flatnonzero(~drop):
+        k = int(rng.integers(2, 13))
+        out[row, rng.choice(desc_cols, size=k)] += 1.0
+        if rng.random() < 0.7:
+            out[row, rng.choice(proto_cols, size=k)] += 1.0
+        out[row, index["derived:DescriptionEmpty"]] = 0.0
+        out[row, index["derived:DescriptionLength"]] = float(rng.integers(3, 40))
+    return out

@@ -19,16 +19,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.registry import Registry, RegistryError
-from radnode.jobs import store
-from radnode.jobs.models import Destination, Trigger
-from radnode.listener.pull import PullRouting, mark_routed, pull_for_study
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import Destination, Trigger
+from radnode.routing.pulled import PullRouting, mark_routed, pull_for_study
 from radnode.routing.classifier import SeriesClassifier
 from radnode.routing.rules import DicomNode, PlannedApplication, RoutingConfig, RoutingDecision, StudyFacts, default_destinations, evaluate
 from radnode.routing.rules_commands import format_decision
-from radnode.routing.selection import BUILTIN_APPLICATIONS, ApplicationRoles, Selection, select_series
+from radnode.model.analysis import ApplicationRoles
+from radnode.routing.selection import Selection, select_series
 from radnode.routing.series_index import SeriesSummary, scan_series
 from radnode.settings import Settings
-from radnode.store.studies import StudyCompleted
+from radnode.routing.completeness import release_readiness
+from radnode.routing.returned import forward_reidentified, original_study
+from radnode.store.studies import ReleasedStudy, StudyCompleted
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +42,7 @@ class ApplicationPlan:
     roles: ApplicationRoles
     selection: Selection
     model_version: str
-    request: store.JobRequest
+    request: jobstore.JobRequest
 
 
 @dataclass
@@ -143,27 +146,22 @@ class Router:
     def _plan_application(self, app: PlannedApplication, facts: StudyFacts, summaries: list[SeriesSummary], predictions: dict[str, Any]) -> ApplicationPlan:
         error = None
         try:
-            spec = self.registry.get(app.name).spec
-            roles = ApplicationRoles(app.name, tuple(spec.required_roles), tuple(spec.optional_roles))
-            model_version = spec.model_version
+            model_version = self.registry.get(app.name).spec.model_version
         except RegistryError as exc:
-            roles = BUILTIN_APPLICATIONS.get(app.name, ApplicationRoles(app.name, (), ()))
             model_version = "not-installed"
             error = str(exc)
+        roles = self.registry.roles(app.name)
         selection = select_series(roles, summaries, [predictions[s.series_instance_uid] for s in summaries], threshold=self.settings.routing.confidence_threshold)
         chosen = {role: c.series_instance_uid for role, c in selection.chosen.items()}
         flags = [f"confirm-{role}" for role, c in selection.chosen.items() if c.needs_confirmation]
         destinations: list[Destination] = []
-        for ref in app.destinations:
+        named = {ref.name for ref in app.destinations}
+        # notify destinations already receiving every result need no second copy.
+        for ref, notify in [(r, False) for r in app.destinations] + [(r, True) for r in app.notify if r.name not in named]:
             if ref.node is None:
                 flags.append(f"unresolved-destination:{ref.name}")
                 continue
-            node = ref.node
-            destinations.append(
-                Destination(name=ref.name, url=node.url)
-                if node.url
-                else Destination(name=ref.name, ae_title=node.ae_title or "", host=node.host or "", port=node.port)
-            )
+            destinations.append(job_destination(ref.name, ref.node, notify=notify))
         needs_input = None
         if not selection.complete:
             parts = []
@@ -171,7 +169,7 @@ class Router:
                 closest = ", ".join(f"{c[1] or c[0]} ({c[2]:.2f})" for c in missing.closest_candidates[:3]) or "no candidates"
                 parts.append(f"missing role {missing.role!r}; closest: {closest}")
             needs_input = "; ".join(parts)
-        request = store.JobRequest(
+        request = jobstore.JobRequest(
             study_instance_uid=facts.study_instance_uid,
             application=app.name,
             model_version=model_version,
@@ -194,22 +192,39 @@ class Router:
 
     # -- the sink --------------------------------------------------------------
 
+    def ready_on_release(self, study: ReleasedStudy) -> str | None:
+        """Study assembly's completeness check: a reason to start this released study now, or None."""
+        if not self.settings.complete_on_release_for(study.called_ae):
+            return None
+        study_dir = self.settings.spool_dir / study.study_instance_uid
+        pull = pull_for_study(self.settings, self.sessions, study.study_instance_uid)
+        plan = self.plan(study_dir, study_uid=study.study_instance_uid, calling_ae=study.calling_ae, called_ae=study.called_ae, pull=pull)
+        reason = release_readiness(plan)
+        log.info("completeness on release", study_uid=study.study_instance_uid, ready=reason is not None)
+        return reason
+
     def study_completed(self, event: StudyCompleted) -> None:
         study_dir = self.settings.spool_dir / event.study_instance_uid
         with self.sessions() as session:
             seen = session.scalars(
-                select(store.RoutingDecisionRow.id).where(
-                    store.RoutingDecisionRow.study_instance_uid == event.study_instance_uid,
-                    store.RoutingDecisionRow.generation == event.generation,
+                select(jobstore.RoutingDecisionRow.id).where(
+                    jobstore.RoutingDecisionRow.study_instance_uid == event.study_instance_uid,
+                    jobstore.RoutingDecisionRow.generation == event.generation,
                 )
             ).first()
         if seen is not None:
+            return
+        original = original_study(self.sessions, event.study_instance_uid)
+        if original is not None:  # a result coming back from an external analysis, not a study to analyse
+            outcome = forward_reidentified(self.settings, self.sessions, study_dir, event.study_instance_uid, original)
+            with self.sessions.begin() as session:
+                jobstore.record_routing(session, event.study_instance_uid, event.generation, False, [], outcome.explanation())
             return
         pull = pull_for_study(self.settings, self.sessions, event.study_instance_uid)
         plan = self.plan(study_dir, study_uid=event.study_instance_uid, calling_ae=event.calling_ae, called_ae=event.called_ae, pull=pull)
         created = 0
         with self.sessions.begin() as session:
-            store.record_routing(
+            jobstore.record_routing(
                 session,
                 event.study_instance_uid,
                 event.generation,
@@ -219,7 +234,7 @@ class Router:
             )
             jobs = []
             for app in plan.applications:
-                job, new = store.create_job(session, app.request)
+                job, new = jobstore.create_job(session, app.request)
                 jobs.append((job.job_id, job.state))
                 created += int(new)
             if pull is not None:
@@ -235,3 +250,18 @@ class Router:
         )
         if created:
             self.on_jobs()
+
+
+def job_destination(name: str, node: DicomNode, *, notify: bool = False) -> Destination:
+    """A routing file's destination as the job's (queue contract) destination."""
+    if node.url:
+        return Destination(name=name, url=node.url, notify=notify)
+    if node.email is not None:
+        return Destination(name=name, email=tuple(node.email), notify=notify)
+    if node.hl7:
+        return Destination(name=name, hl7=node.hl7, notify=notify)
+    if node.fhir:
+        return Destination(name=name, fhir=node.fhir, notify=notify)
+    if node.webhook:
+        return Destination(name=name, webhook=node.webhook, notify=notify)
+    return Destination(name=name, ae_title=node.ae_title or "", host=node.host or "", port=node.port, notify=notify, tls=node.tls, external=node.external)

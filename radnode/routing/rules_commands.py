@@ -11,6 +11,7 @@ so a deployment script can refuse a bad file before it reaches a node.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import structlog
@@ -45,15 +46,12 @@ def format_decision(decision: RoutingDecision) -> str:
         lines.append("  Applications:")
         for app in decision.applications:
             opts = ", ".join(f"{k}={v!r}" for k, v in app.options.items()) or "default options"
-            dests = ", ".join(
-                d.name
-                if d.node is None
-                else f"{d.name} ({d.node.url or f'{d.node.ae_title}@{d.node.host}:{d.node.port}'})"
-                for d in app.destinations
-            )
+            dests = ", ".join(_describe(d) for d in app.destinations)
             unresolved = " [return_to_sender unresolved]" if any(d.symbolic for d in app.destinations) else ""
             lines.append(f"    - {app.name}: {opts}")
             lines.append(f"      results to: {dests or 'nowhere'}{unresolved}")
+            if app.notify:
+                lines.append(f"      critical findings also to: {', '.join(_describe(d) for d in app.notify)}")
             lines.append(f"      requested by: {', '.join(app.rules)}")
     elif decision.matched:
         lines.append("  Applications: none (the matched rules name no application).")
@@ -124,7 +122,7 @@ def explain(ctx: click.Context, study_dir: Path, called_ae: str | None, calling_
     registry = Registry.from_settings(settings)
     path = rules_file or rules_path(settings)
     try:
-        config = load_rules(path, registry.known_applications())
+        config = load_rules(path, registry.declared_applications())
     except RoutingFileError as exc:
         for issue in exc.issues:
             click.echo(str(issue), err=True)
@@ -173,9 +171,21 @@ def explain(ctx: click.Context, study_dir: Path, called_ae: str | None, calling_
         if a.request.error:
             click.echo(f"  cannot run: {a.request.error}")
         for d in a.request.destinations:
-            click.echo(f"  results to {d.name}: {d.label}")
+            click.echo(f"  {'critical results' if d.notify else 'results'} to {d.name}: {d.label}")
         for f in a.request.flags:
             click.echo(f"  flag: {f}")
+
+
+def _describe(ref: Any) -> str:
+    """``name (where)`` for a routing destination of any kind."""
+    node = ref.node
+    if node is None:
+        return str(ref.name)
+    if node.email is not None:
+        where = "mailto:" + ",".join(node.email)
+    else:
+        where = node.url or node.hl7 or node.fhir or node.webhook or f"{node.ae_title}@{node.host}:{node.port}"
+    return f"{ref.name} ({where})"
 
 
 __all__ = ["check", "explain", "format_decision", "routing"]

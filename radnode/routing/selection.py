@@ -1,6 +1,6 @@
 """Choose which series of a study fill an application's input roles.
 
-Why not "top label per series": the seed picked, per class, the series with
+Why not "top label per series": the 2020 platform picked, per class, the series with
 the highest probability, with no threshold and nothing stopping one series
 from filling two roles. Here:
 
@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 from scipy.optimize import linear_sum_assignment
 
+from radnode.model.analysis import ApplicationRoles
 from radnode.routing.classifier import Prediction
 from radnode.routing.series_index import SeriesSummary
 
@@ -35,27 +36,6 @@ log = structlog.get_logger(__name__)
 
 #: Probability below which a series is not a candidate for a role at all.
 DEFAULT_FLOOR = 0.05
-
-
-@dataclass(frozen=True)
-class ApplicationRoles:
-    """The series types an application needs (``required``) or can use (``optional``)."""
-
-    name: str
-    required: tuple[str, ...]
-    optional: tuple[str, ...] = ()
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return self.required + tuple(r for r in self.optional if r not in self.required)
-
-
-GLIOMA = ApplicationRoles("glioma", required=("t1c", "flair", "t2", "t1"))
-METASTASIS = ApplicationRoles("metastasis", required=("t1c",), optional=("flair", "t1"))
-HEMORRHAGE = ApplicationRoles("hemorrhage", required=("ct_brain",))
-
-#: Built-in declarations by application name.
-BUILTIN_APPLICATIONS: dict[str, ApplicationRoles] = {a.name: a for a in (GLIOMA, METASTASIS, HEMORRHAGE)}
 
 
 @dataclass(frozen=True)
@@ -88,7 +68,9 @@ class Selection:
 
 def _tie_key(summary: SeriesSummary) -> tuple[float, float, float, float]:
     """Larger is better: 3D, thinner slices, more instances, later series number."""
-    header = summary.header
+    from radnode.routing.enhanced import flatten_header
+
+    header = flatten_header(summary.header)  # an enhanced object keeps SliceThickness in Pixel Measures
     try:
         is_3d = 1.0 if str(header.get("MRAcquisitionType", "")).strip().upper() == "3D" else 0.0
     except Exception:

@@ -21,8 +21,15 @@ def rules_path(settings: Settings) -> Path:
 
 
 def load_classifier(settings: Settings) -> SeriesClassifier:
+    """The shipped model, or ``routing.classifier_model``; a site model must have passed its held-out check."""
     path = settings.routing.classifier_model
-    return SeriesClassifier.load(path) if path else load_default()
+    if not path:
+        return load_default()
+    from radnode.routing.corrections import check_site_model
+
+    clf = SeriesClassifier.load(path)
+    check_site_model(clf, Path(path))
+    return clf
 
 
 def build_router(
@@ -32,6 +39,6 @@ def build_router(
     on_jobs: Callable[[], None] = lambda: None,
 ) -> tuple[Router, RulesWatcher]:
     """A router over hot-reloaded rules; start the returned watcher."""
-    watcher = RulesWatcher(rules_path(settings), registry.known_applications(), interval=settings.routing.reload_interval)
+    watcher = RulesWatcher(rules_path(settings), registry.declared_applications(), interval=settings.routing.reload_interval)
     router = Router(settings, sessions, lambda: watcher.current, load_classifier(settings), registry, on_jobs)
     return router, watcher

@@ -42,8 +42,9 @@ from reportlab.platypus import (  # noqa: E402
     TableStyle,
 )
 
-from radnode.analyzers.base import Finding, Measurement, ModelInfo, Segment  # noqa: E402
-from radnode.sr_writer.branding import ReportBranding  # noqa: E402
+from radnode.model.analysis import Finding, Measurement, ModelInfo, Segment  # noqa: E402
+from radnode.model.branding import ReportBranding  # noqa: E402
+from radnode.model.lesions import FollowUp, Lesion  # noqa: E402
 
 log = structlog.get_logger(__name__)
 
@@ -139,17 +140,31 @@ def render_key_images(
     return out
 
 
-def _trend_png(prior: Sequence[PriorResult], current: tuple[str, Mapping[str, float]], keys: Sequence[str], color: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(6.4, 2.6), dpi=120)
+def _trend_png(prior: Sequence[PriorResult], current: tuple[str, Mapping[str, float]], keys: Sequence[str], color: str,
+               labels: Mapping[str, str] | None = None, spd: Sequence[float | None] | None = None) -> bytes:
+    """Volumes over time (and the RANO sum of products on a second panel when given).
+
+    Dates are formatted one way (YYYY-MM-DD) whatever form they arrive in.
+    """
+    panels = 2 if spd is not None and any(v is not None for v in spd) else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.4, 2.6), dpi=120, squeeze=False)
+    ax = axes[0][0]
     points = [*prior, current]
-    dates = [str(d) for d, _ in points]
+    dates = [_fmt_date(d) for d, _ in points]
     for i, key in enumerate(keys):
         ys = [float(v[key]) if key in v else np.nan for _, v in points]
-        ax.plot(dates, ys, marker="o", label=key, color=[c / 255 for c in PALETTE[i % len(PALETTE)]] if i else color)
+        ax.plot(dates, ys, marker="o", label=(labels or {}).get(key, key),
+                color=[c / 255 for c in PALETTE[i % len(PALETTE)]] if i else color)
     ax.set_ylabel("Volume (mL)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
-    ax.tick_params(labelsize=8)
+    ax.tick_params(labelsize=7)
+    if panels == 2:
+        bx = axes[0][1]
+        bx.plot(dates, [np.nan if v is None else v for v in spd], marker="s", color=color)  # type: ignore[union-attr]
+        bx.set_ylabel("Sum of products (mm\u00b2)", fontsize=8)
+        bx.grid(alpha=0.3)
+        bx.tick_params(labelsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -201,33 +216,63 @@ class _NumberedCanvas(rl_canvas.Canvas):
         super().save()
 
 
-def build_report_pdf(
-    *,
-    patient: Dataset,
-    model: ModelInfo,
-    branding: ReportBranding,
-    application: str,
-    segments: Sequence[Segment] = (),
-    measurements: Sequence[Measurement] = (),
-    findings: Sequence[Finding] = (),
-    key_images: Sequence[KeyImage] = (),
-    prior_results: Sequence[PriorResult] = (),
-    trend_keys: Sequence[str] | None = None,
-    method_steps: Sequence[str] = (),
-    flags: Sequence[str] = (),
-    whole_label: str | None = None,
-    generated_at: dt.datetime | None = None,
-) -> bytes:
-    """Render the report and return the PDF bytes.
+@dataclass(frozen=True)
+class _Styles:
+    """Paragraph styles and colours shared by every section."""
 
-    *patient* is any instance of the study (patient/study identifiers are
-    read from it). Volume measurements (unit mL) form the main table, keyed
-    by ``segment`` (or ``name``); *whole_label* names the row that others are
-    a share of (default: the one whose label contains "whole"). The last of
-    *prior_results* is "the prior" for the change columns; all of them feed
-    the trend plot of *trend_keys* (default: the whole row and any
-    "enhancing" row present in the priors).
-    """
+    primary: colors.Color
+    secondary: colors.Color
+    body: ParagraphStyle
+    small: ParagraphStyle
+    h1: ParagraphStyle
+    h2: ParagraphStyle
+    caption: ParagraphStyle
+    banner: ParagraphStyle
+    head: ParagraphStyle
+
+    @classmethod
+    def of(cls, branding: ReportBranding) -> "_Styles":
+        primary = colors.HexColor(branding.primary_color)
+        styles = getSampleStyleSheet()
+        body = ParagraphStyle("body", parent=styles["BodyText"], fontSize=9, leading=12)
+        small = ParagraphStyle("small", parent=body, fontSize=7.5, leading=9.5, textColor=colors.HexColor("#444444"))
+        return cls(
+            primary=primary,
+            secondary=colors.HexColor(branding.secondary_color),
+            body=body,
+            small=small,
+            h1=ParagraphStyle("h1", parent=styles["Heading1"], fontSize=15, textColor=primary, spaceAfter=4),
+            h2=ParagraphStyle("h2", parent=styles["Heading2"], fontSize=11.5, textColor=primary, spaceBefore=8, spaceAfter=4),
+            caption=ParagraphStyle("cap", parent=small, alignment=TA_CENTER),
+            banner=ParagraphStyle("banner", parent=body, fontName="Helvetica-Bold", fontSize=12, textColor=colors.white, alignment=TA_CENTER),
+            head=ParagraphStyle("head", parent=body, fontName="Helvetica-Bold", fontSize=8.5, leading=10, textColor=colors.white),
+        )
+
+    def table(self, rows: list[list], widths: Sequence[float], align_right_from: int = 1) -> Table:
+        rows = [[Paragraph(_esc(str(h)), self.head) for h in rows[0]], *rows[1:]]  # header cells wrap
+        t = Table(rows, colWidths=widths, repeatRows=1, hAlign="LEFT")
+        t.setStyle(
+            TableStyle(
+                [
+                    ("BACKGROUND", (0, 0), (-1, 0), self.primary),
+                    ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
+                    ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
+                    ("FONTSIZE", (0, 0), (-1, -1), 8.5),
+                    ("ALIGN", (align_right_from, 1), (-1, -1), "RIGHT"),
+                    ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f2f4f7")]),
+                    ("LINEBELOW", (0, -1), (-1, -1), 0.5, self.secondary),
+                    ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                    ("TOPPADDING", (0, 0), (-1, -1), 3),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+                ]
+            )
+        )
+        return t
+
+
+def _check_report_arguments(patient: object, model: object, branding: object, application: object,
+                            measurements: Sequence[object], findings: Sequence[object], prior_results: Sequence[object],
+                            lesions: Sequence[object], follow_up: object) -> None:
     if not isinstance(patient, Dataset):
         raise TypeError(f"patient: expected a pydicom Dataset, got {type(patient).__name__}")
     if not isinstance(model, ModelInfo):
@@ -245,56 +290,42 @@ def build_report_pdf(
     for i, p in enumerate(prior_results):
         if not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], Mapping)):
             raise TypeError(f"prior_results: item {i} must be (date, {{name: value}})")
+    for i, les in enumerate(lesions):
+        if not isinstance(les, Lesion):
+            raise TypeError(f"lesions: item {i} is {type(les).__name__}, not Lesion")
+    if follow_up is not None and not isinstance(follow_up, FollowUp):
+        raise TypeError(f"follow_up: expected FollowUp, got {type(follow_up).__name__}")
     if branding.logo_path is not None and not branding.logo_path.is_file():
         raise ValueError(f"branding: logo_path {branding.logo_path} does not exist")
 
-    primary = colors.HexColor(branding.primary_color)
-    secondary = colors.HexColor(branding.secondary_color)
-    generated = generated_at or dt.datetime.now().replace(microsecond=0)
-    styles = getSampleStyleSheet()
-    body = ParagraphStyle("body", parent=styles["BodyText"], fontSize=9, leading=12)
-    small = ParagraphStyle("small", parent=body, fontSize=7.5, leading=9.5, textColor=colors.HexColor("#444444"))
-    h1 = ParagraphStyle("h1", parent=styles["Heading1"], fontSize=15, textColor=primary, spaceAfter=4)
-    h2 = ParagraphStyle("h2", parent=styles["Heading2"], fontSize=11.5, textColor=primary, spaceBefore=8, spaceAfter=4)
-    caption = ParagraphStyle("cap", parent=small, alignment=TA_CENTER)
-    banner = ParagraphStyle("banner", parent=body, fontName="Helvetica-Bold", fontSize=12, textColor=colors.white, alignment=TA_CENTER)
 
-    head = ParagraphStyle("head", parent=body, fontName="Helvetica-Bold", fontSize=8.5, leading=10, textColor=colors.white)
-
-    def table(rows: list[list], widths: Sequence[float], align_right_from: int = 1) -> Table:
-        rows = [[Paragraph(_esc(str(h)), head) for h in rows[0]], *rows[1:]]  # header cells wrap
-        t = Table(rows, colWidths=widths, repeatRows=1, hAlign="LEFT")
-        t.setStyle(
-            TableStyle(
-                [
-                    ("BACKGROUND", (0, 0), (-1, 0), primary),
-                    ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
-                    ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
-                    ("FONTSIZE", (0, 0), (-1, -1), 8.5),
-                    ("ALIGN", (align_right_from, 1), (-1, -1), "RIGHT"),
-                    ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f2f4f7")]),
-                    ("LINEBELOW", (0, -1), (-1, -1), 0.5, secondary),
-                    ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-                    ("TOPPADDING", (0, 0), (-1, -1), 3),
-                    ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
-                ]
-            )
-        )
-        return t
-
-    story: list = []
-    story.append(Paragraph(f"{_esc(application)} \u2014 AI analysis report", h1))
+def _title(application: str, model: ModelInfo, st: _Styles) -> list:
+    story: list = [Paragraph(f"{_esc(application)} \u2014 AI analysis report", st.h1)]
     if model.demo:
-        b = Table([[Paragraph(DEMO_BANNER, banner)]], colWidths=[180 * mm])
+        b = Table([[Paragraph(DEMO_BANNER, st.banner)]], colWidths=[180 * mm])
         b.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#c62828")), ("TOPPADDING", (0, 0), (-1, -1), 5), ("BOTTOMPADDING", (0, 0), (-1, -1), 5)]))
         story += [b, Spacer(1, 4 * mm)]
+    return story
 
-    # Patient and study identifiers.
+
+def _fmt_age(value: object) -> str:
+    """DICOM AS (``045Y``) → ``45 years``."""
+    text = str(value or "")
+    units = {"Y": "years", "M": "months", "W": "weeks", "D": "days"}
+    if len(text) == 4 and text[:3].isdigit() and text[3] in units:
+        return f"{int(text[:3])} {units[text[3]]}"
+    return text or "\u2014"
+
+
+def _identifiers(patient: Dataset, generated: dt.datetime, st: _Styles) -> list:
+    """Patient and study identifiers as the source images carry them."""
+    weight = patient.get("PatientWeight")
     ident = [
-        ["Patient", _fmt_name(patient.get("PatientName")), "Patient ID", str(patient.get("PatientID", "") or "—")],
-        ["Birth date", _fmt_date(patient.get("PatientBirthDate")), "Sex", str(patient.get("PatientSex", "") or "—")],
-        ["Accession", str(patient.get("AccessionNumber", "") or "—"), "Study date", _fmt_date(patient.get("StudyDate"))],
-        ["Study", str(patient.get("StudyDescription", "") or "—"), "Report generated", generated.strftime("%Y-%m-%d %H:%M")],
+        ["Patient", _fmt_name(patient.get("PatientName")), "Patient ID", str(patient.get("PatientID", "") or "\u2014")],
+        ["Birth date", _fmt_date(patient.get("PatientBirthDate")), "Sex", str(patient.get("PatientSex", "") or "\u2014")],
+        ["Age", _fmt_age(patient.get("PatientAge")), "Weight", f"{float(weight):g} kg" if weight not in (None, "") else "\u2014"],
+        ["Accession", str(patient.get("AccessionNumber", "") or "\u2014"), "Study date", _fmt_date(patient.get("StudyDate"))],
+        ["Study", str(patient.get("StudyDescription", "") or "\u2014"), "Report generated", generated.strftime("%Y-%m-%d %H:%M")],
     ]
     it = Table(ident, colWidths=[25 * mm, 65 * mm, 30 * mm, 60 * mm], hAlign="LEFT")
     it.setStyle(
@@ -303,112 +334,202 @@ def build_report_pdf(
                 ("FONTNAME", (0, 0), (0, -1), "Helvetica-Bold"),
                 ("FONTNAME", (2, 0), (2, -1), "Helvetica-Bold"),
                 ("FONTSIZE", (0, 0), (-1, -1), 8.5),
-                ("TEXTCOLOR", (0, 0), (0, -1), secondary),
-                ("TEXTCOLOR", (2, 0), (2, -1), secondary),
-                ("BOX", (0, 0), (-1, -1), 0.5, secondary),
+                ("TEXTCOLOR", (0, 0), (0, -1), st.secondary),
+                ("TEXTCOLOR", (2, 0), (2, -1), st.secondary),
+                ("BOX", (0, 0), (-1, -1), 0.5, st.secondary),
                 ("TOPPADDING", (0, 0), (-1, -1), 2),
                 ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
             ]
         )
     )
-    story.append(it)
+    return [it]
 
-    # Volumes.
-    volumes = [m for m in measurements if _is_volume(m)]
-    prior = prior_results[-1] if prior_results else None
-    if volumes:
-        labels = [_label(m) for m in volumes]
-        whole = whole_label or next((lab for lab in labels if "whole" in lab.lower()), None)
-        whole_value = next((m.value for m in volumes if _label(m) == whole), None)
-        header = ["Region", "Volume (mL)"]
+
+def _prior_value(prior: Mapping[str, float], m: Measurement) -> float | None:
+    """A prior's value for *m*: by row name (what the job store keeps), else by label."""
+    value = prior.get(m.name, prior.get(_label(m)))
+    return None if value is None else float(value)
+
+
+def _volumes(volumes: Sequence[Measurement], segments: Sequence[Segment], prior: PriorResult | None,
+             whole_label: str | None, st: _Styles) -> list:
+    """The main table: one row per region volume, its share and the change against the prior."""
+    if not volumes:
+        return []
+    labels = [_label(m) for m in volumes]
+    whole = whole_label or next((lab for lab in labels if "whole" in lab.lower()), None)
+    whole_value = next((m.value for m in volumes if _label(m) == whole), None)
+    header = ["Region", "Volume (mL)"]
+    if whole_value:
+        header.append(f"Share of {whole.lower() if whole else 'total'} (%)")
+    if prior is not None:
+        header += [f"Prior {_fmt_date(prior[0])} (mL)", "Change (mL)", "Change (%)"]
+    rows: list[list] = [header]
+    for m in volumes:
+        lab = _label(m)
+        row = [lab, f"{m.value:.2f}"]
         if whole_value:
-            header.append(f"Share of {whole.lower() if whole else 'total'} (%)")
+            row.append("" if lab == whole else f"{100.0 * m.value / whole_value:.1f}")
         if prior is not None:
-            header += [f"Prior {_fmt_date(prior[0])} (mL)", "Change (mL)", "Change (%)"]
-        rows: list[list] = [header]
-        for m in volumes:
-            lab = _label(m)
-            row = [lab, f"{m.value:.2f}"]
-            if whole_value:
-                row.append("" if lab == whole else f"{100.0 * m.value / whole_value:.1f}")
-            if prior is not None:
-                before = prior[1].get(lab)
-                if before is None:
-                    row += ["—", "—", "—"]
-                else:
-                    delta = m.value - float(before)
-                    pct = f"{100.0 * delta / float(before):+.1f}" if float(before) else "—"
-                    row += [f"{float(before):.2f}", f"{delta:+.2f}", pct]
-            rows.append(row)
-        n = len(header)
-        widths = [52 * mm] + [(180 - 52) * mm / (n - 1)] * (n - 1)
-        story += [Paragraph("Findings", h2), table(rows, widths)]
-        segs_by_name = {s.name: i for i, s in enumerate(segments)}
-        legend = [s for s in segments if s.name in segs_by_name]
-        if legend:
-            swatches = " &nbsp; ".join(
-                f'<font color="#{"%02x%02x%02x" % PALETTE[i % len(PALETTE)]}">\u25a0</font> {_esc(s.name)}' for i, s in enumerate(legend)
-            )
-            story.append(Paragraph(f"Overlay colours: {swatches}", small))
+            before = _prior_value(prior[1], m)
+            if before is None:
+                row += ["\u2014", "\u2014", "\u2014"]
+            else:
+                delta = m.value - before
+                pct = f"{100.0 * delta / before:+.1f}" if before else "\u2014"
+                row += [f"{before:.2f}", f"{delta:+.2f}", pct]
+        rows.append(row)
+    n = len(header)
+    widths = [52 * mm] + [(180 - 52) * mm / (n - 1)] * (n - 1)
+    story: list = [Paragraph("Findings", st.h2), st.table(rows, widths)]
+    if segments:
+        swatches = " &nbsp; ".join(
+            f'<font color="#{"%02x%02x%02x" % PALETTE[i % len(PALETTE)]}">\u25a0</font> {_esc(s.name)}' for i, s in enumerate(segments)
+        )
+        story.append(Paragraph(f"Overlay colours: {swatches}", st.small))
+    return story
 
-    others = [m for m in measurements if not _is_volume(m)]
-    if others:
-        rows = [["Measurement", "Region", "Value", "Unit"]] + [[m.name, m.segment or "—", f"{m.value:.2f}", m.unit] for m in others]
-        story += [Paragraph("Other measurements", h2), table(rows, [70 * mm, 55 * mm, 30 * mm, 25 * mm], align_right_from=2)]
 
-    if findings:
-        rows = [["Finding", "Result", "Probability", "Detail"]]
-        for f in findings:
-            rows.append([f.name, "Present" if f.present else "Absent", "—" if f.probability is None else f"{100 * f.probability:.0f} %", Paragraph(_esc(f.detail or ""), body)])
-        story += [Paragraph("Detections", h2), table(rows, [55 * mm, 25 * mm, 25 * mm, 75 * mm], align_right_from=2)]
+RANO_NOTE = (
+    "Automated measurement, not a response assessment: RANO also weighs clinical status, corticosteroid dose, "
+    "non-enhancing (T2/FLAIR) disease and confirmation on a later scan. Diameters: longest axial diameter of the "
+    "contrast-enhancing lesion and the longest diameter perpendicular to it on the same slice; measurable when "
+    "both are at least 10 mm. Category by the product rule: PR \u2265 50 % decrease of the sum of products against "
+    "the baseline, PD \u2265 25 % increase against the smallest sum so far or a new measurable lesion, CR no "
+    "enhancing disease, SD otherwise."
+)
 
-    if flags:
-        story += [Paragraph("Flagged for review", h2)] + [Paragraph(f"\u2022 {_esc(f)}", body) for f in flags]
 
-    if key_images:
+def _lesions(lesions: Sequence[Lesion], tracking: Mapping[int, tuple[int, str]], follow_up: FollowUp | None,
+             st: _Styles) -> list:
+    """Per-lesion table (volumes, location, RANO diameters) and the follow-up against the prior."""
+    if not lesions:
+        return []
+    rows: list[list] = [["Lesion", "Location", "Whole (mL)", "Enhancing (mL)", "Largest axial diameter (mm)",
+                         "RANO diameters (mm)", "Product (mm\u00b2)", "Measur\u00adable"]]
+    for les in lesions:
+        bi = les.bidimensional
+        track = tracking.get(les.index, (les.index, ""))[0]
+        rows.append([
+            f"{les.index} (track {track})", Paragraph(_esc(les.location), st.body), f"{les.volumes_ml['whole_tumor']:.2f}",
+            f"{les.volumes_ml['enhancing']:.2f}", f"{les.max_axial_diameter_mm:.1f}",
+            "\u2014" if bi is None else f"{bi.longest_mm:.1f} \u00d7 {bi.perpendicular_mm:.1f}",
+            "\u2014" if bi is None else f"{bi.product_mm2:.0f}",
+            "\u2014" if bi is None else ("yes" if bi.measurable else "no"),
+        ])
+    widths = [22 * mm, 34 * mm, 17 * mm, 20 * mm, 22 * mm, 26 * mm, 19 * mm, 20 * mm]
+    total = sum(les.bidimensional.product_mm2 for les in lesions if les.bidimensional and les.bidimensional.measurable)
+    story: list = [Paragraph("Lesions and RANO measurements", st.h2), st.table(rows, widths, align_right_from=2)]
+    story.append(Paragraph(f"Sum of products of measurable enhancing lesions: <b>{total:.0f} mm\u00b2</b>", st.body))
+    if follow_up is not None:
+        def pct(v: float | None) -> str:
+            return "\u2014" if v is None else f"{v:+.1f} %"
+
+        rows = [["Against", "Date", "Sum of products (mm\u00b2)", "Change"],
+                ["Prior exam", _fmt_date(follow_up.prior_date), f"{follow_up.prior_sum_mm2:.0f}", pct(follow_up.change_vs_prior_pct)],
+                ["Nadir (smallest so far)", "", f"{follow_up.nadir_sum_mm2:.0f}", pct(follow_up.change_vs_nadir_pct)],
+                ["Baseline (first exam)", _fmt_date(follow_up.baseline_date), f"{follow_up.baseline_sum_mm2:.0f}", pct(follow_up.change_vs_baseline_pct)]]
+        story += [Spacer(1, 2 * mm), st.table(rows, [50 * mm, 30 * mm, 45 * mm, 30 * mm], align_right_from=2)]
+        new = f"; new lesion(s): {', '.join(str(i) for i in follow_up.new_lesions)}" if follow_up.new_lesions else ""
+        story.append(Paragraph(
+            f"RANO imaging category by the product rule: <b>{follow_up.category.value} ({follow_up.category.meaning})</b> "
+            f"\u2014 {_esc(follow_up.reason)}{_esc(new)}.", st.body))
+    story.append(Paragraph(_esc(RANO_NOTE), st.small))
+    return story
+
+
+def _other_measurements(others: Sequence[Measurement], st: _Styles) -> list:
+    if not others:
+        return []
+    rows = [["Measurement", "Region", "Value", "Unit"]] + [[m.name, m.segment or "\u2014", f"{m.value:.2f}", m.unit] for m in others]
+    return [Paragraph("Other measurements", st.h2), st.table(rows, [70 * mm, 55 * mm, 30 * mm, 25 * mm], align_right_from=2)]
+
+
+def _detections(findings: Sequence[Finding], st: _Styles) -> list:
+    if not findings:
+        return []
+    rows = [["Finding", "Result", "Probability", "Detail"]]
+    for f in findings:
+        rows.append([f.name, "Present" if f.present else "Absent", "\u2014" if f.probability is None else f"{100 * f.probability:.0f} %", Paragraph(_esc(f.detail or ""), st.body)])
+    return [Paragraph("Detections", st.h2), st.table(rows, [55 * mm, 25 * mm, 25 * mm, 75 * mm], align_right_from=2)]
+
+
+def _flags(flags: Sequence[str], st: _Styles) -> list:
+    if not flags:
+        return []
+    return [Paragraph("Flagged for review", st.h2)] + [Paragraph(f"\u2022 {_esc(f)}", st.body) for f in flags]
+
+
+def _key_images(key_images: Sequence[KeyImage], st: _Styles) -> list:
+    """Up to three images per row (the orthogonal planes, then the RANO views)."""
+    if not key_images:
+        return []
+    story: list = []
+    for start in range(0, len(key_images), 3):
+        chunk = key_images[start:start + 3]
         cells, caps = [], []
-        width = 180 * mm / len(key_images) - 3 * mm
-        for k in key_images:
+        width = 180 * mm / len(chunk) - 3 * mm
+        for k in chunk:
             h, w = k.rgb.shape[:2]
             scale = min(width / w, 75 * mm / h)
             cells.append(Image(io.BytesIO(k.png), width=w * scale, height=h * scale))
-            caps.append(Paragraph(_esc(k.title), caption))
-        grid = Table([cells, caps], colWidths=[180 * mm / len(key_images)] * len(key_images))
+            caps.append(Paragraph(_esc(k.title), st.caption))
+        grid = Table([cells, caps], colWidths=[180 * mm / len(chunk)] * len(chunk))
         grid.setStyle(TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]))
-        story.append(KeepTogether([Paragraph("Key images (segmentation overlay through the lesion centroid)", h2), grid]))
+        title = "Key images (segmentation overlay through the lesion centroid)" if start == 0 else "Key images (continued)"
+        story.append(KeepTogether([Paragraph(title, st.h2), grid]))
+    return story
 
-    if prior_results and volumes:
-        current = {_label(m): m.value for m in volumes}
-        if trend_keys is None:
-            whole = whole_label or next((k for k in current if "whole" in k.lower()), None)
-            keys = [k for k in current if k == whole or "enhanc" in k.lower()] or list(current)[:3]
-        else:
-            keys = [k for k in trend_keys if k in current]
-        if keys:
-            png = _trend_png(prior_results, (_fmt_date(patient.get("StudyDate")) if patient.get("StudyDate") else generated.date().isoformat(), current), keys, branding.primary_color)
-            story.append(KeepTogether([Paragraph("Trend", h2), Image(io.BytesIO(png), width=170 * mm, height=170 * mm * 2.6 / 6.4)]))
 
-    method = [Paragraph("Method", h2)]
+def _trend(prior_results: Sequence[PriorResult], volumes: Sequence[Measurement], measurements: Sequence[Measurement],
+           trend_keys: Sequence[str] | None, whole_label: str | None, current_date: str, branding: ReportBranding,
+           st: _Styles) -> list:
+    """Volumes (by row name, as the job store keeps them) and the sum of products over time."""
+    if not prior_results or not volumes:
+        return []
+    current = {m.name: m.value for m in volumes}
+    labels = {m.name: _label(m) for m in volumes}
+    if trend_keys is None:
+        whole = whole_label or next((m.name for m in volumes if "whole" in _label(m).lower()), None)
+        keys = [m.name for m in volumes if m.name == whole or "enhanc" in _label(m).lower()] or list(current)[:3]
+    else:
+        keys = [k for k in trend_keys if k in current]
+    if not keys:
+        return []
+    spd_now = next((m.value for m in measurements if m.name == "rano_sum_of_products"), None)
+    spd = None
+    if spd_now is not None:
+        spd = [p[1].get("rano_sum_of_products") for p in prior_results] + [spd_now]
+    png = _trend_png(prior_results, (current_date, current), keys, branding.primary_color, labels, spd)
+    return [KeepTogether([Paragraph("Trend", st.h2), Image(io.BytesIO(png), width=170 * mm, height=170 * mm * 2.6 / 6.4)])]
+
+
+def _method(method_steps: Sequence[str], model: ModelInfo, branding: ReportBranding, st: _Styles) -> list:
+    method = [Paragraph("Method", st.h2)]
     for i, step in enumerate(method_steps, start=1):
-        method.append(Paragraph(f"{i}. {_esc(step)}", body))
+        method.append(Paragraph(f"{i}. {_esc(step)}", st.body))
     method.append(Spacer(1, 2 * mm))
     demo_text = '<font color="#c62828"><b>DEMO MODEL \u2014 NOT FOR CLINICAL USE</b></font>' if model.demo else "clinical model"
     method.append(
         Paragraph(
             f"Model: <b>{_esc(model.name)}</b> version <b>{_esc(model.version)}</b> by {_esc(model.manufacturer)} ({demo_text}).",
-            body,
+            st.body,
         )
     )
     if model.intended_use:
-        method.append(Paragraph(f"Intended use: {_esc(model.intended_use)}", body))
+        method.append(Paragraph(f"Intended use: {_esc(model.intended_use)}", st.body))
     method.append(Spacer(1, 3 * mm))
-    method.append(Paragraph(_esc(branding.disclaimer), small))
-    story.append(KeepTogether(method))
+    method.append(Paragraph(_esc(branding.disclaimer), st.small))
+    return [KeepTogether(method)]
+
+
+def _page_decorator(branding: ReportBranding, model: ModelInfo, st: _Styles):  # type: ignore[no-untyped-def]
+    """Header band (institution, logo, demo strip) and footer on every page."""
 
     def on_page(c: rl_canvas.Canvas, doc: SimpleDocTemplate) -> None:
         width, height = A4
         c.saveState()
-        c.setFillColor(primary)
+        c.setFillColor(st.primary)
         c.rect(0, height - 22 * mm, width, 22 * mm, stroke=0, fill=1)
         c.setFillColor(colors.white)
         c.setFont("Helvetica-Bold", 13)
@@ -429,13 +550,74 @@ def build_report_pdf(
             c.setFillColor(colors.white)
             c.setFont("Helvetica-Bold", 8.5)
             c.drawCentredString(width / 2, height - 25.6 * mm, DEMO_BANNER)
-        c.setStrokeColor(secondary)
+        c.setStrokeColor(st.secondary)
         c.line(15 * mm, 15 * mm, width - 15 * mm, 15 * mm)
         c.setFillColor(colors.HexColor("#444444"))
         c.setFont("Helvetica", 8)
         c.drawString(15 * mm, 10 * mm, branding.footer[:120])
         c.restoreState()
 
+    return on_page
+
+
+def _is_lesion_row(m: Measurement) -> bool:
+    """Per-lesion and RANO rows: shown in the lesion section, not as "other measurements"."""
+    return m.name.startswith(("lesion_", "rano_"))
+
+
+def build_report_pdf(
+    *,
+    patient: Dataset,
+    model: ModelInfo,
+    branding: ReportBranding,
+    application: str,
+    segments: Sequence[Segment] = (),
+    measurements: Sequence[Measurement] = (),
+    findings: Sequence[Finding] = (),
+    key_images: Sequence[KeyImage] = (),
+    prior_results: Sequence[PriorResult] = (),
+    trend_keys: Sequence[str] | None = None,
+    method_steps: Sequence[str] = (),
+    flags: Sequence[str] = (),
+    whole_label: str | None = None,
+    generated_at: dt.datetime | None = None,
+    lesions: Sequence[Lesion] = (),
+    tracking: Mapping[int, tuple[int, str]] | None = None,
+    follow_up: FollowUp | None = None,
+) -> bytes:
+    """Render the report and return the PDF bytes.
+
+    *patient* is any instance of the study (patient/study identifiers are
+    read from it). Volume measurements (unit mL) form the main table, keyed
+    by ``segment`` (or ``name``); *whole_label* names the row that others are
+    a share of (default: the one whose label contains "whole"). The last of
+    *prior_results* is "the prior" for the change columns, looked up by row
+    name; all of them feed the trend plot of *trend_keys* (row names;
+    default: the whole row and any enhancing row). *lesions* (with their
+    *tracking* numbers and the *follow_up* against the prior) add the lesion
+    and RANO section.
+    """
+    _check_report_arguments(patient, model, branding, application, measurements, findings, prior_results, lesions, follow_up)
+    st = _Styles.of(branding)
+    generated = generated_at or dt.datetime.now().replace(microsecond=0)
+    volumes = [m for m in measurements if _is_volume(m) and not (lesions and _is_lesion_row(m))]
+    others = [m for m in measurements if not _is_volume(m) and not (lesions and _is_lesion_row(m))]
+    prior = prior_results[-1] if prior_results else None
+    current_date = _fmt_date(patient.get("StudyDate")) if patient.get("StudyDate") else generated.date().isoformat()
+
+    story: list = []
+    story += _title(application, model, st)
+    story += _identifiers(patient, generated, st)
+    story += _volumes(volumes, segments, prior, whole_label, st)
+    story += _lesions(lesions, tracking or {}, follow_up, st)
+    story += _other_measurements(others, st)
+    story += _detections(findings, st)
+    story += _flags(flags, st)
+    story += _key_images(key_images, st)
+    story += _trend(prior_results, volumes, measurements, trend_keys, whole_label, current_date, branding, st)
+    story += _method(method_steps, model, branding, st)
+
+    on_page = _page_decorator(branding, model, st)
     buf = io.BytesIO()
     doc = SimpleDocTemplate(
         buf,

@@ -27,7 +27,7 @@ import structlog
 from pydicom.sr.codedict import codes
 
 import radnode
-from radnode.analyzers.base import ModelInfo
+from radnode.model.analysis import ModelInfo
 from radnode.uids import derive_uid, is_valid_uid
 
 log = structlog.get_logger(__name__)

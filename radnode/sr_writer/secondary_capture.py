@@ -113,10 +113,13 @@ def build_secondary_captures(
             series_description=spec.description,
         )
         sc.PatientOrientation = None
-        # Type 2C; dciodvfy wants it present (empty: not a paired structure
-        # we could name for a rendered page).
-        if "Laterality" not in sc:
-            sc.Laterality = None
+        # Laterality (type 2C) is for a paired body part; a rendering of a
+        # brain or of a report page has none, so it is absent, not empty
+        # (dciodvfy warns about an empty one).
+        if "Laterality" in sc:
+            del sc.Laterality
+        if source_image.get("BodyPartExamined"):  # lets a validator see the part is unpaired
+            sc.BodyPartExamined = source_image.BodyPartExamined
         sc.BurnedInAnnotation = "YES"
         sc.ImageComments = title[:10240]
         sc.DerivationDescription = f"AI result rendering: {title}"[:1024]

@@ -26,7 +26,8 @@ import structlog
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
-from radnode.analyzers.base import Segment
+from radnode.model.analysis import Segment
+from radnode.sr_writer.frames import source_frames
 from radnode.sr_writer.provenance import OutputProvenance
 
 log = structlog.get_logger(__name__)
@@ -36,7 +37,7 @@ _POS_TOL = 1e-3
 
 
 def _geometry(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(position, row direction, column direction, normal) of one instance."""
+    """(position, row direction, column direction, normal) of one single-frame instance."""
     iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
     ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=float)
     row, col = iop[:3], iop[3:]
@@ -48,37 +49,15 @@ def sort_sources(source_images: Sequence[Dataset]) -> list[Dataset]:
 
     Validates that they form one regular stack (same series, frame of
     reference, orientation and matrix; distinct positions): a SEG frame can
-    only reference a source slice unambiguously when they do.
+    only reference a source slice unambiguously when they do. One
+    multi-frame object (Enhanced or Legacy Converted Enhanced MR/CT) is
+    validated the same way, frame by frame, and returned as ``[object]``;
+    :func:`radnode.sr_writer.frames.source_frames` gives its slices.
     """
-    if isinstance(source_images, (Dataset, str, bytes)) or not isinstance(source_images, Sequence):
-        raise TypeError("source_images: expected a sequence of pydicom Datasets")
-    if len(source_images) == 0:
-        raise ValueError("source_images: must not be empty")
-    for i, ds in enumerate(source_images):
-        if not isinstance(ds, Dataset):
-            raise TypeError(f"source_images: item {i} is {type(ds).__name__}, not a Dataset")
-        for kw in ("SeriesInstanceUID", "FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient", "Rows", "Columns", "PixelSpacing"):
-            if kw not in ds:
-                raise ValueError(f"source_images: item {i} lacks {kw}")
-        if int(getattr(ds, "NumberOfFrames", 1) or 1) != 1:
-            raise ValueError(f"source_images: item {i} is multi-frame; expected single-frame instances")
-    first = source_images[0]
-    _, row0, col0, normal = _geometry(first)
-    for i, ds in enumerate(source_images[1:], start=1):
-        if ds.SeriesInstanceUID != first.SeriesInstanceUID:
-            raise ValueError("source_images: instances belong to more than one series")
-        if ds.FrameOfReferenceUID != first.FrameOfReferenceUID:
-            raise ValueError("source_images: instances use more than one frame of reference")
-        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
-            raise ValueError(f"source_images: item {i} has a different matrix size")
-        _, row, col, _ = _geometry(ds)
-        if not (np.allclose(row, row0, atol=1e-4) and np.allclose(col, col0, atol=1e-4)):
-            raise ValueError(f"source_images: item {i} has a different orientation")
-    keyed = sorted(source_images, key=lambda ds: float(np.dot(_geometry(ds)[0], normal)))
-    positions = np.array([np.dot(_geometry(ds)[0], normal) for ds in keyed])
-    if len(positions) > 1 and np.min(np.diff(positions)) < _POS_TOL:
-        raise ValueError("source_images: two instances share a slice position")
-    return keyed
+    frames = source_frames(source_images)
+    if frames[0].frame_number is not None:
+        return [frames[0].dataset]
+    return [f.dataset for f in frames]
 
 
 def label_map_for_sources(label_image: sitk.Image, source_images: Sequence[Dataset]) -> np.ndarray:
@@ -96,11 +75,11 @@ def label_map_for_sources(label_image: sitk.Image, source_images: Sequence[Datas
         raise ValueError("label_image: must be 3-D")
     if label_image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError("label_image: must be a scalar image")
-    ordered = sort_sources(source_images)
-    first = ordered[0]
+    frames = source_frames(source_images)
+    first = frames[0].dataset
     rows, cols = int(first.Rows), int(first.Columns)
-    ipp0, row_dir, col_dir, _ = _geometry(first)
-    dr, dc = (float(v) for v in first.PixelSpacing)  # row spacing, column spacing
+    ipp0, row_dir, col_dir = frames[0].position, frames[0].row, frames[0].col
+    dr, dc = frames[0].spacing  # row spacing, column spacing
 
     def to_index(point: np.ndarray) -> np.ndarray:
         return np.asarray(label_image.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in point)))
@@ -108,8 +87,8 @@ def label_map_for_sources(label_image: sitk.Image, source_images: Sequence[Datas
     origin_idx = to_index(ipp0)
     step_c = to_index(ipp0 + row_dir * dc) - origin_idx  # one column to the right
     step_r = to_index(ipp0 + col_dir * dr) - origin_idx  # one row down
-    if len(ordered) > 1:
-        step_s = to_index(_geometry(ordered[1])[0]) - origin_idx
+    if len(frames) > 1:
+        step_s = to_index(frames[1].position) - origin_idx
     else:
         spare = {0, 1, 2} - {int(np.argmax(np.abs(step_c))), int(np.argmax(np.abs(step_r)))}
         step_s = np.zeros(3)
@@ -122,7 +101,7 @@ def label_map_for_sources(label_image: sitk.Image, source_images: Sequence[Datas
     if sorted(perm) != [0, 1, 2]:
         raise ValueError("label_image: not on the source series' voxel grid (axes do not align)")
     size = label_image.GetSize()  # (i, j, k)
-    expected = (len(ordered), rows, cols)
+    expected = (len(frames), rows, cols)
     if tuple(size[perm[o]] for o in range(3)) != expected:
         raise ValueError(f"label_image: size {size} does not match the {expected} source grid")
     if not np.allclose(origin_idx, np.round(origin_idx), atol=1e-3):
@@ -133,8 +112,8 @@ def label_map_for_sources(label_image: sitk.Image, source_images: Sequence[Datas
         if rounded[o, perm[o]] < 0:
             out = np.flip(out, axis=o)
     # Every slice must sit where the grid says (catches irregular spacing).
-    for s, ds in enumerate(ordered):
-        idx = to_index(_geometry(ds)[0])
+    for s, frame in enumerate(frames):
+        idx = to_index(frame.position)
         expect = origin_idx + s * step_s
         if not np.allclose(idx, expect, atol=1e-2):
             raise ValueError(f"label_image: source slice {s} is not on the label image's slice grid")
@@ -197,13 +176,14 @@ def build_segmentation(
     """
     if not isinstance(provenance, OutputProvenance):
         raise TypeError(f"provenance: expected OutputProvenance, got {type(provenance).__name__}")
+    frames = source_frames(source_images)
     ordered = sort_sources(source_images)
     segs = check_segments(segments)
     if not isinstance(label_map, np.ndarray):
         raise TypeError(f"label_map: expected numpy.ndarray, got {type(label_map).__name__}")
     if label_map.dtype.kind not in "iub":
         raise TypeError(f"label_map: must have an integer dtype, got {label_map.dtype}")
-    expected = (len(ordered), int(ordered[0].Rows), int(ordered[0].Columns))
+    expected = (len(frames), int(ordered[0].Rows), int(ordered[0].Columns))
     if label_map.shape != expected:
         raise ValueError(f"label_map: shape {label_map.shape} does not match the source series {expected} (Z, Y, X)")
     values = {s.value for s in segs}
@@ -223,6 +203,14 @@ def build_segmentation(
     for number, s in enumerate(segs, start=1):
         lut[s.value] = number
     pixels = lut[label_map.astype(np.int64)]
+    if frames[0].frame_number is not None:
+        # One multi-frame source: highdicom pairs SEG frame i with source
+        # frame i (Referenced Frame Number i + 1), so go from sorted-position
+        # order back to the source's own frame order.
+        in_frame_order = np.zeros((len(frames), *pixels.shape[1:]), dtype=pixels.dtype)
+        for k, frame in enumerate(frames):
+            in_frame_order[int(frame.frame_number) - 1] = pixels[k]  # type: ignore[arg-type]
+        pixels = in_frame_order
 
     algorithm = provenance.algorithm_identification()
     descriptions = [
@@ -284,23 +272,36 @@ def segmentation_to_label_map(
         obj = hd.seg.Segmentation.from_dataset(seg, copy=True)
     else:
         raise TypeError(f"seg: expected a path or Dataset, got {type(seg).__name__}")
-    ordered = sort_sources(source_images)
-    uids = [str(ds.SOPInstanceUID) for ds in ordered]
+    frames = source_frames(source_images)
     # A LABELMAP SEG describes background as segment 0; it holds no label.
     numbers = [int(d.SegmentNumber) for d in obj.SegmentSequence if int(d.SegmentNumber) > 0]
-    # Plane positions of the stored frames must equal their sources' IPPs.
-    by_uid = {str(ds.SOPInstanceUID): _geometry(ds)[0] for ds in ordered}
+    # Plane positions of the stored frames must equal their sources' positions.
+    by_ref = {(f.sop_instance_uid, f.frame_number): f.position for f in frames}
     for i, frame in enumerate(obj.PerFrameFunctionalGroupsSequence, start=1):
-        ref = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        src = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        number = int(src.ReferencedFrameNumber) if frames[0].frame_number is not None and "ReferencedFrameNumber" in src else None
+        key = (str(src.ReferencedSOPInstanceUID), number)
         pos = np.asarray([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient])
-        if ref not in by_uid or not np.allclose(pos, by_uid[ref], atol=_POS_TOL):
+        if key not in by_ref or not np.allclose(pos, by_ref[key], atol=_POS_TOL):
             raise ValueError(f"seg: frame {i} does not sit on its source instance's position")
-    pixels = obj.get_pixels_by_source_instance(
-        source_sop_instance_uids=uids,
-        segment_numbers=numbers,
-        combine_segments=True,
-        relabel=False,
-    )
+    if frames[0].frame_number is not None:
+        pixels = obj.get_pixels_by_source_frame(
+            source_sop_instance_uid=frames[0].sop_instance_uid,
+            source_frame_numbers=[int(f.frame_number) for f in frames],  # type: ignore[arg-type]
+            segment_numbers=numbers,
+            combine_segments=True,
+            relabel=False,
+            # Empty frames are omitted from the SEG; the frame numbers asked
+            # for come from the source object itself, so they are valid.
+            assert_missing_frames_are_empty=True,
+        )
+    else:
+        pixels = obj.get_pixels_by_source_instance(
+            source_sop_instance_uids=[f.sop_instance_uid for f in frames],
+            segment_numbers=numbers,
+            combine_segments=True,
+            relabel=False,
+        )
     out = np.asarray(pixels, dtype=np.int32)
     if segments is not None:
         segs = check_segments(segments)

@@ -12,10 +12,38 @@ Structure (PS3.16 TID 1500):
 * one TID 1411 volumetric group per SEG segment, referencing the segment
   (``ReferencedSegment`` built directly: ``from_segmentation`` fails on a
   one-segment SEG in highdicom 0.28) with that segment's measurements;
-* one TID 1501 group per other measurement subject (e.g. "Whole tumour", a
-  union of labels that is no single segment, or study-level values);
+* one TID 1501 group per other measured region (e.g. "Whole tumor", a
+  union of labels that is no single segment, so no TID 1411 can reference
+  it), its finding type and finding site named;
+* with *lesions*: one TID 1411 group per lesion, its volume surface the
+  lesion's equivalent ellipsoid (PCA of its voxels), finding type Neoplasm,
+  finding site the coarse lobe with laterality, Tracking Identifier
+  "Lesion <track>" and a Tracking UID shared with the same lesion in the
+  patient's other exams; its measurements: volume, largest axial diameter,
+  RANO Long Axis and Perpendicular Axis (method NCIt C114879 "RANO"); the
+  product and "measurable" follow from the two (TID 1411 admits no
+  coordinates on its measurements: the end points are drawn on the RANO key
+  image);
+* with *lesions*: one study-level TID 1501 group "RANO sum of products"
+  holding only values that are unambiguous at study level, each with its own
+  concept: the sum of products — SCT 42798000 "Area" with derivation
+  SCT 255619001 "Total" (CID 7464) by method NCIt C114879 "RANO" (the sum
+  of the lesions' bidimensional products is an area; standard codes
+  postcoordinated instead of a private concept), and
+  with a *follow_up* its DCM 125314 "Fractional Change" against the prior
+  exam (%) and DCM 112048 "Current Response" valued with the target-lesion
+  response code the product rule implies (an automated measurement, not a
+  response assessment);
 * one TID 1501 group per qualitative finding (detection apps): the finding
   code present/absent plus a DCM 122157 "Probability" measurement.
+
+Private codes: scheme ``99RADNODE``, used only for an application's own
+measurement or finding that comes without a code (:func:`local_code`); the
+glioma report uses none (the per-lesion product is not written: it is Long
+Axis × Perpendicular Axis). When one is used the scheme is declared in the
+Coding Scheme Identification Sequence (PS3.3 C.12.1.1.3.1); otherwise the
+SR carries no private designator at all, so dciodvfy has nothing to warn
+about (it warns about any designator it does not know, declared or not).
 
 Measurement codes: volume = SCT 118565006 "Volume" in UCUM ``ml``; largest
 diameter = SCT 81827009 "Diameter" with derivation SCT 56851009 "Maximum"
@@ -28,15 +56,18 @@ modifier states without inventing a code.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import highdicom as hd
+import numpy as np
 import structlog
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from radnode.analyzers.base import Finding, Measurement, Segment
+from radnode.model.analysis import Finding, Measurement, Segment
+from radnode.model.lesions import FollowUp, Lesion
 from radnode.sr_writer.provenance import OutputProvenance
 from radnode.sr_writer.seg import check_segments, segment_numbers, sort_sources
 
@@ -50,11 +81,14 @@ VOLUME = hd.sr.CodedConcept("118565006", "SCT", "Volume")
 DIAMETER = hd.sr.CodedConcept("81827009", "SCT", "Diameter")
 MAXIMUM = hd.sr.CodedConcept("56851009", "SCT", "Maximum")
 PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
+AREA = hd.sr.CodedConcept("42798000", "SCT", "Area")
+TOTAL = hd.sr.CodedConcept("255619001", "SCT", "Total")
 
 _UNITS: dict[str, hd.sr.CodedConcept] = {
     "ml": hd.sr.CodedConcept("ml", "UCUM", "milliliter"),
     "mm": hd.sr.CodedConcept("mm", "UCUM", "millimeter"),
     "mm3": hd.sr.CodedConcept("mm3", "UCUM", "cubic millimeter"),
+    "mm2": hd.sr.CodedConcept("mm2", "UCUM", "square millimeter"),
     "cm3": hd.sr.CodedConcept("cm3", "UCUM", "cubic centimeter"),
     "%": hd.sr.CodedConcept("%", "UCUM", "percent"),
     "1": hd.sr.CodedConcept("1", "UCUM", "no units"),
@@ -71,12 +105,47 @@ _SEG_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
 
 
+
+BRAIN = hd.sr.CodedConcept("12738006", "SCT", "Brain")
+NEOPLASM = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
+LESION = hd.sr.CodedConcept("52988006", "SCT", "Lesion")
+MORPHOLOGICALLY_ABNORMAL = hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure")
+LONG_AXIS = hd.sr.CodedConcept("103339001", "SCT", "Long Axis")
+PERPENDICULAR_AXIS = hd.sr.CodedConcept("131189007", "SCT", "Perpendicular Axis")
+FRACTIONAL_CHANGE = hd.sr.CodedConcept("125314", "DCM", "Fractional Change")
+CURRENT_RESPONSE = hd.sr.CodedConcept("112048", "DCM", "Current Response")
+RANO_METHOD = hd.sr.CodedConcept("C114879", "NCIt", "RANO")
+#: RANO product-rule category → DICOM target-lesion response codes (CID 6144/6145 family).
+RESPONSE_CODES: dict[str, hd.sr.CodedConcept] = {
+    "CR": hd.sr.CodedConcept("112041", "DCM", "Target Lesion Complete Response"),
+    "PR": hd.sr.CodedConcept("112042", "DCM", "Target Lesion Partial Response"),
+    "PD": hd.sr.CodedConcept("112043", "DCM", "Target Lesion Progressive Disease"),
+    "SD": hd.sr.CodedConcept("112044", "DCM", "Target Lesion Stable Disease"),
+}
+#: Coarse lobe names (radnode.analyzers.glioma.lesions) → SNOMED CT body structures.
+REGION_SITES: dict[str, hd.sr.CodedConcept] = {
+    "frontal": hd.sr.CodedConcept("83251001", "SCT", "Frontal lobe"),
+    "parietal": hd.sr.CodedConcept("16630005", "SCT", "Parietal lobe"),
+    "temporal": hd.sr.CodedConcept("78277001", "SCT", "Temporal lobe"),
+    "occipital": hd.sr.CodedConcept("31065004", "SCT", "Occipital lobe"),
+    "posterior fossa": hd.sr.CodedConcept("113305005", "SCT", "Cerebellum"),
+}
+LATERALITY: dict[str, hd.sr.CodedConcept] = {
+    "left": hd.sr.CodedConcept("7771000", "SCT", "Left"),
+    "right": hd.sr.CodedConcept("24028007", "SCT", "Right"),
+    "midline": hd.sr.CodedConcept("51440002", "SCT", "Right and left"),
+}
+#: Region unions (no single SEG segment) → finding type.
+UNION_FINDINGS: dict[str, hd.sr.CodedConcept] = {"whole tumor": LESION, "whole tumour": LESION,
+                                                  "tumor core": NEOPLASM, "tumour core": NEOPLASM}
+
+
 def unit_code(unit: str) -> hd.sr.CodedConcept:
     """UCUM code for a radnode unit string ("mL" → ``ml``)."""
     if not isinstance(unit, str) or not unit.strip():
         raise ValueError("unit: must be a non-empty UCUM string")
     key = unit.strip()
-    return _UNITS.get(key.lower() if key.lower() in ("ml", "mm", "mm3", "cm3") else key, hd.sr.CodedConcept(key, "UCUM", key))
+    return _UNITS.get(key.lower() if key.lower() in ("ml", "mm", "mm2", "mm3", "cm3") else key, hd.sr.CodedConcept(key, "UCUM", key))
 
 
 def local_code(name: str) -> hd.sr.CodedConcept:
@@ -141,12 +210,18 @@ def build_measurement_report(
     measurements: Sequence[Measurement] = (),
     findings: Sequence[Finding] = (),
     procedure_reported: Code | hd.sr.CodedConcept | None = None,
+    lesions: Sequence[Lesion] = (),
+    tracking: Mapping[int, tuple[int, str]] | None = None,
+    follow_up: FollowUp | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 report; see the module docstring for its structure.
 
     *segmentation* is the SEG the segment groups reference (required when
     *segments* is non-empty); *measurements* whose ``segment`` names one of
-    *segments* go into that segment's group.
+    *segments* go into that segment's group. With *lesions*, measurements
+    without a segment or with a "Lesion <n>" segment are not repeated: the
+    lesion and RANO groups carry them. *tracking* maps a lesion index to
+    (track number, Tracking UID); default: the index and a job-derived UID.
     """
     if not isinstance(provenance, OutputProvenance):
         raise TypeError(f"provenance: expected OutputProvenance, got {type(provenance).__name__}")
@@ -171,8 +246,14 @@ def build_measurement_report(
     for i, f in enumerate(finds):
         if f.probability is not None and not 0.0 <= float(f.probability) <= 1.0:
             raise ValueError(f"findings: item {i} ({f.name!r}) probability must be in [0, 1]")
-    if not segs and not meas and not finds:
+    les = _check_list(lesions, Lesion, "lesions")
+    if follow_up is not None and not isinstance(follow_up, FollowUp):
+        raise TypeError(f"follow_up: expected FollowUp, got {type(follow_up).__name__}")
+    if not segs and not meas and not finds and not les:
         raise ValueError("measurements: nothing to report (no segments, measurements or findings)")
+    tracks = dict(tracking) if tracking is not None else {}
+    for lesion in les:
+        tracks.setdefault(lesion.index, (lesion.index, provenance.uid("lesion-track", str(lesion.index))))
 
     algorithm = _algorithm_id(provenance)
     numbers = segment_numbers(segs)
@@ -191,6 +272,7 @@ def build_measurement_report(
                 referenced_segment=ref,
                 finding_type=_finding_type(s),
                 finding_category=hd.sr.CodedConcept(s.property_category[0], "SCT", s.property_category[1]),
+                finding_sites=[hd.sr.FindingSite(BRAIN)] if les else None,
                 algorithm_id=algorithm,
                 measurements=items or None,
             )
@@ -199,17 +281,27 @@ def build_measurement_report(
     seg_names = {s.name for s in segs}
     others: dict[str, list[Measurement]] = {}
     for m in meas:
-        if m.segment not in seg_names:
-            others.setdefault(m.segment or "Study", []).append(m)
+        if m.segment in seg_names:
+            continue
+        if les and (m.segment is None or m.segment.startswith("Lesion ")):
+            continue  # carried by the lesion and RANO groups
+        others.setdefault(m.segment or "Study", []).append(m)
     for subject, items in others.items():
+        union = UNION_FINDINGS.get(subject.lower())
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=provenance.uid("subject", subject), identifier=subject[:64]),
-                finding_type=local_code(subject) if subject != "Study" else None,
+                finding_type=union or (local_code(subject) if subject != "Study" else None),
+                finding_sites=[hd.sr.FindingSite(BRAIN)] if union is not None else None,
                 algorithm_id=algorithm,
                 measurements=[measurement_item(m, provenance) for m in items],
             )
         )
+    if les:
+        frame = str(ordered[0].FrameOfReferenceUID)
+        series = hd.sr.SourceSeriesForSegmentation(str(ordered[0].SeriesInstanceUID))
+        groups += [_lesion_group(lesion, tracks[lesion.index], frame, series, algorithm) for lesion in les]
+        groups.append(_rano_group(les, follow_up, provenance, algorithm))
     for f in finds:
         code = local_code(f.name)
         evaluation = hd.sr.QualitativeEvaluation(
@@ -268,14 +360,83 @@ def build_measurement_report(
     sr.ManufacturerModelName = provenance.manufacturer_model_name
     sr.SoftwareVersions = provenance.software_versions
     sr.DeviceSerialNumber = provenance.device_serial_number
-    # Declare the private scheme (PS3.3 C.12.1.1.3.1) for codes that use it.
-    scheme = Dataset()
-    scheme.CodingSchemeDesignator = LOCAL_SCHEME
-    scheme.CodingSchemeName = "radnode local finding names"
-    scheme.CodingSchemeResponsibleOrganization = "radnode"
-    sr.CodingSchemeIdentificationSequence = [scheme]
+    if _uses_scheme(sr.ContentSequence, LOCAL_SCHEME):
+        # Declare the private scheme (PS3.3 C.12.1.1.3.1) only where a code uses it.
+        scheme = Dataset()
+        scheme.CodingSchemeDesignator = LOCAL_SCHEME
+        scheme.CodingSchemeName = "radnode local concepts (an application's uncoded measurements and findings)"
+        scheme.CodingSchemeResponsibleOrganization = "radnode"
+        sr.CodingSchemeIdentificationSequence = [scheme]
     log.info("sr built", job_id=provenance.job_id, groups=len(groups))
     return sr
+
+
+def _lesion_group(lesion: Lesion, track: tuple[int, str], frame: str, series: hd.sr.SourceSeriesForSegmentation,
+                  algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    """TID 1411 for one lesion (see the module docstring)."""
+    number, uid = track
+    items = [
+        hd.sr.Measurement(name=VOLUME, value=float(lesion.volumes_ml["whole_tumor"]), unit=unit_code("ml")),
+        hd.sr.Measurement(name=DIAMETER, value=float(lesion.max_axial_diameter_mm), unit=unit_code("mm"), derivation=MAXIMUM),
+    ]
+    bi = lesion.bidimensional
+    if bi is not None:
+        # TID 1411 admits no coordinates on its measurements (TID 1419); the
+        # end points are drawn on the RANO key image instead. Measurable and
+        # the product follow from the two values (RANO: both ≥ 10 mm).
+        items += [
+            hd.sr.Measurement(name=LONG_AXIS, value=float(bi.longest_mm), unit=unit_code("mm"), method=RANO_METHOD),
+            hd.sr.Measurement(name=PERPENDICULAR_AXIS, value=float(bi.perpendicular_mm), unit=unit_code("mm"), method=RANO_METHOD),
+        ]
+    site = hd.sr.FindingSite(REGION_SITES.get(lesion.region, BRAIN), laterality=LATERALITY.get(lesion.hemisphere))
+    common: dict[str, Any] = {
+        "tracking_identifier": hd.sr.TrackingIdentifier(uid=uid, identifier=f"Lesion {number}"),
+        "finding_type": NEOPLASM,
+        "finding_category": MORPHOLOGICALLY_ABNORMAL,
+        "finding_sites": [site],
+        "algorithm_id": algorithm,
+        "measurements": items,
+    }
+    if len(lesion.ellipsoid_lps_mm) == 6:
+        surface = hd.sr.VolumeSurface(graphic_type=hd.sr.GraphicTypeValues3D.ELLIPSOID,
+                                      graphic_data=np.asarray(lesion.ellipsoid_lps_mm, dtype=float),
+                                      frame_of_reference_uid=frame, source_series=series)
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_volume_surface=surface, **common)
+    return hd.sr.MeasurementsAndQualitativeEvaluations(**common)  # type: ignore[return-value,arg-type]
+
+
+def _uses_scheme(items: Sequence[Dataset], designator: str) -> bool:
+    """Whether any coded entry anywhere below *items* (concept names, values, units, modifiers) is in *designator*."""
+    for item in items:
+        if item.get("CodingSchemeDesignator") == designator:
+            return True
+        for element in item:
+            if element.VR == "SQ" and _uses_scheme(element.value, designator):
+                return True
+    return False
+
+
+def _rano_group(lesions: Sequence[Lesion], follow_up: FollowUp | None, provenance: OutputProvenance,
+                algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The study-level TID 1501 group: only values that are unambiguous at study level."""
+    total = sum(les.bidimensional.product_mm2 for les in lesions if les.bidimensional and les.bidimensional.measurable)
+    # The sum of products: an area (mm²), the total over the measurable lesions, by RANO.
+    items = [hd.sr.Measurement(name=AREA, value=round(float(total), 1), unit=unit_code("mm2"), method=RANO_METHOD, derivation=TOTAL)]
+    evaluations = None
+    if follow_up is not None:
+        if follow_up.change_vs_prior_pct is not None:  # of the sum of products, against the prior exam
+            items.append(hd.sr.Measurement(name=FRACTIONAL_CHANGE, value=float(follow_up.change_vs_prior_pct), unit=unit_code("%"),
+                                           method=RANO_METHOD))
+        evaluations = [hd.sr.QualitativeEvaluation(name=CURRENT_RESPONSE, value=RESPONSE_CODES[follow_up.category.value])]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=provenance.uid("subject", "RANO"), identifier="RANO sum of products"),
+        finding_type=NEOPLASM,
+        method=RANO_METHOD,
+        finding_sites=[hd.sr.FindingSite(BRAIN)],
+        algorithm_id=algorithm,
+        measurements=items,
+        qualitative_evaluations=evaluations,
+    )
 
 
 def _finding_type(s: Segment) -> hd.sr.CodedConcept:

@@ -68,6 +68,35 @@ def dciodvfy(path: str | Path) -> list[str] | None:
     return errors
 
 
+def dciodvfy_report(path: str | Path) -> tuple[list[str], list[str]] | None:
+    """(errors, warnings) dciodvfy reports for *path*; None if not installed.
+
+    Warnings matter too: a PACS or viewer that is stricter than the standard's
+    minimum trips on exactly what dciodvfy warns about (empty type 2C values,
+    unexpected attributes, retired codes).
+    """
+    tool = _tool(_DCIODVFY, "dciodvfy")
+    if tool is None:
+        log.warning("dciodvfy not installed; IOD check skipped")
+        return None
+    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, errors="replace", timeout=120, check=False)
+    lines = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines()]
+    return [x for x in lines if x.startswith("Error -")], [x for x in lines if x.startswith("Warning -")]
+
+
+def dcentvfy(paths: list[Path]) -> list[str] | None:
+    """dicom3tools ``dcentvfy`` over a set of files (e.g. a study's sources
+    and results): the lines reporting an inconsistency between instances of
+    one entity (patient, study, series …); None if not installed."""
+    tool = _tool(("/usr/bin/dcentvfy",), "dcentvfy")
+    if tool is None:
+        log.warning("dcentvfy not installed; entity check skipped")
+        return None
+    proc = subprocess.run([tool, *map(str, paths)], capture_output=True, text=True, errors="replace", timeout=300, check=False)
+    lines = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines()]
+    return [x for x in lines if x.startswith(("Error", "Warning"))]
+
+
 def dsrdump(path: str | Path) -> str | None:
     """DCMTK's rendering of an SR; None if not installed. Raises if unreadable."""
     tool = _tool(_DSRDUMP, "dsrdump")

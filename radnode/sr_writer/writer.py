@@ -10,7 +10,8 @@ UIDs derive from the job id: a retried job rewrites identical UIDs.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +20,14 @@ import pydicom
 import structlog
 from pydicom.dataset import Dataset
 
-from radnode.analyzers.base import AnalyzerResult, LabelMap, Measurement, ModelInfo
-from radnode.sr_writer.branding import ReportBranding
+from radnode.model.analysis import AnalyzerResult, LabelMap, Measurement, ModelInfo
+from radnode.model.branding import ReportBranding
 from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
+from radnode.sr_writer.frames import frames_image, slice_spacing, sorted_volume, source_frames, with_top_level_geometry
 from radnode.sr_writer.pdf import PriorResult, build_report_pdf, render_key_images
+from radnode.sr_writer.patient import apply_patient_module
 from radnode.sr_writer.provenance import OutputProvenance
+from radnode.sr_writer.rano_figures import render_bidimensional
 from radnode.sr_writer.secondary_capture import build_secondary_captures, key_image_inputs, pdftoppm_available, render_pdf_pages
 from radnode.sr_writer.seg import build_segmentation, sort_sources
 from radnode.sr_writer.sr import build_measurement_report
@@ -39,8 +43,27 @@ DEFAULT_METHOD_STEPS = (
 )
 
 
+#: Lesions whose RANO measurement gets its own key image (largest first).
+MAX_RANO_IMAGES = 3
+
+
 class ResultWriteError(RuntimeError):
     """An output object could not be built, written, read back or validated."""
+
+
+@contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Turn any failure while building *what* into a :class:`ResultWriteError` naming it.
+
+    Why: a writer failure must fail the job with a reason a user can act on
+    ("SEG: source_images: ..."), never escape as an unhandled library error.
+    """
+    try:
+        yield
+    except ResultWriteError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised with the object named
+        raise ResultWriteError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -84,19 +107,12 @@ def _series_from_study_dir(study_dir: Path) -> dict[str, list[Path]]:
 
 
 def voxel_spacing(sources: Sequence[Dataset]) -> tuple[float, float, float]:
-    """(slice, row, column) spacing in mm of a sorted series.
+    """(slice, row, column) spacing in mm of a sorted series (classic or one multi-frame object).
 
     The slice spacing is measured between positions along the normal, not
     read from Slice Thickness, which differs from it for gapped stacks.
     """
-    first = sources[0]
-    dr, dc = (float(v) for v in first.PixelSpacing)
-    if len(sources) < 2:
-        return float(getattr(first, "SliceThickness", 1.0) or 1.0), dr, dc
-    iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
-    normal = np.cross(iop[:3], iop[3:])
-    pos = [float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)) for ds in sources]
-    return float(np.median(np.diff(pos))), dr, dc
+    return slice_spacing(source_frames(sources))
 
 
 def segment_volumes(label_map: LabelMap, sources: Sequence[Dataset]) -> list[Measurement]:
@@ -173,7 +189,8 @@ def write_results(
     role = label_map.reference_role if label_map is not None else next(iter(source_series))
     if role not in source_series or not source_series[role]:
         raise ValueError(f"source_series: has no files for reference role {role!r}")
-    sources = _read_series([Path(p) for p in source_series[role]])
+    with _step(f"reading the {role} series"):
+        sources = _read_series([Path(p) for p in source_series[role]])
     first = sources[0]
 
     provenance = OutputProvenance(
@@ -187,6 +204,7 @@ def write_results(
     written = WrittenObjects(paths={"seg": None, "sr": None, "pdf": None, "encapsulated_pdf": None, "secondary_captures": []})
 
     def save(ds: Dataset, name: str) -> Path:
+        apply_patient_module(ds, first)
         path = out_dir / name
         tmp = path.with_suffix(".tmp")
         ds.save_as(tmp, enforce_file_format=True)
@@ -203,62 +221,87 @@ def write_results(
         return path
 
     measurements = list(result.measurements)
+    lesions = list(result.extra.get("lesions") or ())
+    follow_up = result.extra.get("follow_up")
+    tracking = dict(result.extra.get("tracking") or {})
+    for les in lesions:  # offline runs (no job store): numbered in this exam only
+        tracking.setdefault(les.index, (les.index, provenance.uid("lesion-track", str(les.index))))
     seg_ds = None
     segments = ()
     key_images = []
     if label_map is not None:
         segments = label_map.segments
         have = {(m.segment, True) for m in measurements if m.unit.strip().lower() == "ml"}
-        measurements += [m for m in segment_volumes(label_map, sources) if (m.segment, True) not in have]
+        with _step("volumes"):
+            measurements += [m for m in segment_volumes(label_map, sources) if (m.segment, True) not in have]
         if np.any(label_map.array):
-            seg_ds = build_segmentation(sources, label_map.array, segments, provenance, segmentation_type=segmentation_type)
-            written.paths["seg"] = save(seg_ds, "seg.dcm")
+            with _step("SEG"):
+                seg_ds = build_segmentation(sources, label_map.array, segments, provenance, segmentation_type=segmentation_type)
+                written.paths["seg"] = save(seg_ds, "seg.dcm")
         else:
             log.info("empty label map: no SEG written", job_id=job_id)
             segments = ()
-        volume = np.stack([ds.pixel_array for ds in sources]).astype(np.float32)
-        key_images = render_key_images(volume, label_map.array, label_map.segments, voxel_spacing(sources), first.ImageOrientationPatient)
+        with _step("key images"):
+            frames = source_frames(sources)
+            volume = sorted_volume(frames).astype(np.float32)
+            key_images = render_key_images(volume, label_map.array, label_map.segments, slice_spacing(frames), frames[0].orientation)
+            measured = [les for les in lesions if les.bidimensional is not None][:MAX_RANO_IMAGES]
+            if measured:
+                vol_img = frames_image(frames, volume)
+                lab_img = frames_image(frames, label_map.array.astype(np.uint8))
+                key_images += [render_bidimensional(vol_img, lab_img, label_map.segments, les) for les in measured]
 
-    sr_ds = build_measurement_report(
-        sources,
-        provenance,
-        segmentation=seg_ds,
-        segments=segments,
-        measurements=measurements,
-        findings=result.findings,
-    )
-    written.paths["sr"] = save(sr_ds, "sr.dcm")
+    with _step("SR"):
+        sr_ds = build_measurement_report(
+            [with_top_level_geometry(ds) for ds in sources],
+            provenance,
+            segmentation=seg_ds,
+            segments=segments,
+            measurements=measurements,
+            findings=result.findings,
+            lesions=lesions,
+            tracking=tracking,
+            follow_up=follow_up,
+        )
+        written.paths["sr"] = save(sr_ds, "sr.dcm")
 
-    pdf_bytes = build_report_pdf(
-        patient=first,
-        model=model,
-        branding=branding,
-        application=application,
-        segments=label_map.segments if label_map is not None else (),
-        measurements=measurements,
-        findings=result.findings,
-        key_images=key_images,
-        prior_results=prior_results,
-        trend_keys=trend_keys,
-        method_steps=method_steps,
-        flags=result.flags,
-        generated_at=dt.datetime.now().replace(microsecond=0),
-    )
-    pdf_path = out_dir / "report.pdf"
-    pdf_path.write_bytes(pdf_bytes)
-    written.paths["pdf"] = pdf_path
-    enc = build_encapsulated_pdf(pdf_bytes, first, provenance, document_title=f"{application} AI report", source_instances=sources)
-    written.paths["encapsulated_pdf"] = save(enc, "report_pdf.dcm")
+    with _step("PDF report"):
+        pdf_bytes = build_report_pdf(
+            patient=first,
+            model=model,
+            branding=branding,
+            application=application,
+            segments=label_map.segments if label_map is not None else (),
+            measurements=measurements,
+            findings=result.findings,
+            key_images=key_images,
+            prior_results=prior_results,
+            trend_keys=trend_keys,
+            method_steps=method_steps,
+            flags=result.flags,
+            generated_at=dt.datetime.now().replace(microsecond=0),
+            lesions=lesions,
+            tracking=tracking,
+            follow_up=follow_up,
+        )
+        pdf_path = out_dir / "report.pdf"
+        pdf_path.write_bytes(pdf_bytes)
+        written.paths["pdf"] = pdf_path
+    with _step("Encapsulated PDF"):
+        enc = build_encapsulated_pdf(pdf_bytes, first, provenance, document_title=f"{application} AI report", source_instances=sources)
+        written.paths["encapsulated_pdf"] = save(enc, "report_pdf.dcm")
 
     images = key_image_inputs(key_images)
     if render_pages:
         if pdftoppm_available():
-            pages = render_pdf_pages(pdf_bytes)
+            with _step("report page rendering"):
+                pages = render_pdf_pages(pdf_bytes)
             images += [(f"Report page {i} of {len(pages)}", page) for i, page in enumerate(pages, start=1)]
         else:
             log.warning("pdftoppm not installed: report pages not sent as secondary capture", job_id=job_id)
     if images:
-        scs = build_secondary_captures(images, first, provenance)
-        written.paths["secondary_captures"] = [save(sc, f"sc_{i + 1:03d}.dcm") for i, sc in enumerate(scs)]
+        with _step("secondary capture"):
+            scs = build_secondary_captures(images, first, provenance)
+            written.paths["secondary_captures"] = [save(sc, f"sc_{i + 1:03d}.dcm") for i, sc in enumerate(scs)]
     log.info("results written", job_id=job_id, objects=len(written.sop_instance_uids), demo=model.demo)
     return written

@@ -7,6 +7,7 @@ with a busy timeout so that several listener processes can write at once.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,9 +63,25 @@ def create_schema(engine: Engine) -> None:
     migrate(engine)
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file 0600 (its -wal/-shm files inherit the mode), or tighten it."""
+    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return
+    path = Path(url[len("sqlite:///"):])
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if p.exists():
+                os.chmod(p, 0o600)
+    except OSError:
+        pass  # a read-only or foreign file: sqlite reports the real problem
+
+
 def open_store(settings: "Settings") -> tuple[Engine, sessionmaker]:  # type: ignore[type-arg]
     """Connect to the configured store and bring its schema up to date."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _private_sqlite_file(settings.database_url)
     engine = make_engine(settings.database_url)
     create_schema(engine)
     return engine, make_sessionmaker(engine)

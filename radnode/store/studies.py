@@ -57,6 +57,10 @@ class StudyRow(Base):
     completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     handed_off_generation: Mapped[int] = mapped_column(Integer, default=0)
+    #: When an association that delivered instances of the study was released (not aborted).
+    released_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Why the study was declared complete ("quiet for 10 s", "association released; …").
+    completed_reason: Mapped[str] = mapped_column(String(300), default="")
 
     __table_args__ = (Index("ix_studies_state_last", "state", "last_received_at"),)
 
@@ -105,6 +109,7 @@ class StudyCompleted:
     called_ae: str
     generation: int
     series: tuple[SeriesCount, ...] = field(default_factory=tuple)
+    reason: str = ""
 
     @property
     def is_update(self) -> bool:
@@ -215,12 +220,12 @@ def complete_quiet_studies(session: Session, now: float | None = None) -> list[s
     """
     now = time.time() if now is None else now
     due = session.execute(
-        select(StudyRow.study_instance_uid, StudyRow.last_received_at).where(
+        select(StudyRow.study_instance_uid, StudyRow.last_received_at, StudyRow.quiet_seconds).where(
             StudyRow.state == RECEIVING, StudyRow.last_received_at + StudyRow.quiet_seconds <= now
         )
     ).all()
     completed = []
-    for uid, last in due:
+    for uid, last, quiet in due:
         res = session.execute(
             update(StudyRow)
             .where(
@@ -228,11 +233,55 @@ def complete_quiet_studies(session: Session, now: float | None = None) -> list[s
                 StudyRow.state == RECEIVING,
                 StudyRow.last_received_at == last,
             )
-            .values(state=COMPLETE, completed_at=now)
+            .values(state=COMPLETE, completed_at=now, completed_reason=f"quiet for {quiet:g} s")
         )
         if res.rowcount:  # type: ignore[attr-defined]
             completed.append(uid)
     return completed
+
+
+def mark_released(session: Session, study_instance_uids: Iterable[str], at: float) -> None:
+    """An association that delivered instances of these studies was released (the sender said "done")."""
+    uids = sorted(set(study_instance_uids))
+    if uids:
+        session.execute(
+            update(StudyRow).where(StudyRow.study_instance_uid.in_(uids), StudyRow.state == RECEIVING).values(released_at=at)
+        )
+
+
+@dataclass(frozen=True)
+class ReleasedStudy:
+    """A study still receiving whose last association was released after its last instance."""
+
+    study_instance_uid: str
+    last_received_at: float
+    calling_ae: str
+    called_ae: str
+
+
+def released_studies(session: Session) -> list[ReleasedStudy]:
+    """Studies whose sender released the association after the last instance arrived: candidates for
+    completion by signal (the completeness check decides), before their quiet period ends."""
+    rows = session.execute(
+        select(StudyRow.study_instance_uid, StudyRow.last_received_at, StudyRow.calling_ae, StudyRow.called_ae).where(
+            StudyRow.state == RECEIVING, StudyRow.released_at.is_not(None), StudyRow.released_at >= StudyRow.last_received_at
+        )
+    ).all()
+    return [ReleasedStudy(*row) for row in rows]
+
+
+def complete_study(session: Session, study_instance_uid: str, last_received_at: float, reason: str, now: float | None = None) -> bool:
+    """Declare one study complete for *reason*, unless an instance arrived since *last_received_at* was read."""
+    res = session.execute(
+        update(StudyRow)
+        .where(
+            StudyRow.study_instance_uid == study_instance_uid,
+            StudyRow.state == RECEIVING,
+            StudyRow.last_received_at == last_received_at,
+        )
+        .values(state=COMPLETE, completed_at=time.time() if now is None else now, completed_reason=reason[:300])
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
 def pending_handoffs(session: Session) -> list[StudyCompleted]:
@@ -248,6 +297,7 @@ def pending_handoffs(session: Session) -> list[StudyCompleted]:
             called_ae=row.called_ae,
             generation=row.generation,
             series=series_counts(session, row.study_instance_uid),
+            reason=row.completed_reason or "",
         )
         for row in rows
     ]

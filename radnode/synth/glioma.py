@@ -56,6 +56,8 @@ __all__ = [
     "Template",
     "TemplateCase",
     "generate_glioma_study",
+    "anatomy_names",
+    "check_anatomy",
     "load_template",
     "synthesize_template_case",
 ]
@@ -131,37 +133,158 @@ def _fuzzy_classes(t1: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, np.nd
     return (wm * b).astype(np.float32), (gm * b).astype(np.float32), (csf * b).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=4)
-def load_template(spacing: float = 1.0) -> Template:
-    """Load Colin27 (Debian ``mricron-data``) at 1 mm, or block-averaged to 2 mm.
+#: Anatomies the generator can paint on (``radnode synth glioma --anatomy``):
+#: the two real heads that ship offline, plus ``<head>-warp<N>``, a random
+#: elastic deformation (seed N) of one of them. The demo model is trained on
+#: ``mni152`` and its warps only, so ``colin27`` is an anatomy it never saw.
+BASE_ANATOMIES: tuple[str, ...] = ("colin27", "mni152")
 
+_NILEARN_DATA = "nilearn.datasets"
+
+
+def anatomy_names(base: str, warps: int) -> list[str]:
+    """``[base, base-warp1, …, base-warp<warps>]`` (training sets)."""
+    return [base] + [f"{base}-warp{i}" for i in range(1, warps + 1)]
+
+
+def check_anatomy(name: str) -> tuple[str, int]:
+    """(base head, warp seed or 0) of an anatomy name; ValueError naming it otherwise."""
+    if not isinstance(name, str):
+        raise TypeError("anatomy: must be a string")
+    base, _, warp = name.partition("-warp")
+    if base not in BASE_ANATOMIES or (warp and not warp.isdigit()) or (name.endswith("-warp")):
+        raise ValueError(f"anatomy: {name!r} is not one of {BASE_ANATOMIES} or '<head>-warp<N>'")
+    return base, int(warp or 0)
+
+
+@functools.lru_cache(maxsize=64)  # training cycles through a dozen heads: a miss costs seconds
+def load_template(spacing: float = 1.0, anatomy: str = "colin27") -> Template:
+    """Load an anatomy at 1 mm, or block-averaged to 2 mm.
+
+    ``colin27``: Debian ``mricron-data`` (a head with skull); ``mni152``:
+    the MNI152 2009a symmetric T1 with its GM/WM probability maps shipped
+    inside the nilearn package (brain only: a skull and scalp are drawn
+    around it); ``<head>-warpN``: an elastic deformation of either.
     Cached: the 1 mm template costs ~1 s and every study needs it.
     """
+    base, warp = check_anatomy(anatomy)
     if spacing == 2.0:
-        return _downsample(load_template(1.0))
+        # A warp at 2 mm is drawn on the 2 mm grid (8× cheaper: training uses
+        # many); it is a different (equally random) head from the 1 mm warp.
+        return _elastic(load_template(2.0, base), warp) if warp else _downsample(load_template(1.0, anatomy))
     if spacing != 1.0:
         raise ValueError("template spacing must be 1.0 or 2.0 mm")
+    if warp:
+        return _elastic(load_template(1.0, base), warp)
+    return _load_colin27() if base == "colin27" else _load_mni152()
+
+
+def _load_colin27() -> Template:
     head_img = sitk.ReadImage(str(_TEMPLATE_DIR / "ch2.nii.gz"), sitk.sitkFloat32)
     bet_img = sitk.ReadImage(str(_TEMPLATE_DIR / "ch2bet.nii.gz"), sitk.sitkUInt8)
     head = sitk.GetArrayFromImage(head_img)
     brain = sitk.GetArrayFromImage(bet_img) > 0
     wm, gm, csf = _fuzzy_classes(head, brain)
+    dist = _outside_distance(brain)
     # Extra-axial CSF: dark voxels in a 4 mm band just outside the brain mask
     # (Colin27 draws them dark on T1; they must turn bright on T2).
-    dist = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
-        sitk.GetImageFromArray(brain.astype(np.uint8)), insideIsPositive=False, squaredDistance=False,
-        useImageSpacing=False))
     band = (~brain) & (dist <= 4.0) & (head < 40.0)
     csf = np.where(band, np.float32(1.0), csf)
     wm_ref = float(np.median(head[brain & (wm > 0.9)]))
     nonbrain = np.where(brain | band, 0.0, head / wm_ref).astype(np.float32)
-    tpl = Template(1.0, head_img.GetOrigin(), head_img.GetDirection(), wm, gm, csf, nonbrain, brain,
-                   np.zeros(brain.shape, dtype=bool))
-    zz, yy, xx = np.indices(brain.shape, sparse=True)
-    lps_x = tpl.origin[0] + tpl.direction[0] * xx  # direction is diagonal for Colin27
-    lps_z = tpl.origin[2] + tpl.direction[8] * zz
-    cand = brain & (wm > 0.7) & (dist <= -12.0) & (np.abs(lps_x) > 12.0) & (lps_z > -8.0) & (yy >= 0)
-    return Template(1.0, tpl.origin, tpl.direction, wm, gm, csf, nonbrain, brain, cand)
+    return _with_candidates(Template(1.0, head_img.GetOrigin(), head_img.GetDirection(), wm, gm, csf, nonbrain,
+                                     brain, np.zeros(brain.shape, dtype=bool)), dist)
+
+
+def _outside_distance(brain: np.ndarray) -> np.ndarray:
+    """Signed distance (voxels) to the brain surface, positive outside."""
+    return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+        sitk.GetImageFromArray(brain.astype(np.uint8)), insideIsPositive=False, squaredDistance=False,
+        useImageSpacing=False))
+
+
+def _with_candidates(tpl: Template, dist: np.ndarray) -> Template:
+    """Tumour centres: hemispheric supratentorial white matter ≥ 12 mm inside the brain."""
+    zz, yy, xx = np.indices(tpl.brain.shape, sparse=True)  # the templates have diagonal directions
+    lps_x = tpl.origin[0] + tpl.direction[0] * xx * tpl.spacing
+    lps_z = tpl.origin[2] + tpl.direction[8] * zz * tpl.spacing
+    cand = tpl.brain & (tpl.p_wm > 0.7) & (dist <= -12.0 / tpl.spacing) & (np.abs(lps_x) > 12.0) & (lps_z > -8.0)
+    return Template(tpl.spacing, tpl.origin, tpl.direction, tpl.p_wm, tpl.p_gm, tpl.p_csf, tpl.nonbrain, tpl.brain,
+                    cand)
+
+
+def _load_mni152() -> Template:
+    """MNI152 2009a (nilearn's copy) with a drawn skull and scalp.
+
+    The nilearn T1 is skull-stripped, so the head around it is painted:
+    extra-axial CSF 0–3 mm, dark skull 3–8 mm with some marrow signal,
+    bright scalp 8–14 mm, air beyond; textures are smooth noise so brain
+    extraction cannot key on a perfect shell. The grid is padded by 16 mm
+    to hold the head.
+    """
+    import importlib.resources
+
+    data = importlib.resources.files(_NILEARN_DATA) / "data"
+    pad = 16
+
+    def read(name: str) -> sitk.Image:
+        img = sitk.ReadImage(str(data / name), sitk.sitkFloat32)
+        return sitk.ConstantPad(img, [pad] * 3, [pad] * 3, 0.0)
+
+    t1_img = read("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+    t1 = sitk.GetArrayFromImage(t1_img)
+    gm = sitk.GetArrayFromImage(read("mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")) / 255.0
+    wm = sitk.GetArrayFromImage(read("mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")) / 255.0
+    brain = ndimage.binary_fill_holes(ndimage.binary_opening(t1 > 0, iterations=1))
+    brain = ndimage.binary_fill_holes(brain)
+    gm = np.where(brain, gm, 0.0).astype(np.float32)
+    wm = np.where(brain, wm, 0.0).astype(np.float32)
+    csf = np.where(brain, np.clip(1.0 - gm - wm, 0.0, 1.0), 0.0).astype(np.float32)
+    dist = _outside_distance(brain)
+    rng = np.random.default_rng(0x3B152)
+    tex = _smooth_noise(rng, brain.shape, 3.0)
+    band = (~brain) & (dist <= 3.0)
+    csf = np.where(band, np.float32(1.0), csf)
+    skull = (dist > 3.0) & (dist <= 8.0 + 0.8 * tex)
+    scalp = (dist > 8.0 + 0.8 * tex) & (dist <= 14.0 + 1.5 * tex)
+    nonbrain = np.zeros(brain.shape, dtype=np.float32)
+    nonbrain[skull] = np.clip(0.12 + 0.08 * tex[skull], 0.02, None)
+    nonbrain[scalp] = np.clip(0.85 + 0.12 * tex[scalp], 0.3, None)
+    nonbrain = ndimage.gaussian_filter(nonbrain, 0.7)
+    nonbrain[brain | band] = 0.0
+    return _with_candidates(Template(1.0, t1_img.GetOrigin(), t1_img.GetDirection(), wm, gm, csf, nonbrain, brain,
+                                     np.zeros(brain.shape, dtype=bool)), dist)
+
+
+def _elastic(t: Template, seed: int) -> Template:
+    """A new head from *t*: random anisotropic scaling (±8 %), shear and a smooth
+    displacement field (σ 14 mm, up to ~6 mm), applied to every tissue map.
+
+    Why: two real heads are too few for a model to learn that anatomy
+    varies; warps give sulcal and ventricular shapes neither head has.
+    """
+    rng = np.random.default_rng([int(seed), 0xE1A5])
+    shape = t.brain.shape
+    centre = (np.asarray(shape) - 1) / 2.0
+    a = np.diag(rng.uniform(0.92, 1.08, 3)) + rng.uniform(-0.04, 0.04, (3, 3)) * (1 - np.eye(3))
+    grid = np.indices(shape, dtype=np.float32)
+    coords = np.tensordot(np.linalg.inv(a).astype(np.float32), grid - centre[:, None, None, None].astype(np.float32),
+                          axes=1) + centre[:, None, None, None].astype(np.float32)
+    del grid
+    amp = rng.uniform(3.0, 6.0) / t.spacing
+    for k in range(3):
+        coarse = rng.standard_normal(tuple(max(2, s // 16) for s in shape)).astype(np.float32)
+        field = ndimage.zoom(coarse, [s / c for s, c in zip(shape, coarse.shape)], order=3)[: shape[0], : shape[1], : shape[2]]
+        field = ndimage.gaussian_filter(field, 14.0 / t.spacing / 4)
+        coords[k] += amp * field / (float(np.abs(field).max()) or 1.0)
+
+    def warp(arr: np.ndarray, order: int = 1) -> np.ndarray:
+        return ndimage.map_coordinates(arr.astype(np.float32), coords, order=order, mode="constant", cval=0.0)
+
+    brain = warp(t.brain) > 0.5
+    return _with_candidates(Template(t.spacing, t.origin, t.direction, warp(t.p_wm) * brain, warp(t.p_gm) * brain,
+                                     np.maximum(warp(t.p_csf), 0.0), warp(t.nonbrain), brain,
+                                     np.zeros(shape, dtype=bool)), _outside_distance(brain))
 
 
 def _downsample(t: Template) -> Template:
@@ -206,7 +329,7 @@ class _Tumor:
     texture: np.ndarray  # smooth unit noise inside box
 
 
-def _make_tumor(tpl: Template, rng: np.random.Generator) -> _Tumor:
+def _make_tumor(tpl: Template, rng: np.random.Generator, volume_scale: float = 1.0) -> _Tumor:
     """Perturbed-ellipsoid glioma: oedema shell, enhancing rim, necrotic core.
 
     The whole tumour is 10–80 mL (log-uniform target; cropping by the brain
@@ -216,7 +339,7 @@ def _make_tumor(tpl: Template, rng: np.random.Generator) -> _Tumor:
     sp = tpl.spacing
     cand = np.argwhere(tpl.candidates)
     centre = cand[rng.integers(len(cand))]
-    v_target = math.exp(rng.uniform(math.log(12.0), math.log(75.0)))  # mL
+    v_target = math.exp(rng.uniform(math.log(12.0), math.log(75.0))) * volume_scale  # mL
     r0 = (3.0 * v_target * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
     ratios = np.exp(rng.normal(0.0, 0.18, 3))
     axes = r0 * ratios / np.prod(ratios) ** (1.0 / 3.0)
@@ -293,15 +416,16 @@ def _contrast(tpl: Template, contrast: str, tumor: _Tumor | None, jitter: dict[s
     return img
 
 
-def synthesize_template_case(seed: int, *, spacing: float = 1.0, tumor: bool = True) -> TemplateCase:
-    """Anatomy + tumour in Colin27 space (no noise, bias or scanner geometry).
+def synthesize_template_case(seed: int, *, spacing: float = 1.0, tumor: bool = True,
+                             anatomy: str = "colin27", tumor_scale: float = 1.0) -> TemplateCase:
+    """Anatomy + tumour in template space (no noise, bias or scanner geometry).
 
     Used by the DICOM generator (1 mm) and by the model's training (2 mm):
     one tumour model for both, so the demo model sees what the studies show.
     """
-    tpl = load_template(spacing)
+    tpl = load_template(spacing, anatomy)
     rng = np.random.default_rng([int(seed), 0x6C10])
-    t = _make_tumor(tpl, rng) if tumor else None
+    t = _make_tumor(tpl, rng, tumor_scale) if tumor else None
     jitter = {k: float(rng.uniform(0.88, 1.12)) for k in ("nec", "edema", "enh")}
     images = {c: _contrast(tpl, c, t, jitter) for c in CONTRASTS}
     labels = t.labels if t is not None else np.zeros(tpl.shape, dtype=np.uint8)
@@ -482,6 +606,9 @@ def generate_glioma_study(
     localizer: bool = True,
     scale: float = 1.0,
     write_all_labels: bool = True,
+    anatomy: str = "colin27",
+    followup_days: int = 0,
+    tumor_scale: float = 1.0,
 ) -> GliomaStudy:
     """Write a glioma MR study under ``out_dir/dicom`` and its truth under ``out_dir/ground_truth``.
 
@@ -490,12 +617,21 @@ def generate_glioma_study(
     series' geometry (``labels_<series>.nii.gz``), not only the T1c one.
     The vendor dialect, field strength, head tilt, table offset, matrices,
     fields of view, slice gap, noise and bias all follow from ``seed``.
+
+    A follow-up exam of the same patient: the same ``seed`` (patient,
+    anatomy, tumour site and shape) with ``followup_days`` > 0 (a later study
+    date, a new study and accession) and ``tumor_scale`` (the tumour's
+    target volume relative to the first exam).
     """
     t_start = time.perf_counter()
     if vendor not in (None, "siemens", "ge"):
         raise ValueError("vendor must be 'siemens', 'ge' or None")
     if not 0.1 <= scale <= 1.0:
         raise ValueError("scale must be in [0.1, 1]")
+    if not isinstance(followup_days, int) or followup_days < 0:
+        raise ValueError("followup_days must be a non-negative int")
+    if not 0.05 <= tumor_scale <= 5.0:
+        raise ValueError("tumor_scale must be in [0.05, 5]")
     out_dir = Path(out_dir)
     dicom_dir = out_dir / "dicom"
     gt_dir = out_dir / "ground_truth"
@@ -506,7 +642,8 @@ def generate_glioma_study(
     station_no = int(rng.integers(1, 9999))
 
     # Anatomy → patient: tilt about a random axis, table offset of the head.
-    case = synthesize_template_case(seed, tumor=tumor)
+    check_anatomy(anatomy)
+    case = synthesize_template_case(seed, tumor=tumor, anatomy=anatomy, tumor_scale=tumor_scale)
     tpl = case.template
     brain_idx = np.argwhere(tpl.brain)
     c_t = tpl.index_to_lps(brain_idx.mean(axis=0))
@@ -531,8 +668,13 @@ def generate_glioma_study(
     birth = _dt.date(study_dt.year - age_years, int(rng.integers(1, 13)), int(rng.integers(1, 29)))
     patient_name = f"SYNTH^GLIOMA{seed}"
     patient_id = f"RNGLI{seed:06d}"[:64]
-    accession = f"7{seed % 10**8:08d}"
+    accession = f"7{seed % 10**8:08d}" if not followup_days else f"8{(seed * 7 + followup_days) % 10**8:08d}"
+    study_dt += _dt.timedelta(days=followup_days)
     key = f"radnode-synth-glioma|{seed}|{int(tumor)}|{vendor}|{scale}|{t2_flair_slice_mm}"
+    if anatomy != "colin27":  # Colin27 studies keep the UIDs they always had
+        key += f"|{anatomy}"
+    if followup_days or tumor_scale != 1.0:
+        key += f"|followup{followup_days}|{tumor_scale}"
 
     def uid(*parts: object) -> str:
         return derive_uid("radnode.synth.glioma", key, *map(str, parts))
@@ -579,8 +721,18 @@ def generate_glioma_study(
             img.CopyInformation(ref)
             sitk.WriteImage(img, str(gt_dir / f"labels_{label}.nii.gz"), useCompression=True)
 
+    # The true brain mask on the T1c grid (to check brain extraction per anatomy).
+    brain_t1c = _resample(tpl.image(tpl.brain.astype(np.uint8)), geometry["t1c"], to_template, nearest=True)
+    brain_img = sitk.GetImageFromArray(brain_t1c.astype(np.uint8))
+    brain_img.CopyInformation(geometry["t1c"].reference())
+    sitk.WriteImage(brain_img, str(gt_dir / "brain_t1c.nii.gz"), useCompression=True)
+
     truth = _truth(label_maps["t1c"], geometry["t1c"], seed=seed, tumor=tumor, vendor=vendor,
                    tilt_deg=tilt_deg, rot=rot, c_t=c_t, c_p=c_p, numbers=numbers, geometry=geometry)
+    truth["anatomy"] = anatomy
+    truth["brain_mask"] = "brain_t1c.nii.gz"
+    truth["template_to_patient"]["template"] = (
+        "Colin27 (mricron-data ch2.nii.gz), LPS" if anatomy == "colin27" else f"{anatomy} (radnode.synth.glioma), LPS")
     truth_path = gt_dir / "truth.json"
     truth_path.write_text(json.dumps(truth, indent=2) + "\n")
     study = GeneratedStudy(dicom_dir, study_uid, accession, patient_id, patient_name, vendor, for_uid,

@@ -28,12 +28,24 @@ def register(group: click.Group) -> None:
                   help="Header dialect (default: drawn from the seed).")
     @click.option("--slice-mm", "slice_mm", default=5.0, show_default=True, type=click.FloatRange(1.0, 8.0),
                   help="T2/FLAIR slice thickness.")
-    def glioma(out_dir: Path, seed: int, no_tumor: bool, vendor: str | None, slice_mm: float) -> None:
+    @click.option("--anatomy", default="colin27", show_default=True,
+                  help="Head: colin27, mni152, or <head>-warp<N> (an elastic deformation of one).")
+    @click.option("--followup-days", default=0, show_default=True, type=click.IntRange(0, 3650),
+                  help="A follow-up exam of seed's patient this many days later (same tumour site).")
+    @click.option("--tumor-scale", default=1.0, show_default=True, type=click.FloatRange(0.05, 5.0),
+                  help="Tumour volume relative to the first exam (with --followup-days).")
+    def glioma(out_dir: Path, seed: int, no_tumor: bool, vendor: str | None, slice_mm: float, anatomy: str,
+               followup_days: int, tumor_scale: float) -> None:
         """Write a T1/T1c/T2/FLAIR glioma study and its ground truth; print a summary."""
-        from radnode.synth.glioma import generate_glioma_study
+        from radnode.synth.glioma import check_anatomy, generate_glioma_study
 
+        try:
+            check_anatomy(anatomy)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--anatomy") from exc
         result = generate_glioma_study(out_dir, seed=seed, tumor=not no_tumor, vendor=vendor,
-                                       t2_flair_slice_mm=slice_mm)
+                                       t2_flair_slice_mm=slice_mm, anatomy=anatomy, followup_days=followup_days,
+                                       tumor_scale=tumor_scale)
         st = result.study
         click.echo(f"study {st.study_instance_uid}  accession {st.accession}  vendor {st.vendor}")
         for s in st.series:

@@ -3,7 +3,7 @@
 It serves health, readiness and Prometheus metrics (open, for probes and
 scrapers), the JSON API under ``/api`` and server-rendered pages (login,
 jobs, submit, routing, connectivity). Routers stay thin and call
-``radnode.web.services``, which uses the same store functions as the CLI and
+the service modules of ``radnode.web`` (jobs, results, options, pulls, routing_edit, connectivity), which uses the same store functions as the CLI and
 workers. Who may do what is decided in ``radnode.web.auth``: reads need a
 viewer, changes a radiologist or admin, and browser sessions must echo their
 CSRF token on every change.
@@ -18,7 +18,7 @@ from typing import AsyncIterator
 from urllib.parse import quote
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -31,7 +31,8 @@ from radnode import __version__
 from radnode.metrics import make_registry
 from radnode.settings import Settings
 from radnode.web.auth import Forbidden, LoginRequired, SessionCodec, resolve_principal
-from radnode.web.services import ServiceError, pull_runner
+from radnode.web.errors import ServiceError
+from radnode.web.pulls import pull_runner
 
 log = structlog.get_logger(__name__)
 
@@ -47,13 +48,13 @@ SECURITY_HEADERS = {
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+    return request.url.path.startswith("/api/") or request.url.path == "/openapi.json" or "application/json" in request.headers.get("accept", "")
 
 
 def create_app(settings: Settings) -> FastAPI:
     from radnode.analyzers.registry import Registry
-    from radnode.services import open_store
-    from radnode.web.routers import api, pages
+    from radnode.store.db import open_store
+    from radnode.web.routers import accounts, api, pages
 
     engine, sessions = open_store(settings)
 
@@ -62,10 +63,15 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         engine.dispose()
 
+    guard_docs = settings.web.docs_require_login
     app = FastAPI(
         title="radnode",
         version=__version__,
         lifespan=lifespan,
+        # With web.docs_require_login the schema and docs are served below, behind a viewer login.
+        docs_url=None if guard_docs else "/docs",
+        redoc_url=None if guard_docs else "/redoc",
+        openapi_url=None if guard_docs else "/openapi.json",
         description="radnode's web API. Authenticate with `Authorization: Bearer <token>` (`radnode tokens add`), "
         "or with a browser session plus the `X-CSRF-Token` header on every change.",
     )
@@ -73,7 +79,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.db = sessions
     app.state.sessions_codec = SessionCodec(settings)
     app.state.registry = Registry.from_settings(settings)
-    app.state.options_models = {}
     app.state.pull_runner = pull_runner(settings, sessions)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["radnode_version"] = __version__
@@ -146,7 +151,24 @@ def create_app(settings: Settings) -> FastAPI:
     def prometheus() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
+    if guard_docs:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        from radnode.web.auth import require
+
+        @app.get("/openapi.json", include_in_schema=False)
+        def openapi_schema(_: object = Depends(require("viewer"))) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False)
+        def swagger(_: object = Depends(require("viewer"))) -> Response:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="radnode API")
+
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(accounts.router)
+    from radnode.web.routers import corrections  # series labels and their corrections (classifier retraining)
+
+    app.include_router(corrections.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -5,9 +5,16 @@
   token's SHA-256, so a request costs one argon2 verification, not a scan.
 * A browser holds one signed session cookie (itsdangerous, HttpOnly,
   SameSite=Lax, Secure per ``web.secure_cookies``, expiring after
-  ``web.session_hours``). It carries the username and that session's CSRF
-  token; the user row is re-read on every request, so disabling a user or
-  changing a role takes effect at once.
+  ``web.session_hours``). After login it carries a random session token
+  whose SHA-256 names a ``web_sessions`` row (server-side session): logout,
+  disabling or deleting the user and a password change delete the rows, so
+  a copied cookie stops working at once. The user row is re-read on every
+  request, so a role change takes effect at once too.
+* Failed logins are counted per user and per client address
+  (``login_throttle``): after ``web.login_delay_after`` failures each next
+  try waits a doubling delay (from 1 s to ``web.login_max_delay``), and after
+  ``web.login_lock_after`` the user is locked for ``web.login_lock_seconds``
+  or until an admin unlocks it. Every outcome is audited.
 * CSRF: every state-changing request authenticated by the cookie must echo
   the session's CSRF token, as the hidden form field ``csrf_token`` or the
   ``X-CSRF-Token`` header (JSON). A request with ``Authorization: Bearer``
@@ -20,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -35,9 +41,10 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radnode.jobs.store import record_event
+from radnode.local_secret import read_or_create
 from radnode.settings import Settings
-from radnode.store.accounts import ROLES, ApiTokenRow, UserRow
+from radnode.store.accounts import ROLES, ApiTokenRow, LoginThrottleRow, UserRow, WebSessionRow
+from radnode.store.jobs import record_event
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +130,141 @@ def authenticate(session: Session, username: str, password: str) -> UserRow | No
     return row
 
 
+def _user(session: Session, username: str) -> UserRow:
+    row = session.scalars(select(UserRow).where(UserRow.username == username)).first()
+    if row is None:
+        raise AccountError(f"no user {username!r}")
+    return row
+
+
+def end_sessions(session: Session, username: str) -> int:
+    """Delete every server-side session of *username*; return how many."""
+    rows = session.scalars(select(WebSessionRow).where(WebSessionRow.username == username)).all()
+    for row in rows:
+        session.delete(row)
+    return len(rows)
+
+
+def set_disabled(session: Session, username: str, disabled: bool, *, actor: str = "cli", source: str | None = None) -> None:
+    row = _user(session, username)
+    row.disabled = disabled
+    ended = end_sessions(session, username) if disabled else 0
+    record_event(session, actor, "user:disable" if disabled else "user:enable", detail=f"{username} (sessions ended: {ended})", source=source)
+
+
+def delete_user(session: Session, username: str, *, actor: str = "cli", source: str | None = None) -> None:
+    row = _user(session, username)
+    ended = end_sessions(session, username)
+    session.delete(row)
+    record_event(session, actor, "user:delete", detail=f"{username} (sessions ended: {ended})", source=source)
+
+
+def reset_password(session: Session, username: str, password: str, *, actor: str = "cli", source: str | None = None) -> None:
+    """Set a new password; every session of the user ends, and a lock is lifted."""
+    if len(password) < 8:
+        raise AccountError("a password needs at least 8 characters")
+    row = _user(session, username)
+    row.password_hash = _hasher.hash(password)
+    ended = end_sessions(session, username)
+    unlock(session, username, actor=actor, source=source, audit=False)
+    record_event(session, actor, "user:password", detail=f"{username} (sessions ended: {ended})", source=source)
+
+
+def unlock(session: Session, username: str, *, actor: str = "cli", source: str | None = None, audit: bool = True) -> bool:
+    """Lift a login lock and forget the user's failures; True if there was anything to lift."""
+    row = session.get(LoginThrottleRow, f"user:{username}")
+    if row is not None:
+        session.delete(row)
+    if audit:
+        record_event(session, actor, "user:unlock", detail=username, source=source)
+    return row is not None
+
+
+def list_tokens(session: Session) -> list[ApiTokenRow]:
+    return list(session.scalars(select(ApiTokenRow).order_by(ApiTokenRow.name)).all())
+
+
+def revoke_token(session: Session, name: str, *, actor: str = "cli", source: str | None = None) -> None:
+    row = session.scalars(select(ApiTokenRow).where(ApiTokenRow.name == name)).first()
+    if row is None:
+        raise AccountError(f"no token {name!r}")
+    row.revoked = True
+    record_event(session, actor, "token:revoke", detail=name, source=source)
+
+
+# --------------------------------------------------------------------------
+# Login throttling
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    delay_after: int = 5
+    max_delay: float = 900.0
+    lock_after: int = 20
+    lock_seconds: float = 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ThrottlePolicy":
+        w = settings.web
+        return cls(w.login_delay_after, w.login_max_delay, w.login_lock_after, w.login_lock_seconds)
+
+    def delay(self, failures: int) -> float:
+        if failures < self.delay_after:
+            return 0.0
+        return float(min(2.0 ** min(failures - self.delay_after, 30), self.max_delay))
+
+
+class LoginThrottled(Exception):
+    """Too many failed logins: wait ``retry_after`` seconds (or ask an admin, if locked)."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _throttle_keys(username: str, address: str) -> tuple[str, str]:
+    return f"user:{username[:64]}", f"addr:{address[:64]}"
+
+
+def check_throttle(session: Session, policy: ThrottlePolicy, username: str, address: str, now: float | None = None) -> None:
+    """Raise LoginThrottled if this user or address must wait (before any password is checked)."""
+    now = time.time() if now is None else now
+    for key in _throttle_keys(username, address):
+        row = session.get(LoginThrottleRow, key)
+        if row is None:
+            continue
+        if row.locked_until is not None and now < row.locked_until:
+            raise LoginThrottled("locked after too many failed logins", row.locked_until - now)
+        wait = row.last_failure_at + policy.delay(row.failures) - now
+        if wait > 0:
+            raise LoginThrottled("too many failed logins; wait before trying again", wait)
+
+
+def record_login_failure(session: Session, policy: ThrottlePolicy, username: str, address: str, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    for key in _throttle_keys(username, address):
+        row = session.get(LoginThrottleRow, key)
+        if row is None:
+            row = LoginThrottleRow(key=key, failures=0, last_failure_at=now, locked_until=None)
+            session.add(row)
+        if row.locked_until is not None and now >= row.locked_until:
+            row.failures, row.locked_until = 0, None  # the lock ran out: start counting again
+        row.failures += 1
+        row.last_failure_at = now
+        if key.startswith("user:") and row.failures >= policy.lock_after and row.locked_until is None:
+            row.locked_until = now + policy.lock_seconds
+            record_event(session, "radnode", "user:locked", detail=f"{username[:64]} after {row.failures} failed logins", source=address)
+
+
+def record_login_success(session: Session, username: str, address: str) -> None:
+    for key in _throttle_keys(username, address):
+        row = session.get(LoginThrottleRow, key)
+        if row is not None:
+            session.delete(row)
+
+
 def _lookup(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
@@ -160,24 +302,35 @@ def session_secret(settings: Settings) -> str:
     """``web.session_secret``, else the node's persisted random secret (created 0600 once)."""
     if settings.web.session_secret is not None:
         return settings.web.session_secret.get_secret_value()
-    path = Path(settings.data_dir) / "web_secret"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    tmp = path.with_name(f".web_secret.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
-    try:
-        os.link(tmp, path)  # first writer wins; a concurrent process reads its secret
-    except FileExistsError:
-        value = path.read_text().strip()
-    finally:
-        tmp.unlink(missing_ok=True)
-    return value
+    return read_or_create(Path(settings.data_dir) / "web_secret", lambda: secrets.token_urlsafe(48))
+
+
+def _session_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_session(session: Session, username: str, hours: float, source: str = "") -> tuple[str, str]:
+    """A new server-side session; return (token for the cookie, its CSRF token)."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    now = time.time()
+    session.add(WebSessionRow(id=_session_id(token), username=username, csrf=csrf, created_at=now, expires_at=now + hours * 3600, source=source[:64]))
+    # Expired rows of anyone are swept on each login.
+    for old in session.scalars(select(WebSessionRow).where(WebSessionRow.expires_at < now)).all():
+        session.delete(old)
+    return token, csrf
+
+
+def end_session(session: Session, token: str) -> None:
+    row = session.get(WebSessionRow, _session_id(token))
+    if row is not None:
+        session.delete(row)
+
+
+def lookup_session(session: Session, token: str) -> WebSessionRow | None:
+    row = session.get(WebSessionRow, _session_id(token))
+    if row is None or row.expires_at < time.time():
+        return None
+    return row
 
 
 class SessionCodec:
@@ -188,10 +341,16 @@ class SessionCodec:
         self.max_age = int(settings.web.session_hours * 3600)
         self.secure = settings.web.secure_cookies
 
-    def dumps(self, username: str | None) -> tuple[str, str]:
-        """A fresh cookie value for *username* (None: anonymous, for the login form) and its CSRF token."""
+    def dumps(self, username: str | None = None) -> tuple[str, str]:
+        """A fresh anonymous cookie value (for the login form) and its CSRF token."""
+        if username is not None:
+            raise ValueError("a logged-in cookie is made by dumps_session (server-side sessions)")
         csrf = secrets.token_urlsafe(32)
-        return self.serializer.dumps({"u": username, "c": csrf}), csrf
+        return self.serializer.dumps({"u": None, "c": csrf}), csrf
+
+    def dumps_session(self, token: str, csrf: str) -> str:
+        """The cookie value of a server-side session."""
+        return self.serializer.dumps({"s": token, "c": csrf})
 
     def loads(self, value: str | None) -> dict[str, Any] | None:
         if not value:
@@ -233,11 +392,13 @@ def resolve_principal(request: Request) -> Principal | None:
             principal = Principal(name=f"token:{row.name}", role=row.role, via="token")
     else:
         data = session_data(request)
-        if data and data.get("u"):
+        session_token = data.get("s") if data else None
+        if isinstance(session_token, str) and session_token:
             with sessions() as s:
-                user = s.scalars(select(UserRow).where(UserRow.username == data["u"])).first()
-                if user is not None and not user.disabled:
-                    principal = Principal(name=user.username, role=user.role, via="session", csrf=data["c"])
+                web = lookup_session(s, session_token)
+                user = s.scalars(select(UserRow).where(UserRow.username == web.username)).first() if web is not None else None
+                if web is not None and user is not None and not user.disabled:
+                    principal = Principal(name=user.username, role=user.role, via="session", csrf=web.csrf)
     request.state.principal = principal
     return principal
 

@@ -21,6 +21,36 @@ class JobTimes(BaseModel):
     finished: str | None = None
 
 
+class Bounce(BaseModel):
+    """A delivery status notification (RFC 3464) for one recipient of an e-mail destination."""
+
+    recipient: str
+    action: str
+    status: str = ""
+    diagnostic: str = ""
+    reporting_mta: str = ""
+    at: str | None = None
+    text: str = ""
+
+
+class Delivery(BaseModel):
+    """One destination's delivery of a job's results (``radnode.store.deliveries``)."""
+
+    name: str
+    kind: str
+    label: str
+    notify: bool
+    state: str
+    at: str | None = None
+    acknowledged: str = ""
+    sent: int = 0
+    failed: int = 0
+    attempts: int = 0
+    error: str = ""
+    #: Bounces that came back after the SMTP server accepted the message (e-mail only).
+    bounced: list[Bounce] = Field(default_factory=list)
+
+
 class JobOut(BaseModel):
     job_id: str
     study_instance_uid: str
@@ -38,6 +68,8 @@ class JobOut(BaseModel):
     result_uids: list[str]
     destinations: list[dict[str, Any]]
     times: JobTimes
+    #: Per destination: kind, where, delivered/failed/skipped/pending, when, acknowledgement, notify.
+    deliveries: list[Delivery] = Field(default_factory=list)
 
 
 class Measurement(BaseModel):
@@ -156,6 +188,20 @@ class RoutingVersion(BaseModel):
 
 class EchoRequest(_Body):
     peer: str | None = Field(default=None, description="A peer name from settings.peers; all peers when unset.")
+
+
+class DestinationCheckRequest(_Body):
+    destination: str | None = Field(default=None, description="A destination name from the routing file; all when unset.")
+
+
+class DestinationCheck(BaseModel):
+    destination: str
+    kind: str
+    label: str
+    ok: bool
+    status: str | None
+    diagnosis: str
+    ms: float | None
 
 
 class EchoResult(BaseModel):

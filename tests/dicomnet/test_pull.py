@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from radnode.jobs import store
-from radnode.listener.pull import PullError, PullRunner, get_pull, pull_job, request_pull, run_pull
-from radnode.services import Node, open_store
+from radnode.store import jobs as jobstore
+from radnode.jobs.pull import PullError, PullRunner, get_pull, pull_job, request_pull, run_pull
+from radnode.composition import Node
+from radnode.store.db import open_store
 from radnode.settings import Settings
 from radnode.synth.mr_study import generate_mr_study
 from tests.conftest import wait_until
@@ -76,7 +77,7 @@ def _cli(settings: Settings, *args: str) -> Any:
     return CliRunner().invoke(main, ["pull", *args], env=_env(settings))
 
 
-def _routed_job(node: Node, pull_id: int, states: set[str]) -> store.JobRow:
+def _routed_job(node: Node, pull_id: int, states: set[str]) -> jobstore.JobRow:
     def ready():  # type: ignore[no-untyped-def]
         row = get_pull(node.sessions, pull_id)
         job = pull_job(node.sessions, row) if row.state == "routed" else None
@@ -106,7 +107,7 @@ def test_a_study_is_found_by_accession_moved_and_runs_exactly_the_requested_appl
         assert seen[0] == "retrieving" and seen[-1] == "received"
         job = _routed_job(node, row.id, {"done", "failed", "needs-input"})
         with node.sessions() as s:
-            jobs = s.query(store.JobRow).filter_by(study_instance_uid=study.study_instance_uid).all()
+            jobs = s.query(jobstore.JobRow).filter_by(study_instance_uid=study.study_instance_uid).all()
     finally:
         node.stop()
     assert job.state == "done", job.error
@@ -196,7 +197,7 @@ def test_invalid_requests_are_refused_before_anything_is_recorded(tmp_path: Path
         ):
             with pytest.raises(PullError, match=wanted):
                 request_pull(settings, sessions, accession, app, options, pacs)
-        from radnode.listener.pull import list_pulls
+        from radnode.jobs.pull import list_pulls
 
         assert list_pulls(sessions) == []
     finally:
@@ -236,6 +237,6 @@ def test_c_get_and_the_cli_with_wait(orthanc_factory, tmp_path: Path) -> None:  
     assert dcmread(spooled, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle.strip() == "HOSPITALPACS"
 
 
-def _job(node: Node, job_id: str) -> store.JobRow | None:
+def _job(node: Node, job_id: str) -> jobstore.JobRow | None:
     with node.sessions() as s:
-        return s.get(store.JobRow, job_id)
+        return s.get(jobstore.JobRow, job_id)

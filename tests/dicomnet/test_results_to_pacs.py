@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from radnode.jobs import store
-from radnode.services import Node
+from radnode.store import jobs as jobstore
+from radnode.composition import Node
 from radnode.settings import Settings
 from radnode.sr_writer.validate import dciodvfy
 from radnode.synth.mr_study import generate_mr_study
@@ -39,10 +39,10 @@ def _node(tmp_path: Path, peers: list[dict], attempts: int = 2, rules_text: str 
     return node
 
 
-def _wait_job(node: Node, states: set[str], timeout: float = 90) -> store.JobRow:
+def _wait_job(node: Node, states: set[str], timeout: float = 90) -> jobstore.JobRow:
     def done():  # type: ignore[no-untyped-def]
         with node.sessions() as s:
-            jobs = store.list_jobs(s)
+            jobs = jobstore.list_jobs(s)
         return jobs[0] if jobs and jobs[0].state in states else None
 
     return wait_until(done, timeout=timeout)
@@ -96,7 +96,7 @@ def test_a_refusing_destination_fails_the_job_with_the_reason(tmp_path: Path) ->
     assert job.attempts == 2
     assert "could not deliver results to return_to_sender (GONEPACS@127.0.0.1" in (job.error or "")
     sends = json.loads(job.sends_json)
-    assert sends["return_to_sender"]["sent"] == 0 and "rejected or timed out" in sends["return_to_sender"]["error"]
+    assert sends["return_to_sender"]["sent"] == 0 and ": connection refused" in sends["return_to_sender"]["error"]
 
 
 def test_a_destination_that_comes_back_gets_the_results_once(orthanc_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -110,7 +110,7 @@ def test_a_destination_that_comes_back_gets_the_results_once(orthanc_factory, tm
 
         def failed_once():  # type: ignore[no-untyped-def]
             with node.sessions() as s:
-                jobs = store.list_jobs(s)
+                jobs = jobstore.list_jobs(s)
             return jobs[0] if jobs and jobs[0].error and "could not deliver" in jobs[0].error else None
 
         first = wait_until(failed_once, timeout=60, interval=0.1)
@@ -125,7 +125,7 @@ def test_a_destination_that_comes_back_gets_the_results_once(orthanc_factory, tm
     assert pacs.instance_count() == len(job.result_uids)
     assert len(set(job.result_uids)) == len(job.result_uids)
     with node.sessions() as s:
-        events = [e.detail for e in store.job_events(s, job.job_id) if e.action == "sent"]
+        events = [e.detail for e in jobstore.job_events(s, job.job_id) if e.action == "sent"]
     assert events and "confirmed=True" in events[-1]
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from radnode.jobs import store
-from radnode.jobs.models import JobState
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import JobState
 from radnode.settings import Settings
 from radnode.synth.mr_study import GeneratedStudy, generate_mr_study
 from tests.support.env import python_path
@@ -74,7 +74,7 @@ def add_job(sessions, study: GeneratedStudy, app: str, options: dict | None = No
     if app == "count-test":
         series["flair"] = study.by_label("flair").series_instance_uid
     with sessions.begin() as s:
-        row, _ = store.create_job(s, store.JobRequest(study.study_instance_uid, app, "1.0", series, options=options or {}))
+        row, _ = jobstore.create_job(s, jobstore.JobRequest(study.study_instance_uid, app, "1.0", series, options=options or {}))
         return row.job_id
 
 
@@ -102,12 +102,12 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-def job_state(sessions, job_id: str) -> store.JobRow:  # type: ignore[no-untyped-def]
+def job_state(sessions, job_id: str) -> jobstore.JobRow:  # type: ignore[no-untyped-def]
     with sessions() as s:
-        return store.get_job(s, job_id)
+        return jobstore.get_job(s, job_id)
 
 
-def wait_state(sessions, job_id: str, states: set[str], timeout: float = 60) -> store.JobRow:  # type: ignore[no-untyped-def]
+def wait_state(sessions, job_id: str, states: set[str], timeout: float = 60) -> jobstore.JobRow:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
         row = job_state(sessions, job_id)

@@ -17,8 +17,9 @@ import SimpleITK as sitk
 import yaml
 
 import radnode
+from radnode.analyzers.glioma.lesions import max_axial_diameter, physical_points
 from radnode.sr_writer.seg import segmentation_to_label_map, sort_sources
-from radnode.sr_writer.validate import dciodvfy, dsrdump
+from radnode.sr_writer.validate import dcentvfy, dciodvfy_report, dsrdump
 from radnode.synth.glioma import generate_glioma_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,16 +64,25 @@ def test_full_run_matches_the_ground_truth_and_writes_valid_dicom(tmp_path: Path
     assert _dice(np.isin(p, (1, 3)), np.isin(t, (1, 3))) >= 0.75
     for key in ("whole_tumor", "tumor_core"):
         assert out["volumes_ml"][key] == pytest.approx(truth["volumes_ml"][key], rel=0.3)
-    assert np.linalg.norm(np.subtract(out["centroid_lps_mm"], truth["centroid_lps_mm"])) < 5.0
-    assert 0 < out["max_axial_diameter_mm"] < 150
-    assert out["model"] == {"name": "glioma-demo-unet", "version": "0.1.0", "demo": True}
+    # What a radiologist reads: one lesion, where the tumour is, as wide as it is.
+    assert out["lesion_count"] == 1, out["postprocessing"]
+    assert np.linalg.norm(np.subtract(out["centroid_lps_mm"], truth["centroid_lps_mm"])) < 3.0
+    true_diameter = max_axial_diameter(physical_points(expected, t > 0))
+    assert abs(out["max_axial_diameter_mm"] - true_diameter) <= 0.2 * true_diameter
+    lesion = out["lesions"][0]
+    assert lesion["hemisphere"] in ("left", "right", "midline") and lesion["rano"] is not None
+    assert out["model"] == {"name": "glioma-demo-unet", "version": "0.1.1", "demo": True}
     assert set(out["series"]) == {"t1c", "flair", "t2", "t1"}
 
     # The DICOM objects: valid, and the SEG reads back to the same voxels.
     written = sorted((tmp_path / "out").glob("*.dcm"))
     assert {p.name for p in written} >= {"seg.dcm", "sr.dcm", "report_pdf.dcm", "sc_001.dcm"}
     for path in written:
-        assert dciodvfy(path) == [], path.name
+        errors, warnings = dciodvfy_report(path)
+        assert errors == [] and warnings == [], (path.name, errors + warnings)
+    sources_all = list(study.study.files)
+    problems = dcentvfy([*sources_all, *written])
+    assert problems is not None and [x for x in problems if "atient" in x] == [], problems[:5]
     assert "Volume" in (dsrdump(tmp_path / "out" / "sr.dcm") or "")
     sources = sort_sources([pydicom.dcmread(f) for f in study.study.by_label("t1c").files])
     from radnode.sr_writer.seg import label_map_for_sources

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from radnode.jobs import store
-from radnode.services import open_store
+from radnode.store import jobs as jobstore
+from radnode.store.db import open_store
 from radnode.store.studies import StudyRow
 from radnode.synth.glioma import generate_glioma_study
 from tests.conftest import wait_for_port, wait_until
@@ -60,8 +60,8 @@ def _send_and_check(tmp_path: Path, pacs, env: dict[str, str], logs: list[Path])
 
     def finished():  # type: ignore[no-untyped-def]
         with sessions() as s:
-            jobs = store.list_jobs(s)
-        return jobs[0] if jobs and store.JobState(jobs[0].state).terminal else None
+            jobs = jobstore.list_jobs(s)
+        return jobs[0] if jobs and jobstore.JobState(jobs[0].state).terminal else None
 
     try:
         job = wait_until(finished, timeout=400, interval=0.5)
@@ -77,7 +77,7 @@ def _send_and_check(tmp_path: Path, pacs, env: dict[str, str], logs: list[Path])
     assert json.loads(job.sends_json)["return_to_sender"]["confirmed"] is True
     with sessions() as s:
         last_image = s.get(StudyRow, study.study.study_instance_uid).last_received_at
-        measurements = {m.name: m.value for m in store.job_measurements(s, job.job_id)}
+        measurements = {m.name: m.value for m in jobstore.job_measurements(s, job.job_id)}
     assert measurements["whole_tumor"] == pytest.approx(study.truth["volumes_ml"]["whole_tumor"], rel=0.35)
     latency = job.finished_at - last_image
     print(f"last image received → results stored and confirmed in Orthanc: {latency:.1f} s")

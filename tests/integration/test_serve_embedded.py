@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from radnode.jobs import store
-from radnode.services import open_store
+from radnode.store import jobs as jobstore
+from radnode.store.db import open_store
 from radnode.synth.mr_study import generate_mr_study
 from tests.conftest import wait_for_port, wait_until
 from tests.integration.jobs_support import REPO, add_job, node_env, settings_from_env, spool_study, wait_state
@@ -94,8 +94,8 @@ def test_a_study_sent_by_dcmtk_is_routed_classified_and_analyzed(tmp_path: Path)
     }
     assert json.loads(job.destinations_json) == [{"name": "return_to_sender", "ae_title": "PACS1", "host": "127.0.0.1", "port": 104, "url": None}]
     with sessions() as s:
-        [m] = store.job_measurements(s, job.job_id)
-        decisions = s.query(store.RoutingDecisionRow).all()
+        [m] = jobstore.job_measurements(s, job.job_id)
+        decisions = s.query(jobstore.RoutingDecisionRow).all()
     assert (m.name, m.value) == ("instances", 12)
     assert [(d.matched, json.loads(d.applications_json)) for d in decisions] == [(True, ["count-test"])]
     assert "brain-mr-count" in decisions[0].explanation
@@ -104,7 +104,7 @@ def test_a_study_sent_by_dcmtk_is_routed_classified_and_analyzed(tmp_path: Path)
 
 def _jobs(sessions, state: str):  # type: ignore[no-untyped-def]
     with sessions() as s:
-        rows = store.list_jobs(s)
+        rows = jobstore.list_jobs(s)
     return rows if rows and all(r.state == state for r in rows) else None
 
 
@@ -121,14 +121,14 @@ def test_a_study_no_rule_wants_is_recorded_as_unmatched(tmp_path: Path) -> None:
 
         def decided():  # type: ignore[no-untyped-def]
             with sessions() as s:
-                return s.query(store.RoutingDecisionRow).all()
+                return s.query(jobstore.RoutingDecisionRow).all()
 
         [decision] = wait_until(decided, timeout=30)
     finally:
         node.stop()
     assert decision.matched is False and json.loads(decision.applications_json) == []
     with sessions() as s:
-        assert store.list_jobs(s) == []
+        assert jobstore.list_jobs(s) == []
 
 
 def test_serve_killed_mid_job_finishes_it_once_after_restart(tmp_path: Path) -> None:
@@ -209,4 +209,4 @@ def test_running_node_hot_reloads_routing_and_refuses_an_invalid_edit(tmp_path: 
 
 def _decisions(sessions):  # type: ignore[no-untyped-def]
     with sessions() as s:
-        return s.query(store.RoutingDecisionRow).order_by(store.RoutingDecisionRow.id).all()
+        return s.query(jobstore.RoutingDecisionRow).order_by(jobstore.RoutingDecisionRow.id).all()

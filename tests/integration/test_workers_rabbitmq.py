@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from radnode.jobs import store
+from radnode.store import jobs as jobstore
 from radnode.queue.rabbitmq import RabbitBroker
-from radnode.services import open_store
+from radnode.store.db import open_store
 from tests.integration.jobs_support import (
     AMQP,
     TERMINAL,
@@ -67,7 +67,7 @@ def test_two_worker_processes_run_each_job_exactly_once(rabbit_node, tmp_path: P
     assert len({r.split()[1] for r in runs}) == 2  # both workers took jobs
     assert all(r.attempts == 1 for r in rows)
     with sessions() as s:
-        assert all(store.job_measurements(s, j)[0].value == 8 for j in job_ids)  # 4 t1c + 4 flair
+        assert all(jobstore.job_measurements(s, j)[0].value == 8 for j in job_ids)  # 4 t1c + 4 flair
 
 
 def test_worker_killed_mid_job_is_redelivered_and_done_once(rabbit_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -86,7 +86,7 @@ def test_worker_killed_mid_job_is_redelivered_and_done_once(rabbit_node, tmp_pat
     assert row.attempts == 2
     assert marker.read_text().split() == [job_id, str(second.proc.pid)]
     with sessions() as s:
-        details = [e.detail for e in store.job_events(s, job_id)]
+        details = [e.detail for e in jobstore.job_events(s, job_id)]
     assert any("taking over" in d for d in details)
 
 

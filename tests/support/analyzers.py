@@ -102,3 +102,24 @@ class ThresholdAnalyzer:
                 Measurement("brightest", round(float((labels == 2).sum()) * ml, 3), "mL", ("118565006", "SCT", "Volume"), "Brightest"),
             ],
         )
+
+
+class CriticalThresholdAnalyzer(ThresholdAnalyzer):
+    """The threshold stand-in plus a critical finding (as a haemorrhage
+    detector would report), to exercise ``notify`` destinations."""
+
+    spec = AnalyzerSpec(
+        name="critical-test",
+        version="1.0",
+        description="test analyzer: threshold segmentation with a critical finding",
+        required_roles=("t1c",),
+        model=ModelInfo(name="critical-test", version="1.0", demo=True, intended_use="tests"),
+        outputs=("seg", "sr", "pdf", "secondary_capture"),
+    )
+
+    def run(self, inputs: AnalyzerInputs, workdir: Path, progress: Progress) -> AnalyzerResult:
+        from radnode.analyzers.base import Finding
+
+        result = super().run(inputs, workdir, progress)
+        result.findings.append(Finding("haemorrhage", True, 0.96, "stand-in critical finding", critical=True))
+        return result

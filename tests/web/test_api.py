@@ -18,10 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from radnode.jobs import store
-from radnode.jobs.models import JobState
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import JobState
 from radnode.routing.setup import DEFAULT_RULES
-from radnode.services import open_store
+from radnode.store.db import open_store
 from radnode.settings import Settings
 from radnode.store.accounts import UserRow
 from radnode.store.routing_history import RoutingVersionRow
@@ -73,15 +73,15 @@ def login(client: TestClient, user: str) -> str:
 
 def make_job(settings: Settings, state: JobState = JobState.FAILED, study: str = "1.2.3") -> str:
     with sessions_of(settings).begin() as s:
-        job, _ = store.create_job(s, store.JobRequest(study, "glioma", "1", {"t1c": f"{study}.4"}, accession="ACC1", selection={"t1c": {"label": "T1c", "probability": 0.93}}))
+        job, _ = jobstore.create_job(s, jobstore.JobRequest(study, "glioma", "1", {"t1c": f"{study}.4"}, accession="ACC1", selection={"t1c": {"label": "T1c", "probability": 0.93}}))
         if state is not JobState.QUEUED:
-            store.transition(s, job.job_id, state, actor="test", error="boom" if state is JobState.FAILED else None)
+            jobstore.transition(s, job.job_id, state, actor="test", error="boom" if state is JobState.FAILED else None)
         return job.job_id
 
 
-def audit(settings: Settings, action: str) -> list[store.AuditRow]:
+def audit(settings: Settings, action: str) -> list[jobstore.AuditRow]:
     with sessions_of(settings)() as s:
-        return list(s.scalars(select(store.AuditRow).where(store.AuditRow.action == action)).all())
+        return list(s.scalars(select(jobstore.AuditRow).where(jobstore.AuditRow.action == action)).all())
 
 
 def state_changing(job_id: str) -> list[tuple[str, str, dict | None]]:  # type: ignore[type-arg]
@@ -119,7 +119,7 @@ def test_anonymous_is_refused_everywhere(app_client: TestClient, settings: Setti
     r = app_client.post(f"/jobs/{job_id}/retry", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     with sessions_of(settings)() as s:
-        assert store.get_job(s, job_id).state == "failed"
+        assert jobstore.get_job(s, job_id).state == "failed"
 
 
 def test_wrong_roles_are_refused(app_client: TestClient, settings: Settings) -> None:
@@ -143,7 +143,7 @@ def test_wrong_roles_are_refused(app_client: TestClient, settings: Settings) -> 
     assert app_client.get("/routing").status_code == 403
     assert app_client.get("/connectivity").status_code == 403
     with sessions_of(settings)() as s:
-        assert store.get_job(s, job_id).state == "failed"
+        assert jobstore.get_job(s, job_id).state == "failed"
 
 
 def test_csrf_is_enforced_for_cookie_sessions(app_client: TestClient, settings: Settings) -> None:
@@ -157,12 +157,12 @@ def test_csrf_is_enforced_for_cookie_sessions(app_client: TestClient, settings: 
     assert app_client.put("/api/routing", json={"text": "version: 1\nrules: []\n"}).status_code == 403
     assert app_client.post("/logout", follow_redirects=False).status_code == 403
     with sessions_of(settings)() as s:
-        assert store.get_job(s, job_id).state == "failed"
+        assert jobstore.get_job(s, job_id).state == "failed"
     # With the token, the same requests work.
     r = app_client.post(f"/jobs/{job_id}/retry", data={"csrf_token": csrf}, follow_redirects=False)
     assert r.status_code == 303
     with sessions_of(settings)() as s:
-        assert store.get_job(s, job_id).state == "queued"
+        assert jobstore.get_job(s, job_id).state == "queued"
     # The login form itself carries a CSRF token bound to the pre-login cookie.
     app_client.cookies.clear()
     app_client.get("/login")
@@ -267,9 +267,9 @@ def test_retry_cancel_flag_work_and_are_audited(app_client: TestClient, settings
     assert app_client.post("/api/jobs/ffffffffffff/retry", headers=h).status_code == 404
 
     with sessions_of(settings)() as s:
-        case = s.scalars(select(store.RetrainingCaseRow)).one()
+        case = s.scalars(select(jobstore.RetrainingCaseRow)).one()
         assert (case.job_id, case.flagged_by, case.note) == (failed, "rad", "missed the enhancing rim")
-        assert "retraining" in store.get_job(s, failed).flags
+        assert "retraining" in jobstore.get_job(s, failed).flags
     assert [(e.actor, e.job_id) for e in audit(settings, "state:cancelled")] == [("rad", queued)]
     assert [(e.actor, e.job_id) for e in audit(settings, "flag:retraining")] == [("rad", failed)]
     assert ("rad", failed) in [(e.actor, e.job_id) for e in audit(settings, "state:queued")]
@@ -347,7 +347,7 @@ def test_submit_prefills_and_pulls_by_accession(app_client: TestClient, settings
     assert 'name="opt_bias_field_correct"' in page.text and 'type="checkbox"' in page.text
     assert '<option value="template"' in page.text  # Literal → select
     with sessions_of(settings)() as s:
-        assert audit(settings, "submit") == [] and store.list_jobs(s) == []
+        assert audit(settings, "submit") == [] and jobstore.list_jobs(s) == []
     # Invalid options are refused before anything is asked of PACS.
     r = app_client.post("/api/jobs", json={"accession": "ACC42", "application": "glioma", "options": {"brain_extraction": "magic"}}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 422 and "brain_extraction" in r.json()["detail"]
@@ -375,17 +375,18 @@ def test_submit_prefills_and_pulls_by_accession(app_client: TestClient, settings
 
 def test_connectivity_echo_diagnoses(app_client: TestClient, settings: Settings, listener) -> None:  # type: ignore[no-untyped-def]
     from radnode.settings import DicomPeer
-    from radnode.web.services import echo_peer
+    from radnode.web.connectivity import echo_peer
 
     csrf = login(app_client, "adam")
     r = app_client.post("/api/connectivity/echo", json={}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200
     [result] = r.json()
-    assert not result["ok"] and result["diagnosis"].startswith("connection refused")
+    # The same sentence a pull or a send reads for this fault (radnode.peers.dicom.diagnose).
+    assert not result["ok"] and result["diagnosis"].startswith("could not connect to PACS ") and ": connection refused" in result["diagnosis"]
     assert app_client.post("/api/connectivity/echo", json={"peer": "x"}, headers={"X-CSRF-Token": csrf}).status_code == 404
     assert audit(settings, "connectivity:echo")[0].actor == "adam"
     port = listener.settings.port
     ok = echo_peer(settings, DicomPeer(name="self", ae_title="RADNODE", host="127.0.0.1", port=port))
     assert ok["ok"] and ok["status"] == "0x0000"
     wrong = echo_peer(settings, DicomPeer(name="self", ae_title="WRONGAE", host="127.0.0.1", port=port))
-    assert not wrong["ok"] and "called AE title not recognised" in wrong["diagnosis"], wrong
+    assert not wrong["ok"] and "called AE title 'WRONGAE' not recognised" in wrong["diagnosis"], wrong

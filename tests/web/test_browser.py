@@ -20,10 +20,10 @@ from typing import Iterator
 
 import pytest
 
-from radnode.jobs import store
-from radnode.jobs.models import JobState
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import JobState
 from radnode.routing.setup import DEFAULT_RULES
-from radnode.services import open_store
+from radnode.store.db import open_store
 from radnode.settings import Settings
 from radnode.store.pulls import PullRequestRow
 from radnode.web.auth import add_user
@@ -105,14 +105,14 @@ def test_pages_in_chromium(served: tuple[str, Settings], tmp_path: Path) -> None
     base, settings = served
     _, sessions = open_store(settings)
     with sessions.begin() as s:
-        job, _ = store.create_job(
+        job, _ = jobstore.create_job(
             s,
-            store.JobRequest("1.2.826.0.1.3", "glioma", "0.1.0+demo", {"t1c": "1.2.826.0.1.3.1", "flair": "1.2.826.0.1.3.2"}, accession="ACC0001",
+            jobstore.JobRequest("1.2.826.0.1.3", "glioma", "0.1.0+demo", {"t1c": "1.2.826.0.1.3.1", "flair": "1.2.826.0.1.3.2"}, accession="ACC0001",
                              selection={"t1c": {"label": "T1c", "probability": 0.97}, "flair": {"label": "FLAIR", "probability": 0.88}}),
         )
         job_id = job.job_id
-        other, _ = store.create_job(s, store.JobRequest("1.2.826.0.1.4", "glioma", "0.1.0+demo", {"t1c": "1.2.826.0.1.4.1"}, accession="ACC0002"))
-        store.transition(s, other.job_id, JobState.FAILED, actor="worker-1", error="t1c: series has 3 slices; at least 16 are needed")
+        other, _ = jobstore.create_job(s, jobstore.JobRequest("1.2.826.0.1.4", "glioma", "0.1.0+demo", {"t1c": "1.2.826.0.1.4.1"}, accession="ACC0002"))
+        jobstore.transition(s, other.job_id, JobState.FAILED, actor="worker-1", error="t1c: series has 3 slices; at least 16 are needed")
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -139,8 +139,8 @@ def test_pages_in_chromium(served: tuple[str, Settings], tmp_path: Path) -> None
             expect(row.locator(".state")).to_have_text("queued")
             page.evaluate("window.__noReload = true")
             with sessions.begin() as s:
-                store.claim(s, job_id, "worker-1", lease_seconds=60, take_over=False)
-                store.transition(s, job_id, JobState.INFERRING, actor="worker-1")
+                jobstore.claim(s, job_id, "worker-1", lease_seconds=60, take_over=False)
+                jobstore.transition(s, job_id, JobState.INFERRING, actor="worker-1")
             expect(row.locator(".state")).to_have_text("inferring", timeout=10_000)
             assert page.evaluate("window.__noReload") is True
             expect(page.locator("#live-status")).to_contain_text("updated")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from radnode.services import Node
+from radnode.composition import Node
 from radnode.settings import Settings
 from radnode.synth.mr_study import generate_mr_study
 from radnode.web.auth import add_user

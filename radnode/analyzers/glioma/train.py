@@ -3,9 +3,10 @@
 Why this exists: no glioma weights can ship with radnode (every published
 model downloads its weights at run time), yet the glioma analyzer needs a
 model to run end to end. This script trains a small 3D U-Net on tumours made
-by :mod:`radnode.synth.glioma` in Colin27 template space at 2 mm (the spacing
-the analyzer resamples to) and writes ``model.onnx``, ``manifest.yaml`` and
-``MODEL_CARD.md``. The augmentations mimic what the analyzer's preprocessing
+by :mod:`radnode.synth.glioma` at 2 mm (the spacing the analyzer resamples
+to) on several heads — MNI152 and random elastic warps of it — and
+evaluates on Colin27, a head never used in training; it writes
+``model.onnx``, ``manifest.yaml`` (format unchanged) and ``MODEL_CARD.md``. The augmentations mimic what the analyzer's preprocessing
 does to real studies: thick 2D T2/FLAIR slices interpolated along one axis,
 residual rotation after registration, bias field, noise, contrast changes and
 brain masks that are a voxel too large or too small.
@@ -30,18 +31,42 @@ import numpy as np
 import structlog
 from scipy import ndimage
 
-from radnode.synth.glioma import TemplateCase, load_template, synthesize_template_case
+from radnode.synth.glioma import (
+    Template,
+    TemplateCase,
+    anatomy_names,
+    load_template,
+    synthesize_template_case,
+)
 
 log = structlog.get_logger(__name__)
 
 #: Channel order of the model input.
 CHANNELS: tuple[str, ...] = ("flair", "t1", "t1c", "t2")
-#: Crop of the 2 mm Colin27 grid (z, y, x) that holds the whole brain; divisible by 8.
-CROP = (slice(0, 80), slice(6, 102), slice(5, 85))
+#: Size (z, y, x) of the 2 mm box around the brain the model sees; divisible by 8.
+CROP_SIZE = (80, 96, 80)
 PATCH = 64
 SPACING_MM = 2.0
 HELDOUT_SEEDS = tuple(range(900_000, 900_012))
 HEALTHY_FRACTION = 0.1
+VERSION = "0.2.0"
+#: Heads the model is trained on: MNI152 and elastic deformations of it.
+TRAIN_ANATOMIES: tuple[str, ...] = tuple(anatomy_names("mni152", 11))
+#: A head never used in training (evaluation only): Colin27, which is also
+#: the default anatomy of generated studies, so the pipeline's own figures
+#: measure generalisation to a new brain.
+HELDOUT_ANATOMY = "colin27"
+
+
+def crop_box(tpl: Template) -> tuple[slice, slice, slice]:
+    """CROP_SIZE box centred on the template's brain (grids are larger than the box)."""
+    idx = np.argwhere(tpl.brain)
+    centre = (idx.min(axis=0) + idx.max(axis=0)) // 2
+    out = []
+    for c, n, size in zip(centre, tpl.shape, CROP_SIZE):
+        lo = int(np.clip(c - size // 2, 0, max(0, n - size)))
+        out.append(slice(lo, lo + size))
+    return tuple(out)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------
@@ -95,12 +120,23 @@ def prepare(case: TemplateCase, rng: np.random.Generator | None, *, artefacts: b
             ) -> tuple[np.ndarray, np.ndarray]:
     """(4, z, y, x) z-scored inputs and labels on the brain crop; augmented when *rng* is given."""
     tpl = case.template
-    mask = tpl.brain[CROP]
-    labels = case.labels[CROP]
+    crop = crop_box(tpl)
+    mask = tpl.brain[crop]
+    labels = case.labels[crop]
     chans = []
+    low_res_axis = int(rng.integers(0, 3)) if rng is not None and rng.random() < 0.3 else None
     for name in CHANNELS:
-        img = case.images[name][CROP].astype(np.float32)
+        img = case.images[name][crop].astype(np.float32)
+        if img.shape != CROP_SIZE:  # a grid smaller than the box: pad with air
+            img = np.pad(img, [(0, t - n) for n, t in zip(img.shape, CROP_SIZE)])
         if rng is not None:
+            if rng.random() < 0.3:  # tissue contrast: a smooth intensity remap per channel
+                hi = float(np.percentile(img[mask], 99.0)) or 1.0
+                knots = np.sort(rng.uniform(0.0, 1.0, 3))
+                img = np.interp(img / hi, [0.0, *knots, 1.5], [0.0, *np.sort(knots + rng.normal(0, 0.06, 3)), 1.5]) * hi
+                img = img.astype(np.float32)
+            if low_res_axis is not None and not (name in ("t2", "flair") and artefacts):
+                img = _thick_slices(img, rng, axis=low_res_axis)  # a coarse acquisition along any axis
             if name in ("t2", "flair") and artefacts and rng.random() < 0.85:
                 img = _thick_slices(img, rng, axis=0)
             if rng.random() < 0.5:
@@ -113,6 +149,9 @@ def prepare(case: TemplateCase, rng: np.random.Generator | None, *, artefacts: b
         elif artefacts and name in ("t2", "flair"):
             img = _thick_slices(img, np.random.default_rng(case.seed), axis=0)
         chans.append(img)
+    if mask.shape != CROP_SIZE:
+        mask = np.pad(mask, [(0, t - n) for n, t in zip(mask.shape, CROP_SIZE)])
+        labels = np.pad(labels, [(0, t - n) for n, t in zip(labels.shape, CROP_SIZE)])
     if rng is not None and rng.random() < 0.5:
         r = int(rng.integers(1, 3))
         st = ndimage.generate_binary_structure(3, 1)
@@ -142,7 +181,8 @@ def sample_batch(rng: np.random.Generator, batch: int, seed_base: int) -> tuple[
     for _ in range(batch):
         seed = int(rng.integers(0, 800_000)) + seed_base
         tumor = rng.random() >= HEALTHY_FRACTION
-        case = synthesize_template_case(seed, spacing=SPACING_MM, tumor=tumor)
+        anatomy = TRAIN_ANATOMIES[int(rng.integers(len(TRAIN_ANATOMIES)))]
+        case = synthesize_template_case(seed, spacing=SPACING_MM, tumor=tumor, anatomy=anatomy)
         x, y = prepare(case, rng)
         if rng.random() < 0.5:  # left-right flip (axis x)
             x, y = x[..., ::-1].copy(), y[..., ::-1].copy()
@@ -154,8 +194,8 @@ def sample_batch(rng: np.random.Generator, batch: int, seed_base: int) -> tuple[
         lo = [int(np.clip(ci - PATCH // 2 + rng.integers(-8, 9), 0, s - PATCH)) for ci, s in zip(c, y.shape)]
         sl = tuple(slice(a, a + PATCH) for a in lo)
         xp, yp = x[(slice(None),) + sl], y[sl]
-        if rng.random() < 0.3:
-            xp, yp = _rotate(xp, yp, rng, 10.0)
+        if rng.random() < 0.5:  # orientation: residual head tilt after reorientation
+            xp, yp = _rotate(xp, yp, rng, 15.0)
         xs.append(xp)
         ys.append(yp)
     return np.stack(xs), np.stack(ys)
@@ -230,11 +270,12 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
-def evaluate(predict, seeds=HELDOUT_SEEDS, artefacts: bool = True) -> dict:  # type: ignore[no-untyped-def]
-    """Dice WT/TC/ET on held-out seeds, whole 2 mm brain crop in one pass."""
+def evaluate(predict, seeds=HELDOUT_SEEDS, artefacts: bool = True,  # type: ignore[no-untyped-def]
+             anatomy: str = HELDOUT_ANATOMY) -> dict:
+    """Dice WT/TC/ET on held-out seeds of *anatomy*, whole 2 mm brain crop in one pass."""
     rows = []
     for s in seeds:
-        case = synthesize_template_case(s, spacing=SPACING_MM)
+        case = synthesize_template_case(s, spacing=SPACING_MM, anatomy=anatomy)
         x, y = prepare(case, None, artefacts=artefacts)
         pred = predict(x[None])[0].argmax(0)
         rows.append({
@@ -258,7 +299,8 @@ def train(out: Path, minutes: float, seed: int, base: int, batch: int) -> dict:
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    load_template(SPACING_MM)
+    for anatomy in (*TRAIN_ANATOMIES, HELDOUT_ANATOMY):
+        load_template(SPACING_MM, anatomy)  # warm the cache before the clock starts
     model = build_model(base)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -282,7 +324,7 @@ def train(out: Path, minutes: float, seed: int, base: int, batch: int) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
         if step % 25 == 0:
             print(f"step {step} t={elapsed/60:.1f}min lr={lr:.2e} loss={np.mean(losses[-25:]):.4f} "
@@ -297,10 +339,12 @@ def train(out: Path, minutes: float, seed: int, base: int, batch: int) -> dict:
 
     res = evaluate(predict, artefacts=True)
     res_clean = evaluate(predict, seeds=HELDOUT_SEEDS[:6], artefacts=False)
+    res_train_anatomy = evaluate(predict, seeds=HELDOUT_SEEDS[:6], anatomy=TRAIN_ANATOMIES[0])
+    print("held-out seeds on a training anatomy:", json.dumps(res_train_anatomy["mean"]), flush=True)
     print("held-out (thick-slice T2/FLAIR):", json.dumps(res["mean"]), flush=True)
     print("held-out (clean):", json.dumps(res_clean["mean"]), flush=True)
     return {"model": model, "steps": step, "minutes": train_minutes, "params": n_params, "eval": res,
-            "eval_clean": res_clean, "final_loss": float(np.mean(losses[-50:])), "seed": seed, "base": base,
+            "eval_clean": res_clean, "eval_train_anatomy": res_train_anatomy, "final_loss": float(np.mean(losses[-50:])), "seed": seed, "base": base,
             "batch": batch}
 
 
@@ -328,12 +372,13 @@ def export(model, out: Path) -> Path:  # type: ignore[no-untyped-def]
 
 def write_manifest(out: Path, info: dict, sha: str) -> None:
     text = f"""name: glioma-demo-unet
-version: 0.1.0
+version: {VERSION}
 task: segmentation
 application: glioma
 inputs: [flair, t1, t1c, t2]        # channel order
 spacing_mm: [2.0, 2.0, 2.0]         # (x, y, z) voxel spacing the model expects
 patch_size: [64, 64, 64]            # (x, y, z) voxels per sliding window
+orientation: LAS                    # array axes x→left, y→anterior, z→superior (as trained)
 normalization: zscore-brain
 output: logits                      # softmax is applied by the runtime
 labels:
@@ -344,7 +389,7 @@ labels:
 intended_use: "Demonstration only, trained on synthetic data. DEMO - NOT FOR CLINICAL USE."
 demo: true
 license: Apache-2.0
-training: {{data: "radnode synthetic glioma generator", seed: {info['seed']}, epochs: {info['steps']}, script: radnode/analyzers/glioma/train.py}}
+training: {{data: "radnode synthetic glioma generator, anatomies mni152 + {len(TRAIN_ANATOMIES) - 1} elastic warps; held out colin27", seed: {info['seed']}, epochs: {info['steps']}, script: radnode/analyzers/glioma/train.py}}
 sha256: {sha}
 """
     (out / "manifest.yaml").write_text(text)
@@ -355,7 +400,7 @@ def write_card(out: Path, info: dict, size_bytes: int, sha: str) -> None:
     rows = "\n".join(f"| {r['seed']} | {r['wt_ml']:.1f} | {r['wt']:.3f} | {r['tc']:.3f} | {r['et']:.3f} |"
                      for r in ev["cases"])
     m, mc = ev["mean"], evc["mean"]
-    text = f"""# glioma-demo-unet 0.1.0 — DEMO, NOT FOR CLINICAL USE
+    text = f"""# glioma-demo-unet {VERSION} — DEMO, NOT FOR CLINICAL USE
 
 A small 3D U-Net that segments a glioma into necrotic core (1), peritumoral oedema (2) and enhancing
 tumour (3) from co-registered, brain-masked FLAIR, T1, T1c and T2 at 2 mm isotropic spacing.
@@ -375,18 +420,21 @@ instance normalisation and LeakyReLU(0.01), strided-convolution downsampling, tr
 upsampling; {info['params']:,} parameters. ONNX opset 17, {size_bytes/1e6:.2f} MB, sha256 `{sha}`.
 
 ## Training
-- Data: `radnode.synth.glioma.synthesize_template_case` — Colin27 anatomy (fuzzy WM/GM/CSF from its
-  T1 intensities) with a random perturbed-ellipsoid glioma (10–80 mL whole tumour, oedema preferring
+- Data: `radnode.synth.glioma.synthesize_template_case` on {len(TRAIN_ANATOMIES)} heads: MNI152 2009a
+  (nilearn's copy; GM/WM probability maps, a drawn skull and scalp) and {len(TRAIN_ANATOMIES) - 1} random elastic
+  deformations of it (±8 % scaling, shear, smooth displacements up to 6 mm). **Colin27 is never used in
+  training**: it is the held-out anatomy of every figure below. Each case has a random perturbed-ellipsoid glioma (10–80 mL whole tumour, oedema preferring
   white matter, enhancing rim, necrotic core), contrast-specific intensities, at 2 mm in template space;
   a fresh random case for every sample ({HEALTHY_FRACTION:.0%} healthy).
 - Augmentation mimicking the analyzer's preprocessing: thick 2D slices (4–6 mm + gap, interpolated)
-  along the slice axis for T2/FLAIR, Gaussian blur, multiplicative bias field (±20 %), noise, gamma,
-  brain mask dilated/eroded by 1–2 voxels, left-right flip, rotations up to 10°.
+  along the slice axis for T2/FLAIR, a coarse acquisition along any axis (30 %), Gaussian blur,
+  multiplicative bias field (±20 %), noise, gamma, a smooth tissue-contrast remap (30 %), brain mask
+  dilated/eroded by 1–2 voxels, left-right flip, rotations up to 15° (50 %).
 - Loss: cross-entropy + soft Dice (classes 1–3) + soft Dice of whole tumour and tumour core.
 - AdamW, lr 3e-3 cosine, batch {info['batch']} × 64³ patches (80 % centred on tumour),
   {info['steps']} steps in {info['minutes']:.1f} min on 2 CPU threads; seed {info['seed']}.
 
-## Evaluation (held-out synthetic cases, seeds {HELDOUT_SEEDS[0]}–{HELDOUT_SEEDS[-1]}, not used in training)
+## Evaluation (held-out anatomy {HELDOUT_ANATOMY}, seeds {HELDOUT_SEEDS[0]}–{HELDOUT_SEEDS[-1]}, neither used in training)
 Template space, 2 mm, whole brain in one pass, T2/FLAIR with simulated thick slices:
 
 | metric | mean Dice |
@@ -396,17 +444,19 @@ Template space, 2 mm, whole brain in one pass, T2/FLAIR with simulated thick sli
 | enhancing (3) | {m['et']:.3f} |
 
 Without slice-thickness artefacts (first 6 cases): WT {mc['wt']:.3f}, TC {mc['tc']:.3f}, ET {mc['et']:.3f}.
+Same seeds on the training head (mni152, first 6): WT {info['eval_train_anatomy']['mean']['wt']:.3f},
+TC {info['eval_train_anatomy']['mean']['tc']:.3f}, ET {info['eval_train_anatomy']['mean']['et']:.3f}.
 
 | seed | WT mL | WT | TC | ET |
 |---|---|---|---|---|
 {rows}
 
 These figures are on the generator's own distribution; through the full DICOM → brain extraction →
-registration → 2 mm pipeline expect them to drop. For reference, the seed platform's real-data model
+registration → 2 mm pipeline expect them to drop. For reference, the 2020 platform's real-data model
 reported BraTS 2018 validation Dice WT 0.909, TC 0.841, ET 0.788.
 
 ## Limitations
-Synthetic anatomy from one head (Colin27), one tumour shape family, no mass effect, no real scanner
+Synthetic anatomy from one real head (MNI152, itself an average of 152 brains) and its warps, one tumour shape family, no mass effect, no real scanner
 artefacts. Intended use: demonstration and integration testing of radnode only.
 
 License: Apache-2.0.

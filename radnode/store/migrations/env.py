@@ -7,10 +7,12 @@ from alembic import context
 
 from radnode.store.db import Base
 import radnode.store.studies  # noqa: F401  (register tables)
-import radnode.jobs.store  # noqa: F401
+import radnode.store.jobs  # noqa: F401
 import radnode.store.accounts  # noqa: F401
 import radnode.store.pulls  # noqa: F401
 import radnode.store.routing_history  # noqa: F401
+import radnode.store.corrections  # noqa: F401
+import radnode.store.deid_map  # noqa: F401
 
 target_metadata = Base.metadata
 connection = context.config.attributes["connection"]

@@ -16,7 +16,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.routing.rules import RoutingFileError
 from radnode.settings import Settings
-from radnode.web import deps, schemas, services
+from radnode.web import (
+    connectivity,
+    deps,
+    errors,
+    jobs,
+    options,
+    pulls,
+    retraining,
+    routing_edit,
+    schemas,
+)
 from radnode.web.auth import Principal, require
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -36,7 +46,7 @@ def list_jobs(
 ) -> list[dict[str, Any]]:
     """Recent jobs, newest first, filtered by state, application and creation day (UTC, inclusive)."""
     with sessions() as s:
-        return services.list_jobs(s, state=state, application=application, since=since, until=until, limit=limit)
+        return jobs.list_jobs(s, state=state, application=application, since=since, until=until, limit=limit)
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobDetail, responses=_ERRORS)
@@ -48,7 +58,7 @@ def get_job(
 ) -> dict[str, Any]:
     """One job: stages with durations, selection, measurements, audit events, result files."""
     with sessions() as s:
-        return services.job_detail(s, settings, job_id)
+        return jobs.job_detail(s, settings, job_id)
 
 
 @router.post("/jobs", status_code=202, response_model=schemas.SubmitAccepted, responses=_ERRORS | {503: {"model": schemas.Problem}})
@@ -61,27 +71,27 @@ def submit(
 ) -> dict[str, Any]:
     """Pull a study by accession from PACS and run an application on it (202: the pull id; follow it at /api/pulls/{id})."""
     if body.application not in deps.installed_applications(request):
-        raise services.ServiceError(422, f"unknown application {body.application!r}")
-    options = services.validate_options(deps.options_model(request, body.application), body.options)
-    return services.submit_pull(settings, sessions, body.accession, body.application, options, who.name, runner=request.app.state.pull_runner, registry=request.app.state.registry, pacs=body.pacs)
+        raise errors.ServiceError(422, f"unknown application {body.application!r}")
+    chosen = options.validate_options(deps.spec(request, body.application), body.options)
+    return pulls.submit_pull(settings, sessions, body.accession, body.application, chosen, who.name, runner=request.app.state.pull_runner, registry=request.app.state.registry, pacs=body.pacs)
 
 
 @router.get("/pulls/{pull_id}", response_model=schemas.PullOut, responses=_ERRORS)
 def get_pull(pull_id: int, _: Principal = Depends(require("viewer")), sessions: sessionmaker[Session] = Depends(deps.db)) -> dict[str, Any]:
     """A pull's progress (finding → retrieving → received → routed, or failed with a diagnosis) and its job."""
-    return services.get_pull(sessions, pull_id)
+    return pulls.get_pull(sessions, pull_id)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=schemas.JobOut, responses=_ERRORS)
 def retry(job_id: str, who: Principal = Depends(require("radiologist")), sessions: sessionmaker[Session] = Depends(deps.db)) -> dict[str, Any]:
     """Queue a finished, failed or cancelled job again."""
-    return services.retry_job(sessions, job_id, who.name)
+    return jobs.retry_job(sessions, job_id, who.name)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.JobOut, responses=_ERRORS)
 def cancel(job_id: str, who: Principal = Depends(require("radiologist")), sessions: sessionmaker[Session] = Depends(deps.db)) -> dict[str, Any]:
     """Cancel a queued or running job."""
-    return services.cancel_job(sessions, job_id, who.name)
+    return jobs.cancel_job(sessions, job_id, who.name)
 
 
 @router.post("/jobs/{job_id}/flag", response_model=schemas.FlagResult, responses=_ERRORS)
@@ -93,13 +103,13 @@ def flag(
     sessions: sessionmaker[Session] = Depends(deps.db),
 ) -> dict[str, Any]:
     """Copy the job's inputs, results and a note into the retraining archive."""
-    return services.flag_for_retraining(settings, sessions, job_id, body.note, who.name)
+    return retraining.flag_for_retraining(settings, sessions, job_id, body.note, who.name)
 
 
 @router.get("/routing", response_model=schemas.RoutingOut, responses=_ERRORS)
 def get_routing(_: Principal = Depends(require("admin")), settings: Settings = Depends(deps.settings)) -> dict[str, Any]:
     """The routing rules in force."""
-    return services.routing_state(settings)
+    return routing_edit.routing_state(settings)
 
 
 @router.put("/routing", response_model=schemas.RoutingVersion, responses=_ERRORS | {422: {"model": schemas.RoutingInvalid}, 409: {"model": schemas.Problem}})
@@ -112,7 +122,7 @@ def put_routing(
 ) -> Any:
     """Replace the rules; an invalid file is refused with every issue and the old rules stay in force."""
     try:
-        row = services.save_routing(settings, sessions, deps.known_applications(request), body.text, who.name, comment=body.comment, base_sha256=body.base_sha256)
+        row = routing_edit.save_routing(settings, sessions, deps.declared_applications(request), body.text, who.name, comment=body.comment, base_sha256=body.base_sha256)
     except RoutingFileError as exc:
         return _invalid(exc)
     return _version(row)
@@ -122,7 +132,7 @@ def put_routing(
 def versions(_: Principal = Depends(require("admin")), sessions: sessionmaker[Session] = Depends(deps.db)) -> list[dict[str, Any]]:
     """Every version saved through the web, newest first."""
     with sessions() as s:
-        return [_version(r) for r in services.routing_versions(s)]
+        return [_version(r) for r in routing_edit.routing_versions(s)]
 
 
 @router.post("/routing/rollback/{version}", response_model=schemas.RoutingVersion, responses=_ERRORS | {422: {"model": schemas.RoutingInvalid}})
@@ -135,7 +145,7 @@ def rollback(
 ) -> Any:
     """Install an earlier version again (validated again: applications may have changed)."""
     try:
-        row = services.rollback_routing(settings, sessions, deps.known_applications(request), version, who.name)
+        row = routing_edit.rollback_routing(settings, sessions, deps.declared_applications(request), version, who.name)
     except RoutingFileError as exc:
         return _invalid(exc)
     return _version(row)
@@ -149,19 +159,19 @@ def echo(
     sessions: sessionmaker[Session] = Depends(deps.db),
 ) -> list[dict[str, Any]]:
     """C-ECHO the configured peers (or one) and diagnose failures."""
-    return run_echo(settings, sessions, body.peer, who.name)
+    return connectivity.run_echo(settings, sessions, body.peer, who.name)
 
 
-def run_echo(settings: Settings, sessions: sessionmaker[Session], peer: str | None, actor: str) -> list[dict[str, Any]]:
-    from radnode.jobs.store import record_event
-
-    peers = [p for p in settings.peers if peer is None or p.name == peer]
-    if peer is not None and not peers:
-        raise services.ServiceError(404, f"no peer named {peer!r}")
-    results = [services.echo_peer(settings, p) for p in peers]
-    with sessions.begin() as s:
-        record_event(s, actor, "connectivity:echo", detail=", ".join(f"{r['peer']}={'ok' if r['ok'] else 'failed'}" for r in results))
-    return results
+@router.post("/connectivity/destinations", response_model=list[schemas.DestinationCheck], responses=_ERRORS)
+def check_destinations(
+    body: schemas.DestinationCheckRequest,
+    who: Principal = Depends(require("admin")),
+    settings: Settings = Depends(deps.settings),
+    sessions: sessionmaker[Session] = Depends(deps.db),
+) -> list[dict[str, Any]]:
+    """Test the routing file's result destinations (or one) as a send would reach them: C-ECHO, QIDO-RS,
+    EHLO/STARTTLS/AUTH, an MLLP connection, FHIR ``metadata``, a webhook request."""
+    return connectivity.run_destination_checks(settings, sessions, body.destination, who.name)
 
 
 def _version(row: Any) -> dict[str, Any]:

@@ -96,12 +96,33 @@ def test_parses_as_yaml(path: Path) -> None:
     _load(path)
 
 
+COMPOSE_SECRETS = {"POSTGRES_PASSWORD": "pg-secret-1", "RABBITMQ_PASSWORD": "mq-secret-2", "ORTHANC_PASSWORD": "pacs-secret-3"}
+
+
 def test_compose_config_is_valid() -> None:
     binary = _docker_compose()
     proc = subprocess.run(
-        [binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=120
+        [binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **COMPOSE_SECRETS},
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("missing", sorted(COMPOSE_SECRETS))
+def test_compose_refuses_to_start_without_each_password(missing: str) -> None:
+    """No fallback passwords (issue 14): a missing one stops `config` with its name."""
+    binary = _docker_compose()
+    env = {k: v for k, v in {**os.environ, **COMPOSE_SECRETS}.items() if k != missing}
+    proc = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert missing in proc.stderr
+
+
+@pytest.mark.parametrize("path", [COMPOSE, STACK], ids=lambda p: p.name)
+def test_no_fallback_passwords(path: Path) -> None:
+    text = path.read_text()
+    for weak in ("radnode-dev-only", ":-demo}", "PASSWORD:-"):
+        assert weak not in text, weak
 
 
 def test_stack_config_is_valid() -> None:

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from radnode.cli import main
-from radnode.jobs import store
-from radnode.jobs.models import JobState
-from radnode.services import open_store
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import JobState
+from radnode.store.db import open_store
 from radnode.settings import Settings
 
 
@@ -26,12 +26,12 @@ def populated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[
     settings = Settings(data_dir=tmp_path / "data")
     engine, sessions = open_store(settings)
     with sessions.begin() as s:
-        done, _ = store.create_job(s, store.JobRequest("1.2.3", "glioma", "0.1", {"t1c": "1.2.3.1"}))
-        store.claim(s, done.job_id, "w", lease_seconds=5, take_over=False)
-        store.transition(s, done.job_id, JobState.WRITING, actor="w")
-        store.add_measurements(s, done.job_id, [("whole_tumor", 31.5, "mL", "118565006|SCT|Volume"), ("enhancing", 9.25, "mL", None)])
-        store.transition(s, done.job_id, JobState.DONE, actor="w")
-        queued, _ = store.create_job(s, store.JobRequest("1.2.4", "metastasis", "0.1", {"t1c": "1.2.4.1"}))
+        done, _ = jobstore.create_job(s, jobstore.JobRequest("1.2.3", "glioma", "0.1", {"t1c": "1.2.3.1"}))
+        jobstore.claim(s, done.job_id, "w", lease_seconds=5, take_over=False)
+        jobstore.transition(s, done.job_id, JobState.WRITING, actor="w")
+        jobstore.add_measurements(s, done.job_id, [("whole_tumor", 31.5, "mL", "118565006|SCT|Volume"), ("enhancing", 9.25, "mL", None)])
+        jobstore.transition(s, done.job_id, JobState.DONE, actor="w")
+        queued, _ = jobstore.create_job(s, jobstore.JobRequest("1.2.4", "metastasis", "0.1", {"t1c": "1.2.4.1"}))
     yield done.job_id, queued.job_id
     engine.dispose()
 

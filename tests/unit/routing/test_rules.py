@@ -153,12 +153,26 @@ def test_unknown_top_level_and_destination_keys(tmp_path: Path) -> None:
         version: 1
         destinatons: {}
         destinations:
-          pacs: {ae_title: PACS, host: h, port: 104, tls: true}
+          pacs: {ae_title: PACS, host: h, port: 104, secure: true}
         """,
     )
     assert [(i.line, i.column) for i in issues] == [(2, 1), (4, 46)]
     assert "did you mean 'destinations'" in issues[0].message
-    assert "unknown key 'tls'" in issues[1].message
+    assert "unknown key 'secure'" in issues[1].message
+
+
+def test_tls_and_external_are_for_dicom_destinations(tmp_path: Path) -> None:
+    """Issue 14: `tls: true` (DICOM TLS) and `external: true` (de-identified) on a DICOM destination; refused elsewhere."""
+    issues = errors_of(
+        tmp_path,
+        """
+        version: 1
+        destinations:
+          pacs: {ae_title: PACS, host: h, port: 104, tls: true, external: true}
+          web: {url: "https://x/dicom-web", external: true}
+        """,
+    )
+    assert len(issues) == 1 and "external: true is for DICOM destinations" in issues[0].message
 
 
 def test_wrong_types_point_at_value(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from pydicom.dataset import Dataset
 
 from radnode.routing.classifier import Prediction, load_default
 from radnode.routing.corpus import LABELS, generate_corpus
-from radnode.routing.selection import BUILTIN_APPLICATIONS, GLIOMA, HEMORRHAGE, METASTASIS, ApplicationRoles, select_series
+from radnode.analyzers.registry import BUILTIN_APPLICATIONS, GLIOMA, HEMORRHAGE, METASTASIS
+from radnode.routing.selection import ApplicationRoles, select_series
 from radnode.routing.series_index import SeriesSummary
 
 

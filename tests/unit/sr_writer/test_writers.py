@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from radnode.analyzers.base import AnalyzerResult, Finding, LabelMap, Measurement, ModelInfo, Segment
-from radnode.sr_writer.branding import ReportBranding
+from radnode.model.branding import ReportBranding
 from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
 from radnode.sr_writer.provenance import DEMO_MARKER, OutputProvenance, series_description
 from radnode.sr_writer.seg import (

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from radnode.jobs import store
-from radnode.jobs.models import JobState
-from radnode.services import open_store
+from radnode.store import jobs as jobstore
+from radnode.model.jobs import JobState
+from radnode.store.db import open_store
 from radnode.settings import Settings
 from radnode.web.app import create_app
 
@@ -19,9 +19,9 @@ def test_health_ready_metrics_and_jobs(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     _, sessions = open_store(settings)
     with sessions.begin() as s:
-        job, _ = store.create_job(s, store.JobRequest("1.2.3", "glioma", "1", {"t1c": "1.2.3.4"}))
-        store.claim(s, job.job_id, "w", lease_seconds=5, take_over=False)
-        store.transition(s, job.job_id, JobState.INFERRING, actor="w")
+        job, _ = jobstore.create_job(s, jobstore.JobRequest("1.2.3", "glioma", "1", {"t1c": "1.2.3.4"}))
+        jobstore.claim(s, job.job_id, "w", lease_seconds=5, take_over=False)
+        jobstore.transition(s, job.job_id, JobState.INFERRING, actor="w")
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").json()["status"] == "ok"
         assert client.get("/readyz").status_code == 200

@@ -1,0 +1,375 @@
+"""Model folders: the manifest (validated, sha256-pinned), model references and
+discovery (site folders first, then the shipped ones; a broken folder is listed
+with its error, never stops discovery)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import structlog
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from radnode.analyzers.base import AnalyzerError
+from radnode.model.validation import error_message, format_loc
+
+log = structlog.get_logger(__name__)
+
+
+MANIFEST_FILE = "manifest.yaml"
+
+
+MODEL_FILE = "model.onnx"
+
+
+#: Models shipped with radnode (one subfolder each).
+BUILTIN_MODEL_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+class ModelError(AnalyzerError):
+    """A model cannot be found, verified, loaded or fed: an admin must act.
+
+    Subclasses ``AnalyzerError`` because retrying the same job cannot help
+    until someone fixes the model folder or the settings.
+    """
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+_VERSION_RE = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$")
+
+
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LabelSpec(BaseModel):
+    """One output channel: the label value it becomes and what it means."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: int = Field(ge=0, le=255, description="Label value written to the label map (uint8).")
+    name: str = Field(min_length=1)
+    #: SNOMED CT (code value, code meaning) of the segmented property / finding.
+    snomed: tuple[str, str] | None = None
+
+
+class ModelManifest(BaseModel):
+    """What ``manifest.yaml`` says about a model; unknown keys are rejected.
+
+    Unknown keys are errors rather than ignored because a misspelt key
+    (``spacing`` for ``spacing_mm``) would otherwise silently fall back to a
+    default and produce wrong results on real patients.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    task: Literal["segmentation", "classification"]
+    application: str = Field(min_length=1)
+    #: Input roles in channel order (e.g. flair, t1, t1c, t2).
+    inputs: list[str]
+    #: (x, y, z) voxel spacing the model expects, in mm.
+    spacing_mm: tuple[float, float, float] | None = None
+    #: (x, y, z) voxels per sliding window.
+    patch_size: tuple[int, int, int] | None = None
+    #: Axis orientation of the arrays the model was trained on, as the DICOM
+    #: letters each image axis (x, y, z) points towards — e.g. ``LAS`` for
+    #: MNI-like NIfTI stored arrays. ``None``: the pipeline's grid as is.
+    orientation: str | None = None
+    normalization: Literal["zscore-brain", "none", "ct-windows"] = "none"
+    output: Literal["logits", "probabilities", "sigmoid-logits"] = "logits"
+    labels: list[LabelSpec]
+    #: Segmentation: a voxel is foreground (any label but background) when
+    #: 1 − P(background) reaches this, then it takes its most probable
+    #: foreground label. ``None``: plain arg-max over all labels (0.5 is close
+    #: to it). A calibration of the model, measured on data it was not trained
+    #: on; BENCHMARKS.md says how the shipped value was chosen.
+    foreground_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    intended_use: str = ""
+    demo: bool = False
+    license: str = ""
+    #: Free-form provenance (data, epochs, metrics); never interpreted.
+    training: dict[str, Any] = Field(default_factory=dict)
+    sha256: str
+
+    @field_validator("orientation")
+    @classmethod
+    def _orientation(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        axes = [next((pair for pair in ("LR", "AP", "SI") if ch in pair), None) for ch in value]
+        if len(value) != 3 or None in axes or len(set(axes)) != 3:
+            raise ValueError(f"{value!r} is not an orientation like LAS or LPS (one of L/R, A/P, S/I each)")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must start with a letter or digit and contain only letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not _VERSION_RE.match(value):
+            raise ValueError(f"{value!r} is not a version like 1.2.0 (semantic versioning)")
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one input role")
+        if any(not role.strip() for role in value):
+            raise ValueError("input roles must be non-empty")
+        duplicates = sorted({role for role in value if value.count(role) > 1})
+        if duplicates:
+            raise ValueError(f"input roles must be unique (repeated: {', '.join(duplicates)})")
+        return value
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _spacing(cls, value: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if value is not None and not all(math.isfinite(v) and v > 0 for v in value):
+            raise ValueError(f"every spacing must be a positive number of mm (got {list(value)})")
+        return value
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and not all(v >= 8 for v in value):
+            raise ValueError(f"every patch dimension must be at least 8 voxels (got {list(value)})")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _SHA_RE.match(value):
+            raise ValueError("must be the 64 hexadecimal characters printed by `sha256sum model.onnx`")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelManifest:
+        if not self.labels:
+            raise ValueError("labels: must list at least one label")
+        values = [label.value for label in self.labels]
+        duplicates = sorted({v for v in values if values.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"labels: label values must be unique (repeated: {', '.join(map(str, duplicates))})")
+        if self.task == "segmentation":
+            if 0 not in values:
+                raise ValueError("labels: a segmentation model must have a label with value 0 (background)")
+            if self.patch_size is None:
+                raise ValueError("patch_size: required for segmentation models")
+            if self.spacing_mm is None:
+                raise ValueError("spacing_mm: required for segmentation models")
+        return self
+
+    @property
+    def patch_zyx(self) -> tuple[int, int, int]:
+        """The patch in array order (numpy/SimpleITK arrays are (z, y, x))."""
+        if self.patch_size is None:
+            raise ModelError(f"model {self.name} {self.version}: manifest has no patch_size")
+        x, y, z = self.patch_size
+        return (z, y, x)
+
+    @property
+    def label_values(self) -> np.ndarray:
+        return np.array([label.value for label in self.labels], dtype=np.uint8)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field, in words an admin can act on."""
+    problems: list[str] = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        where = format_loc(loc)
+        msg = error_message(err)
+        if err.get("type") == "extra_forbidden":
+            owner = LabelSpec if loc and loc[0] == "labels" else ModelManifest
+            allowed = ", ".join(owner.model_fields)
+            problems.append(f"unknown key {where!r} (allowed keys: {allowed})")
+        elif err.get("type") == "missing":
+            problems.append(f"missing required key {where!r}")
+        elif where:
+            problems.append(f"{where}: {msg}")
+        else:
+            problems.append(msg)
+    return "; ".join(problems)
+
+
+def read_manifest(folder: Path) -> ModelManifest:
+    """Parse and validate ``folder/manifest.yaml``; ``ModelError`` names the problem."""
+    path = folder / MANIFEST_FILE
+    prefix = f"model folder {folder}: {MANIFEST_FILE}"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{prefix} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{prefix} cannot be read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{prefix} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{prefix} must be a mapping of keys to values, not {type(raw).__name__}")
+    try:
+        return ModelManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelError(f"{prefix} is invalid: {_format_validation_error(exc)}") from None
+
+
+def version_key(version: str) -> tuple[Any, ...]:
+    """Sort key for semantic versions: 1.10.0 > 1.9.0, 1.0.0 > 1.0.0-rc.1.
+
+    Missing minor/patch count as 0 (``1.2`` == ``1.2.0``); build metadata
+    (``+…``) is ignored, as semver says.
+    """
+    match = _VERSION_RE.match(version)
+    if not match:
+        return ((-1, -1, -1), 0, ())
+    major, minor, patch, pre, _build = match.groups()
+    nums = (int(major), int(minor or 0), int(patch or 0))
+    if pre is None:
+        return (nums, 1, ())
+    # Numeric identifiers sort before alphanumeric ones and compare numerically.
+    ids = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    return (nums, 0, ids)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A discovered model folder; ``error`` is set when it cannot be used."""
+
+    path: Path
+    name: str
+    version: str
+    application: str = ""
+    task: str = ""
+    builtin: bool = False
+    manifest: ModelManifest | None = field(default=None, compare=False, repr=False)
+    error: str | None = None
+    #: Folder of the site model with the same name+version that replaces this one.
+    shadowed_by: Path | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and self.shadowed_by is None and self.manifest is not None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class ModelStore:
+    """All model folders this node knows about, site folders before built-ins.
+
+    Discovery runs once at construction (``refresh()`` repeats it); it reads
+    manifests only, never the (large) ONNX files — those are verified by
+    ``load``. A site model with the same name and version as a built-in one
+    replaces it, so a hospital can ship a re-validated build of a model.
+    """
+
+    def __init__(self, dirs: Sequence[Path | str] = (), builtin_dir: Path | None = BUILTIN_MODEL_DIR) -> None:
+        self.dirs = [Path(d).expanduser() for d in dirs]
+        self.builtin_dir = Path(builtin_dir) if builtin_dir is not None else None
+        self._refs: list[ModelRef] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        roots: list[tuple[Path, bool]] = [(d, False) for d in self.dirs]
+        if self.builtin_dir is not None:
+            roots.append((self.builtin_dir, True))
+        refs: list[ModelRef] = []
+        winners: dict[tuple[str, Any], Path] = {}
+        seen: set[Path] = set()
+        for root, builtin in roots:
+            for folder in self._model_folders(root, builtin):
+                resolved = folder.resolve()
+                if resolved in seen:
+                    continue
+                seen.add(resolved)
+                ref = self._describe(folder, builtin)
+                if ref.error is None:
+                    key = (ref.name, version_key(ref.version))
+                    if key in winners:
+                        ref = replace(ref, shadowed_by=winners[key])
+                        log.info("model overridden", model=ref.label, folder=str(folder), by=str(ref.shadowed_by))
+                    else:
+                        winners[key] = folder
+                refs.append(ref)
+        self._refs = refs
+
+    @staticmethod
+    def _model_folders(root: Path, builtin: bool) -> list[Path]:
+        if not root.is_dir():
+            if not builtin:
+                log.warning("model folder does not exist", folder=str(root))
+            return []
+        if (root / MANIFEST_FILE).is_file():  # a model folder named directly
+            return [root]
+        try:
+            return sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST_FILE).is_file())
+        except OSError as exc:
+            log.warning("model folder cannot be listed", folder=str(root), error=str(exc))
+            return []
+
+    @staticmethod
+    def _describe(folder: Path, builtin: bool) -> ModelRef:
+        try:
+            manifest = read_manifest(folder)
+        except ModelError as exc:
+            log.warning("model folder unusable", folder=str(folder), error=str(exc))
+            return ModelRef(path=folder, name=folder.name, version="", builtin=builtin, error=str(exc))
+        return ModelRef(
+            path=folder,
+            name=manifest.name,
+            version=manifest.version,
+            application=manifest.application,
+            task=manifest.task,
+            builtin=builtin,
+            manifest=manifest,
+        )
+
+    def available(self) -> list[ModelRef]:
+        """Every folder found, broken and overridden ones included (for admin pages)."""
+        return list(self._refs)
+
+    def find(self, name: str | None = None, application: str | None = None, version: str | None = None) -> ModelRef:
+        """The matching usable model, the latest version when *version* is None."""
+        matches = [
+            ref
+            for ref in self._refs
+            if ref.usable
+            and (name is None or ref.name == name)
+            and (application is None or ref.application == application)
+            and (version is None or version_key(ref.version) == version_key(version))
+        ]
+        if matches:
+            return max(matches, key=lambda r: version_key(r.version))
+        wanted = ", ".join(
+            f"{k} {v!r}" for k, v in (("name", name), ("application", application), ("version", version)) if v
+        )
+        usable = ", ".join(f"{r.label} ({r.application})" for r in self._refs if r.usable) or "none"
+        msg = f"no usable model with {wanted or 'any name'} is installed (usable: {usable}"
+        broken = [r for r in self._refs if r.error and (name is None or r.name == name or name in r.error)]
+        if broken:
+            msg += "; unusable: " + "; ".join(r.error or "" for r in broken)
+        roots = [str(d) for d in self.dirs] + ([str(self.builtin_dir)] if self.builtin_dir else [])
+        msg += f"; searched: {', '.join(roots) or 'nothing'}; site folders are set in analyzers.model_dirs)"
+        raise ModelError(msg)
