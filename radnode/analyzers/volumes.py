@@ -20,6 +20,7 @@ import SimpleITK as sitk
 import structlog
 
 from radnode.analyzers.base import InputError
+from radnode.model.geometry import numeric_vector
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +43,9 @@ class _Slice:
 
 def _floats(value: Any, n: int, what: str, source: str) -> np.ndarray:
     try:
-        arr = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{source}: {what} is missing or not numeric") from exc
-    if arr.shape != (n,):
-        raise InputError(f"{source}: {what} has {arr.size} values, expected {n}")
-    return arr
+        return numeric_vector(value, n)
+    except ValueError as exc:
+        raise InputError(f"{source}: {what} {exc}") from exc
 
 
 def _rescale(ds: Any) -> tuple[float, float]:

@@ -19,6 +19,8 @@ import numpy as np
 import pydicom
 from pydicom.tag import Tag
 
+from radnode.model.geometry import numeric_vector
+
 #: Fewer slices than this is not a volume an application can use.
 MIN_SLICES = 3
 #: A step between neighbouring slice positions larger than this times the usual step is a gap.
@@ -35,10 +37,9 @@ class Wholeness:
 
 def _floats(value: Any, n: int) -> list[float] | None:
     try:
-        out = [float(v) for v in value]
-    except (TypeError, ValueError):
+        return list(numeric_vector(value, n))
+    except ValueError:
         return None
-    return out if len(out) == n else None
 
 
 def series_wholeness(paths: Iterable[Path], header: Any) -> Wholeness:

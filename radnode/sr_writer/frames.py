@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from radnode.model.geometry import numeric_vector
+
 #: Tolerance (mm) for "two slices share a position".
 POSITION_TOL = 1e-3
 
@@ -69,12 +71,9 @@ def _macro(item: Dataset | None, shared: Dataset | None, keyword: str) -> Datase
 
 def _floats(value: Any, n: int, what: str) -> np.ndarray:
     try:
-        arr = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"source_images: {what} is missing or not numeric") from exc
-    if arr.shape != (n,):
-        raise ValueError(f"source_images: {what} has {arr.size} values, expected {n}")
-    return arr
+        return numeric_vector(value, n)
+    except ValueError as exc:
+        raise ValueError(f"source_images: {what} {exc}") from exc
 
 
 def _frames_of(ds: Dataset, index: int) -> list[SourceFrame]:
