@@ -7,7 +7,10 @@ with a busy timeout so that several listener processes can write at once.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,14 +49,40 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+#: Any constant: the key of the PostgreSQL advisory lock that serialises radnode's migrations.
+_PG_MIGRATION_LOCK = 0x7261646E  # "radn"
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """One migrating process at a time for a SQLite file (``listen``, ``worker`` and ``web`` start together).
+
+    SQLite runs DDL outside a transaction under the Python driver, so two processes creating a fresh
+    database would both try ``CREATE TABLE``; an exclusive lock on a file beside the database orders them.
+    """
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to *revision* with alembic; data is kept on upgrade."""
+    """Bring the schema to *revision* with alembic; data is kept on upgrade. Safe to call from several
+    processes at once (a file lock for SQLite, an advisory lock for PostgreSQL)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _migration_lock(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 

@@ -249,3 +249,34 @@ def test_work_folder_retention_keeps_results(tmp_path: Path) -> None:
     assert prune_workdirs(settings) == [old / "preprocessing"]
     assert not (old / "preprocessing").exists() and (old / "results" / "seg.dcm").exists()
     assert (new / "preprocessing" / "t1c.nii").exists()
+
+
+def _open_store_in_a_process(data_dir: str, start: float) -> str:
+    import time as _time
+
+    from radnode.settings import Settings
+    from radnode.store.db import open_store
+
+    _time.sleep(max(start - _time.time(), 0))  # every process migrates at the same moment
+    try:
+        engine, _ = open_store(Settings(data_dir=Path(data_dir)))
+        engine.dispose()
+        return "ok"
+    except Exception as exc:  # reported to the test, which fails on it
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_processes_starting_together_migrate_a_fresh_database_once(tmp_path: Path) -> None:
+    """``radnode listen`` and ``radnode worker`` started at once both migrate the same new SQLite file."""
+    import multiprocessing
+    import time as _time
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        start = _time.time() + 3.0  # after every worker process has imported radnode
+        results = pool.starmap(_open_store_in_a_process, [(str(tmp_path / "data"), start)] * 4)
+    assert results == ["ok"] * 4
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'radnode.sqlite3'}")
+    with engine.connect() as c:
+        assert c.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+    engine.dispose()
