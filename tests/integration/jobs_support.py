@@ -118,4 +118,17 @@ def wait_state(sessions, job_id: str, states: set[str], timeout: float = 60) -> 
         time.sleep(0.1)
 
 
+def wait_first_job_finished(sessions, logs: list[Path], timeout: float) -> jobstore.JobRow:  # type: ignore[no-untyped-def]
+    """The node's first job once it is terminal; on timeout the processes' logs are the failure message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sessions() as s:
+            jobs = jobstore.list_jobs(s)
+        if jobs and JobState(jobs[0].state).terminal:
+            return jobs[0]
+        if time.monotonic() > deadline:
+            raise AssertionError("\n".join(p.read_text(errors="replace")[-3000:] for p in logs))
+        time.sleep(0.5)
+
+
 TERMINAL = {s.value for s in (JobState.DONE, JobState.FAILED, JobState.NEEDS_INPUT, JobState.CANCELLED)}

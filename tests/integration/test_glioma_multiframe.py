@@ -24,8 +24,8 @@ from radnode.store import jobs as store
 from radnode.store.db import open_store
 from radnode.synth.enhanced import convert_study
 from radnode.synth.glioma import GliomaStudy, generate_glioma_study
-from tests.conftest import wait_for_port, wait_until
-from tests.integration.jobs_support import REPO, settings_from_env
+from tests.conftest import wait_for_port
+from tests.integration.jobs_support import REPO, settings_from_env, wait_first_job_finished
 from tests.integration.test_glioma_pacs import _env, _start
 from tests.support.env import python_path
 from tests.support.require import unavailable
@@ -115,16 +115,7 @@ def test_multiframe_mr_study_through_the_node(studies, orthanc_factory, kind: st
         [orthanc_study] = pacs.studies()
         assert pacs.store_to_modality("radnode", [orthanc_study]).get("FailedInstancesCount", 0) == 0
         _, sessions = open_store(settings)
-
-        def finished():  # type: ignore[no-untyped-def]
-            with sessions() as s:
-                jobs = store.list_jobs(s)
-            return jobs[0] if jobs and store.JobState(jobs[0].state).terminal else None
-
-        try:
-            job = wait_until(finished, timeout=600, interval=0.5)
-        except AssertionError:
-            raise AssertionError(log.read_text(errors="replace")[-3000:]) from None
+        job = wait_first_job_finished(sessions, [log], timeout=600)
         assert job.state == "done", job.error
         # The router chose the multi-frame objects for all four roles, each labelled as the classic original.
         multiframe = {s.series_instance_uid: s for s in scan_series(dirs[kind])}

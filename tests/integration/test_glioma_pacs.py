@@ -18,8 +18,8 @@ from radnode.store import jobs as jobstore
 from radnode.store.db import open_store
 from radnode.store.studies import StudyRow
 from radnode.synth.glioma import generate_glioma_study
-from tests.conftest import wait_for_port, wait_until
-from tests.integration.jobs_support import AMQP, REPO, settings_from_env
+from tests.conftest import wait_for_port
+from tests.integration.jobs_support import AMQP, REPO, settings_from_env, wait_first_job_finished
 from tests.support.ports import free_port
 from tests.support.rabbit import delete_topology, shared_broker_reachable
 from tests.support.require import unavailable
@@ -57,16 +57,7 @@ def _send_and_check(tmp_path: Path, pacs, env: dict[str, str], logs: list[Path])
     [orthanc_study] = pacs.studies()
     assert pacs.store_to_modality("radnode", [orthanc_study]).get("FailedInstancesCount", 0) == 0
     _, sessions = open_store(settings)
-
-    def finished():  # type: ignore[no-untyped-def]
-        with sessions() as s:
-            jobs = jobstore.list_jobs(s)
-        return jobs[0] if jobs and jobstore.JobState(jobs[0].state).terminal else None
-
-    try:
-        job = wait_until(finished, timeout=400, interval=0.5)
-    except AssertionError:
-        raise AssertionError("\n".join(p.read_text(errors="replace")[-3000:] for p in logs)) from None
+    job = wait_first_job_finished(sessions, logs, timeout=400)
     assert job.state == "done", job.error
     assert job.application == "glioma" and job.trigger == "auto"
     series = [pacs.get(f"/series/{sid}")["MainDicomTags"] for sid in pacs.get(f"/studies/{orthanc_study}")["Series"]]
