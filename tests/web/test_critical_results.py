@@ -14,6 +14,7 @@ import json
 import re
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +32,7 @@ from radnode.store.db import open_store
 from radnode.web.app import create_app
 from radnode.web.auth import add_user
 from tests.integration.jobs_support import spool_study, wait_state
+from tests.support.ports import free_port
 
 PASSWORD = "correct horse battery"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -149,3 +151,54 @@ def test_radnode_jobs_says_critical(finished: tuple[Settings, str, str]) -> None
     assert [(j["job_id"], j["critical_findings"]) for j in json.loads(res.output)] == [(critical, ["haemorrhage"])]
     shown = json.loads(runner.invoke(main, ["jobs", "show", critical]).output)
     assert shown["critical"] is True and shown["urgent"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_live_job_list_keeps_the_badge_in_chromium(finished: tuple[Settings, str, str], tmp_path: Path) -> None:
+    """The list redraws its rows from /api/jobs every few seconds: the badge must survive that."""
+    import threading
+
+    import uvicorn
+
+    from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, _need_browser, _shot
+
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    settings, critical, plain = finished
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        base = f"http://127.0.0.1:{port}"
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(f"{base}/jobs")
+                page.fill("input[name=username]", "vera")
+                page.fill("input[name=password]", PASSWORD)
+                page.click("button[type=submit]:has-text('Log in')")
+                expect(page).to_have_url(f"{base}/jobs")
+                expect(page.locator("#live-status")).to_contain_text("updated", timeout=10_000)  # rows redrawn by app.js
+                expect(page.locator(f"tr[data-job='{critical}'] .critical")).to_have_text("CRITICAL: haemorrhage")
+                expect(page.locator(f"tr[data-job='{critical}']")).to_have_class("is-critical")
+                expect(page.locator(f"tr[data-job='{plain}'] .critical")).to_have_count(0)
+                _shot(page, tmp_path, "jobs-critical")
+                page.click(f"tr[data-job='{critical}'] a")
+                expect(page.locator("#critical")).to_have_text("CRITICAL: haemorrhage")
+                _shot(page, tmp_path, "job-critical")
+                assert errors == []
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
