@@ -70,6 +70,7 @@ no-op.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -395,7 +396,7 @@ class RabbitBroker:
             # Prefetch is per consumer, so this holds up to one message per
             # queue; the highest priority goes first, then the earliest.
             pending: list[tuple[int, int, str, Any, Any, bytes]] = []
-            arrivals = iter(range(1 << 62))
+            arrivals = itertools.count()
             for app in applications:
 
                 def on_message(_c: Any, method: Any, props: Any, body: bytes, app: str = app) -> None:
