@@ -91,7 +91,7 @@ def listen(obj: _Ctx) -> None:
     registry = Registry.from_settings(settings)
     # With no broker URL there is no worker to publish to: jobs stay queued
     # in the store until `radnode serve` (or a broker) takes them.
-    broker = broker_for(settings, registry.names()) if settings.broker_url else None
+    broker = broker_for(settings, registry.names(), registry) if settings.broker_url else None
     outbox = make_outbox(settings, sessions, broker) if broker is not None else None
     router, watcher = build_router(settings, sessions, registry, on_jobs=outbox.kick if outbox else lambda: None)
     service = ListenerService(settings, sink=router, store=(engine, sessions))
@@ -132,14 +132,16 @@ def serve(obj: _Ctx) -> None:
 
 @main.command("worker")
 @click.option("--apps", default=None, help="Comma-separated applications to serve (default: all installed).")
-@click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="Jobs run at once (default: settings).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=None,
+              help="Elective jobs run at once (default: settings); urgent applications get worker.urgent_concurrency threads of their own.")
 @pass_ctx
 def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     """Run analysis workers that consume jobs from the queue.
 
-    Workers on several machines share RabbitMQ and the job store. SIGTERM
-    stops intake and waits for the running job up to the shutdown deadline;
-    an unfinished job is redelivered.
+    Workers on several machines share RabbitMQ and the job store. Urgent
+    applications (hemorrhage) have consumer threads of their own, so a long
+    elective job never delays them. SIGTERM stops intake and waits for the
+    running job up to the shutdown deadline; an unfinished job is redelivered.
     """
     from radnode.analyzers.registry import Registry
     from radnode.composition import WorkerPool, bounce_poller, broker_for, make_outbox, wait_for_signal
@@ -159,7 +161,7 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
             registry.get(app)  # fail fast on an unknown application or a broken model
         except RegistryError as exc:
             raise click.ClickException(str(exc)) from exc
-    broker = broker_for(settings, chosen)
+    broker = broker_for(settings, chosen, registry)
     outbox = make_outbox(settings, sessions, broker)  # retries of jobs re-queued from the web or CLI
     pool = WorkerPool(settings, sessions, broker, registry, chosen, concurrency or settings.worker.concurrency, writers=[DicomResultWriter(settings, sessions)])
     bounces = bounce_poller(settings, sessions)  # delivery.smtp.bounce_mailbox: set it for one process only

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.analyzers.registry import Registry
 from radnode.jobs.bounces import BouncePoller
+from radnode.jobs.lanes import Lane, plan_lanes
 from radnode.jobs.worker import JobHandler, ResultWriter
 from radnode.store import jobs as jobstore
 from radnode.queue.base import Broker
@@ -32,8 +33,10 @@ from radnode.store.db import open_store
 log = structlog.get_logger(__name__)
 
 
-def broker_for(settings: Settings, applications: Sequence[str] = ()) -> Broker:
-    """The configured broker, with the queues of *applications* declared."""
+def broker_for(settings: Settings, applications: Sequence[str] = (), registry: Registry | None = None) -> Broker:
+    """The configured broker, with the queues of *applications* declared
+    (and, given the *registry*, their priorities for jobs moved from a
+    RabbitMQ queue of the previous version)."""
     q = settings.queue
     return make_broker(
         settings.broker_url,
@@ -42,12 +45,14 @@ def broker_for(settings: Settings, applications: Sequence[str] = ()) -> Broker:
         prefetch=q.prefetch,
         namespace=q.namespace,
         applications=tuple(applications),
+        priorities=registry.priorities(applications) if registry is not None else {},
     )
 
 
 @dataclass
 class WorkerPool:
-    """N consumer threads running jobs; SIGTERM drains within a deadline."""
+    """Consumer threads running jobs, in lanes (``radnode.jobs.lanes``: urgent
+    applications get threads of their own); SIGTERM drains within a deadline."""
 
     settings: Settings
     sessions: sessionmaker[Session]
@@ -69,18 +74,29 @@ class WorkerPool:
             writers=self.writers,
         )
 
+    @property
+    def lanes(self) -> list[Lane]:
+        return plan_lanes(
+            self.applications,
+            self.registry.urgent,
+            concurrency=self.concurrency,
+            urgent_concurrency=self.settings.worker.urgent_concurrency,
+        )
+
     def start(self) -> None:
         threading.Thread(target=self._retention, name="workdir-retention", daemon=True).start()
-        for i in range(self.concurrency):
-            t = threading.Thread(
-                target=self.broker.consume,
-                args=(list(self.applications), self.handler.handle, self._stop),
-                name=f"worker-{i}",
-                daemon=True,
-            )
-            t.start()
-            self._threads.append(t)
-        log.info("workers started", applications=list(self.applications), concurrency=self.concurrency)
+        lanes = self.lanes
+        for lane in lanes:
+            for i in range(lane.threads):
+                t = threading.Thread(
+                    target=self.broker.consume,
+                    args=(list(lane.applications), self.handler.handle, self._stop),
+                    name=f"worker-{lane.name}-{i}",
+                    daemon=True,
+                )
+                t.start()
+                self._threads.append(t)
+        log.info("workers started", lanes={lane.name: {"applications": list(lane.applications), "threads": lane.threads} for lane in lanes})
 
     def _retention(self, every: float = 3600.0) -> None:
         """Apply ``analyzers.keep_workdirs_days`` at start and then hourly."""
@@ -157,7 +173,7 @@ class Node:
         self.settings = settings
         self.engine, self.sessions = open_store(settings)
         self.registry = Registry.from_settings(settings)
-        self.broker = broker_for(settings, self.registry.names())
+        self.broker = broker_for(settings, self.registry.names(), self.registry)
         self.outbox = make_outbox(settings, self.sessions, self.broker)
         self.router, self.watcher = build_router(settings, self.sessions, self.registry, on_jobs=self.outbox.kick)
         self.applications = settings.worker.applications or self.registry.names()

@@ -36,6 +36,9 @@ class StoreCollector(Collector):
                 .order_by(JobRow.finished_at.desc())
                 .limit(5000)
             ).all()
+            critical = dict(
+                s.execute(select(JobRow.application, func.count()).where(JobRow.critical.is_(True)).group_by(JobRow.application)).all()
+            )
             sends = s.execute(
                 select(JobRow.destinations_json, JobRow.sends_json).where(JobRow.destinations_json != "[]").order_by(JobRow.created_at.desc()).limit(5000)
             ).all()
@@ -73,6 +76,13 @@ class StoreCollector(Collector):
         for (kind, state, notify), n in sorted(counts.items()):
             g.add_metric([kind, state, notify], n)
         yield g
+        # Triage (issue 16): results with a present critical finding, per application (0 for
+        # applications with jobs but none, so an alert on increase() has a series from the start).
+        # Counted from the store: a re-run that no longer finds it takes the job off the count.
+        c = CounterMetricFamily("radnode_critical_results", "Jobs whose result has a present critical finding", labels=["application"])
+        for app in sorted({app for _, app, _ in jobs} | set(critical)):
+            c.add_metric([app], critical.get(app, 0))
+        yield c
         # Queued jobs are the ones waiting for a worker, whichever broker carries them.
         g = GaugeMetricFamily("radnode_queue_depth", "Jobs waiting for a worker, per application", labels=["application"])
         for state, app, n in jobs:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from radnode.model.branding import ReportBranding
@@ -163,6 +163,11 @@ class QueueSettings(_Section):
     retry_delays: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0], min_length=1)
     prefetch: int = Field(default=1, ge=1, le=100)
     outbox_interval: float = Field(default=2.0, gt=0, description="How often unpublished jobs are (re)published.")
+    urgency: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")], Literal["urgent", "elective"]] = Field(
+        default_factory=dict,
+        description="Per application, 'urgent' or 'elective', overriding what the application declares (hemorrhage is urgent). "
+        "Urgent jobs are queued ahead of elective ones and run in the workers' urgent lane. Unknown applications stop the node at start.",
+    )
 
 
 class RoutingSettings(_Section):
@@ -192,7 +197,13 @@ class AnalyzerSettings(_Section):
 
 class WorkerSettings(_Section):
     applications: list[str] | None = Field(default=None, description="Applications this worker serves; default all.")
-    concurrency: int = Field(default=1, ge=1, le=64)
+    concurrency: int = Field(default=1, ge=1, le=64, description="Consumer threads for elective applications (for all, without an urgent lane).")
+    urgent_concurrency: int = Field(
+        default=1, ge=0, le=64,
+        description="Consumer threads that take only urgent applications, beside the elective ones, so a long elective job never "
+        "delays an urgent one (the machine then runs two jobs at once). 0: no urgent lane; urgent jobs share the elective "
+        "consumers and only go first among the jobs waiting.",
+    )
     shutdown_deadline: float = Field(default=60.0, gt=0, description="Seconds SIGTERM waits for a running job.")
 
 

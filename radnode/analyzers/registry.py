@@ -7,6 +7,11 @@ the web forms and the worker all ask the registry. Built-in applications are
 ``package.module:Class`` in settings, so a site adds an application without
 editing radnode). Routing may name a declared application before its analyzer
 exists: its jobs then fail with "no analyzer is installed for application …".
+
+The registry also says which applications are *urgent* (their jobs are
+queued ahead of elective work and run in the workers' urgent lane): what the
+application declares — the built-in declaration (hemorrhage) or its analyzer's
+``spec.urgent`` — unless ``queue.urgency`` in settings says otherwise.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from pydantic import BaseModel, ValidationError
 
 from radnode.analyzers.base import Analyzer, AnalyzerSpec
 from radnode.model.analysis import ApplicationRoles
+from radnode.model.jobs import ELECTIVE_PRIORITY, URGENT_PRIORITY
 from radnode.model.validation import describe
 
 log = structlog.get_logger(__name__)
 
 GLIOMA = ApplicationRoles("glioma", required=("t1c", "flair", "t2", "t1"))
 METASTASIS = ApplicationRoles("metastasis", required=("t1c",), optional=("flair", "t1"))
-HEMORRHAGE = ApplicationRoles("hemorrhage", required=("ct_brain",))
+#: Urgent: a bleed found minutes earlier changes treatment, so its jobs never wait behind elective work.
+HEMORRHAGE = ApplicationRoles("hemorrhage", required=("ct_brain",), urgent=True)
 
 #: Built-in applications and their series roles, installed or not.
 BUILTIN_APPLICATIONS: dict[str, ApplicationRoles] = {a.name: a for a in (GLIOMA, METASTASIS, HEMORRHAGE)}
@@ -87,6 +94,14 @@ class Registry:
             if spec is None:
                 raise RegistryError(f"plugin {path!r} has no 'spec' (AnalyzerSpec)")
             self._classes[spec.name] = cls
+        self._urgency: dict[str, str] = dict(getattr(getattr(settings, "queue", None), "urgency", None) or {})
+        unknown = sorted(set(self._urgency) - self.declared_applications())
+        if unknown:
+            # A misspelt name would silently leave an urgent application elective.
+            raise RegistryError(
+                f"queue.urgency names unknown application(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(self.declared_applications()))})"
+            )
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Registry":
@@ -110,7 +125,27 @@ class Registry:
             spec = self.get(name).spec  # analyzers may set spec per instance (the model found)
         except RegistryError:
             return BUILTIN_APPLICATIONS.get(name, ApplicationRoles(name, (), ()))
-        return ApplicationRoles(name, tuple(spec.required_roles), tuple(spec.optional_roles))
+        return ApplicationRoles(name, tuple(spec.required_roles), tuple(spec.optional_roles), urgent=self._declared_urgent(name, spec))
+
+    def _declared_urgent(self, name: str, spec: AnalyzerSpec | None = None) -> bool:
+        declared = BUILTIN_APPLICATIONS.get(name)
+        if declared is not None and declared.urgent:
+            return True
+        return bool((spec or self.spec(name)).urgent)
+
+    def urgent(self, name: str) -> bool:
+        """Whether *name*'s jobs are urgent: ``queue.urgency`` if it names the
+        application, else its declaration (built-in or the analyzer's spec)."""
+        if name in self._urgency:
+            return self._urgency[name] == "urgent"
+        return self._declared_urgent(name)
+
+    def priority(self, name: str) -> int:
+        """The queue priority of *name*'s jobs."""
+        return URGENT_PRIORITY if self.urgent(name) else ELECTIVE_PRIORITY
+
+    def priorities(self, names: Iterable[str]) -> dict[str, int]:
+        return {name: self.priority(name) for name in names}
 
     def spec(self, name: str) -> AnalyzerSpec:
         """The analyzer's spec; for one that is not installed (or cannot load), a spec without options."""

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from radnode.cli_output import echo_rows
 from radnode.store.deliveries import job_deliveries
 from radnode.store import jobs as jobstore
-from radnode.model.jobs import JobState
+from radnode.model.jobs import JobState, is_urgent
 
 
 def _iso(ts: float | None) -> str | None:
@@ -42,6 +42,11 @@ def job_dict(row: jobstore.JobRow) -> dict[str, Any]:
         "series": row.series,
         "selection": json.loads(row.selection_json),
         "flags": row.flags,
+        "priority": row.priority,
+        "urgent": is_urgent(row.priority),
+        "critical": bool(row.critical),
+        "critical_findings": row.critical_findings,
+        "findings": row.findings,
         "superseded_by": row.superseded_by,
         "result_uids": row.result_uids,
         "destinations": json.loads(row.destinations_json),
@@ -61,20 +66,24 @@ def jobs() -> None:
 @jobs.command("list")
 @click.option("--state", type=click.Choice([s.value for s in JobState]))
 @click.option("--app", "application")
+@click.option("--critical", is_flag=True, help="Only jobs whose result has a present critical finding.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def list_cmd(ctx: click.Context, state: str | None, application: str | None, limit: int, as_json: bool) -> None:
-    """Recent jobs, newest first."""
+def list_cmd(ctx: click.Context, state: str | None, application: str | None, critical: bool, limit: int, as_json: bool) -> None:
+    """Recent jobs, newest first; a critical result says CRITICAL and its findings."""
     with _sessions(ctx)() as session:
-        rows = jobstore.list_jobs(session, state=state, application=application, limit=limit)
+        rows = jobstore.list_jobs(session, state=state, application=application, critical=critical, limit=limit)
         data = [job_dict(r) for r in rows]
     echo_rows(data, as_json=as_json, empty="no jobs", render=_job_lines)
 
 
 def _job_lines(j: dict[str, Any]) -> list[str]:
     flag = " superseded" if j["superseded_by"] else ""
+    flag += " urgent" if j["urgent"] else ""
     lines = [f"{j['job_id'][:12]}  {j['application']:<12} {j['state']:<13} attempts={j['attempts']}  {j['times']['created']}  {j['study_instance_uid']}{flag}"]
+    if j["critical"]:
+        lines.append(f"              CRITICAL: {', '.join(j['critical_findings'])}")
     if j["error"]:
         lines.append(f"              {j['error'][:200]}")
     return lines

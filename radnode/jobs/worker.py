@@ -2,7 +2,8 @@
 
 ``JobHandler.handle`` parses the message (and nothing else), claims the job
 in the store, runs the analyzer on the spooled series in a private work
-folder, stores measurements and flags, lets the result writers produce and
+folder, stores measurements, findings (a present critical one flags the job)
+and flags, lets the result writers produce and
 send DICOM objects, and only then tells the broker to acknowledge. Permanent
 problems (malformed message, unknown application, vanished inputs, bad
 options, an ``AnalyzerError``) fail the job with a clear reason and are
@@ -183,8 +184,16 @@ class JobHandler:
         self._stage(job.job_id, JobState.WRITING, worker)
         with self.sessions.begin() as session:
             jobstore.add_measurements(session, job.job_id, [(m.name, m.value, m.unit, "|".join(m.code) if m.code else None) for m in result.measurements])
+            # Stored before anything is sent: the job page and the metrics show a
+            # critical result even while its delivery is still being retried.
+            critical = jobstore.record_findings(session, job.job_id, result.findings)
+            if critical:
+                jobstore.record_event(session, worker, "critical", job_id=job.job_id, study_instance_uid=job.study_instance_uid,
+                                      detail=", ".join(critical))
             if result.flags:
                 jobstore.add_flags(session, job.job_id, result.flags)
+        if critical:
+            bound.warning("critical finding", findings=critical)  # finding names and UIDs only, no patient data
         uids: list[str] = []
         for writer in self.writers:
             try:
@@ -195,7 +204,7 @@ class JobHandler:
             row = jobstore.get_job(session, job.job_id)
             row.result_uids_json = json.dumps(uids)
         self._finish(job.job_id, JobState.DONE, worker)
-        bound.info("job done", measurements=len(result.measurements), objects=len(uids))
+        bound.info("job done", measurements=len(result.measurements), objects=len(uids), critical=bool(critical))
         if not self.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 

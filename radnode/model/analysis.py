@@ -51,6 +51,9 @@ class AnalyzerSpec:
     #: this analyzer compares against: the worker reads them from the job store
     #: for its follow-up, the writers for trends and prior columns.
     prior_rows: tuple[str, ...] = ()
+    #: Urgent work (e.g. haemorrhage): its jobs go ahead of elective ones and
+    #: have a worker lane of their own (``queue.urgency`` may override).
+    urgent: bool = False
 
     @property
     def model_version(self) -> str:
@@ -140,6 +143,9 @@ class ApplicationRoles:
     name: str
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
+    #: Declared urgency (see ``AnalyzerSpec.urgent``): a built-in application
+    #: is urgent before its analyzer exists.
+    urgent: bool = False
 
     @property
     def roles(self) -> tuple[str, ...]:

@@ -47,6 +47,21 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+#: Queue priority of a job: higher runs first (the AMQP message priority on
+#: RabbitMQ; the embedded queue orders the same way). RabbitMQ fixes a queue's
+#: number of levels when it is declared (``x-max-priority``) and cannot change
+#: it later, so queues get room for MAX_PRIORITY levels once; radnode uses two
+#: of them today and keeps one above urgent free.
+MAX_PRIORITY = 5
+ELECTIVE_PRIORITY = 0
+URGENT_PRIORITY = 4
+
+
+def is_urgent(priority: int) -> bool:
+    """Whether a job of this priority is urgent work (shown as such)."""
+    return priority >= URGENT_PRIORITY
+
+
 class Trigger(str, enum.Enum):
     AUTO = "auto"
     MANUAL = "manual"
@@ -145,6 +160,19 @@ class AnalyzeJob(BaseModel):
     options: dict[str, object] = Field(default_factory=dict)
     destinations: list[Destination] = Field(default_factory=list)
     trigger: Trigger = Trigger.AUTO
+    #: Queue priority (``URGENT_PRIORITY`` for urgent applications). Absent in
+    #: messages of earlier versions, which therefore parse as elective.
+    priority: int = Field(default=ELECTIVE_PRIORITY, ge=0, le=MAX_PRIORITY)
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> Any:
+        """Leave ``priority`` out while elective: an elective job's message is
+        byte for byte what the previous version wrote, so its workers (which
+        reject unknown fields) still take it during a rolling upgrade."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("priority") == ELECTIVE_PRIORITY:
+            del data["priority"]
+        return data
 
 
 def job_identity(study_instance_uid: str, application: str, model_version: str, series: dict[str, str]) -> str:

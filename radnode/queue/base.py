@@ -8,6 +8,12 @@ Semantics both implementations keep:
   message (RabbitMQ: persistent message + publisher confirm).
 - One queue per application (``queue_name(app)``); a worker consumes the
   queues of the applications it serves with prefetch 1.
+- Each message has a priority (0 … ``MAX_PRIORITY``, higher first): within a
+  queue a higher priority overtakes waiting messages, and a consumer of
+  several queues takes the highest-priority message it can get next. That
+  orders waiting work only; what keeps a long elective job from delaying an
+  urgent one is the workers' urgent lane (``radnode.jobs.lanes``), consumers
+  that take nothing but urgent applications.
 - A consumer's handler returns an ``Outcome``: ``ACK`` (done — results are
   stored), ``RETRY`` (requeue after a growing delay, attempt + 1) or ``DEAD``
   (dead-letter with a reason). The message is acknowledged only after the
@@ -23,6 +29,8 @@ import enum
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
+
+from radnode.model.jobs import ELECTIVE_PRIORITY, MAX_PRIORITY
 
 EXCHANGE = "radnode.jobs"
 DEAD_LETTER_EXCHANGE = "radnode.dlx"
@@ -40,7 +48,17 @@ def queue_name(application: str, namespace: str = "radnode") -> str:
 
     *namespace* prefixes every broker name (``radnode`` in production); tests
     use a unique one so parallel runs on a shared broker never interfere.
+    Version 2 of the name: these queues take message priorities, which a
+    queue declared without them cannot (see ``rabbitmq.py``). Namespaces
+    have no dots and ``analyze-v2`` is not ``analyze``, so no application's
+    name can make its queue collide with another's legacy queue.
     """
+    return f"{namespace}.analyze-v2.{application}"
+
+
+def legacy_queue_name(application: str, namespace: str = "radnode") -> str:
+    """The queue an application had before queues took priorities (moved and
+    deleted by the RabbitMQ broker at connect)."""
     return f"{namespace}.analyze.{application}"
 
 
@@ -80,6 +98,15 @@ class Delivery:
     #: True when the broker re-delivers after a consumer died without ack.
     redelivered: bool = False
     headers: dict[str, object] = field(default_factory=dict)
+    #: Queue priority it was published with (0 … MAX_PRIORITY).
+    priority: int = ELECTIVE_PRIORITY
+
+
+def check_priority(priority: int) -> int:
+    """A message priority both brokers accept; anything else is a bug upstream."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"message priority must be an integer 0-{MAX_PRIORITY}, got {priority!r}")
+    return priority
 
 
 Handler = Callable[[Delivery], HandlerResult]
@@ -103,8 +130,8 @@ class Broker(Protocol):
 
     max_attempts: int
 
-    def publish(self, application: str, body: bytes, message_id: str, attempt: int = 1) -> None:
-        """Publish durably (confirmed). Raises BrokerUnavailable on failure."""
+    def publish(self, application: str, body: bytes, message_id: str, attempt: int = 1, priority: int = ELECTIVE_PRIORITY) -> None:
+        """Publish durably (confirmed) with *priority*. Raises BrokerUnavailable on failure."""
         ...
 
     def consume(self, applications: list[str], handler: Handler, stop: threading.Event) -> None:

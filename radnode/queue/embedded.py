@@ -1,8 +1,11 @@
 """In-process broker for a single-machine node that runs without RabbitMQ.
 
-Same semantics as the RabbitMQ broker where they apply: one FIFO per
-application; each message goes to exactly one consumer (``consume`` may run
-in several threads); it is settled only after the handler returns; RETRY
+Same semantics as the RabbitMQ broker where they apply: one queue per
+application, ordered by message priority and then first in, first out; a
+consumer of several applications takes the highest-priority message among
+them (equal priorities in turn, so one busy queue cannot starve another);
+each message goes to exactly one consumer (``consume`` may run in several
+threads); it is settled only after the handler returns; RETRY
 comes back after the delay for its attempt with attempt + 1, and past
 ``max_attempts`` it is dead-lettered with its reason; a consumer that dies
 mid-job (its handler raises a BaseException such as SystemExit or
@@ -21,7 +24,6 @@ import heapq
 import itertools
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -36,7 +38,9 @@ from radnode.queue.base import (
     Handler,
     HandlerResult,
     Outcome,
+    check_priority,
 )
+from radnode.model.jobs import ELECTIVE_PRIORITY
 
 log = structlog.get_logger(__name__)
 
@@ -60,10 +64,13 @@ class EmbeddedBroker:
         self.max_attempts = max_attempts
         self.retry_delays = tuple(float(d) for d in retry_delays)
         self._cond = threading.Condition()
-        self._queues: dict[str, deque[Delivery]] = {}
+        # Per application a heap of (-priority, seq, delivery): highest priority
+        # first, then arrival order; a redelivery gets a negative seq (the head).
+        self._queues: dict[str, list[tuple[int, int, Delivery]]] = {}
         # (not_before monotonic time, seq, delivery) waiting for their retry delay
         self._delayed: list[tuple[float, int, Delivery]] = []
         self._seq = itertools.count()
+        self._head_seq = itertools.count(-1, -1)
         self._dead: list[Delivery] = []
         self._inflight: dict[int, Delivery] = {}
         self._crash_requested: set[int] = set()
@@ -75,46 +82,61 @@ class EmbeddedBroker:
         """Create the applications' queues (they are also created on first use)."""
         with self._cond:
             for app in applications:
-                self._queues.setdefault(app, deque())
+                self._queues.setdefault(app, [])
 
-    def publish(self, application: str, body: bytes, message_id: str, attempt: int = 1) -> None:
-        """Enqueue now. Unlike RabbitMQ, a job for an application nobody
-        consumes yet is kept (its queue is created on demand)."""
+    def publish(self, application: str, body: bytes, message_id: str, attempt: int = 1, priority: int = ELECTIVE_PRIORITY) -> None:
+        """Enqueue now, behind waiting messages of the same or higher priority.
+        Unlike RabbitMQ, a job for an application nobody consumes yet is kept
+        (its queue is created on demand)."""
         delivery = Delivery(
             body=bytes(body),
             message_id=message_id,
             application=application,
             attempt=int(attempt),
             headers={ATTEMPT_HEADER: int(attempt)},
+            priority=check_priority(priority),
         )
         with self._cond:
             if self._closed:
                 raise BrokerUnavailable("broker closed")
-            self._queues.setdefault(application, deque()).append(delivery)
+            self._push(delivery)
             self._cond.notify_all()
+
+    def _push(self, delivery: Delivery, *, head: bool = False) -> None:
+        """Queue *delivery* at the tail of its priority (*head*: before every
+        message of its priority, as a redelivery). Caller holds the lock."""
+        seq = next(self._head_seq) if head else next(self._seq)
+        heapq.heappush(self._queues.setdefault(delivery.application, []), (-delivery.priority, seq, delivery))
 
     # -- consumer ----------------------------------------------------------
 
     def _promote_due(self, now: float) -> None:
-        """Move retries whose delay has passed to the tail of their queue."""
+        """Move retries whose delay has passed to the tail of their queue (and priority)."""
         while self._delayed and self._delayed[0][0] <= now:
             _, _, d = heapq.heappop(self._delayed)
-            self._queues.setdefault(d.application, deque()).append(d)
+            self._push(d)
 
     def _take(self, applications: list[str], start: int) -> Delivery | None:
+        """The highest-priority message at the head of *applications*' queues;
+        among equal priorities the first application in turn from *start*."""
         n = len(applications)
+        best: tuple[int, str] | None = None
         for i in range(n):
-            q = self._queues.get(applications[(start + i) % n])
-            if q:
-                return q.popleft()
-        return None
+            app = applications[(start + i) % n]
+            q = self._queues.get(app)
+            if q and (best is None or q[0][0] < best[0]):
+                best = (q[0][0], app)
+        if best is None:
+            return None
+        return heapq.heappop(self._queues[best[1]])[2]
 
     def consume(self, applications: list[str], handler: Handler, stop: threading.Event) -> None:
         """Handle deliveries until *stop* is set (checked at least every 0.5 s).
 
-        Applications are served round-robin so one busy queue cannot starve
-        the others. The handler runs in the calling thread (no heartbeats to
-        keep alive here).
+        The highest-priority message of *applications* comes first; equal
+        priorities are served round-robin so one busy queue cannot starve the
+        others. The handler runs in the calling thread (no heartbeats to keep
+        alive here).
         """
         if not applications:
             raise ValueError("consume needs at least one application")
@@ -149,9 +171,7 @@ class EmbeddedBroker:
                 with self._cond:
                     self._inflight.pop(me, None)
                     self._crash_requested.discard(me)
-                    self._queues.setdefault(delivery.application, deque()).appendleft(
-                        replace(delivery, redelivered=True)
-                    )
+                    self._push(replace(delivery, redelivered=True), head=True)
                     self._cond.notify_all()
                 raise
             if not isinstance(result, HandlerResult):

@@ -1,7 +1,9 @@
 """The outbox: publish every queued job the store holds that the broker has
 not yet confirmed. A job committed while the broker was down is published
 when it comes back; a crash between publish and bookkeeping re-publishes,
-which the worker's claim turns into a no-op.
+which the worker's claim turns into a no-op. Urgent jobs are published
+first (and with their priority), so a backlog of elective jobs committed
+while the broker was down does not hold them back either.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ class Outbox:
         """Publish what is pending now; return how many were published."""
         with self._lock:
             with self._sessions() as session:
-                pending = [(r.job_id, r.application, r.message().model_dump_json()) for r in jobstore.unpublished(session)]
+                pending = [(r.job_id, r.application, r.message().model_dump_json(), r.priority) for r in jobstore.unpublished(session)]
             published = 0
-            for job_id, application, body in pending:
+            for job_id, application, body, priority in pending:
                 try:
-                    self._broker.publish(application, body.encode(), job_id)
+                    self._broker.publish(application, body.encode(), job_id, priority=priority)
                 except BrokerUnavailable as exc:
                     log.warning("broker unavailable; job stays in the outbox", job_id=job_id, error=str(exc)[:200])
                     break

@@ -3,8 +3,9 @@
 Topology (declared idempotently on every connect; ``ns`` = ``namespace``,
 ``radnode`` in production)::
 
-    publish ──► ns.jobs (direct, durable) ──rk=app──► ns.analyze.<app>
-                                                        (durable, x-dead-letter-exchange=ns.dlx)
+    publish ──► ns.jobs (direct, durable) ──rk=app──► ns.analyze-v2.<app>
+                                                        (durable, x-dead-letter-exchange=ns.dlx,
+                                                         x-max-priority=MAX_PRIORITY)
     RETRY   ──► ns.retry (headers, durable) ──x-radnode-delay=<q>──► ns.retry.<delay>
                                                         (durable, x-message-ttl=<delay>,
                                                          x-dead-letter-exchange=ns.jobs)
@@ -35,14 +36,44 @@ redelivered, so consumers must be idempotent per ``message_id`` (the job
 store's job). Queues are classic durable queues: changing their arguments
 later (e.g. the TTLs) needs new names — a redeclare with other arguments
 fails with PRECONDITION_FAILED; new delays get new retry queues.
+
+Priorities (triage, issue 16). Messages carry the job's priority
+(``BasicProperties.priority``, 0 … ``MAX_PRIORITY``) and application queues
+are declared with ``x-max-priority``, so an urgent message overtakes the
+elective ones waiting in the same queue. A consumer of several queues holds
+one message per queue (prefetch is per consumer) and handles the
+highest-priority one it holds first. Retry and dead-letter copies keep the
+priority; retry queues need none (one TTL each, strictly in order).
+
+Why versioned queue names with a move, rather than priorities only on new
+queues: a deployment upgraded from a version without priorities has its
+application queues declared without ``x-max-priority``, and RabbitMQ never
+changes a queue's arguments — redeclaring ``ns.analyze.<app>`` with the
+argument fails with PRECONDITION_FAILED and closes the channel. Declaring
+the priority only where a queue is new would leave exactly the upgraded
+sites (the ones with hemorrhage jobs waiting behind a backlog) without it,
+and behaviour would depend on a queue's history. So the queues have a new
+name, ``ns.analyze-v2.<app>``, and every connect that declares an
+application also migrates its legacy queue ``ns.analyze.<app>`` if one
+exists: unbind it from ``ns.jobs`` (new publishes, and retries coming back
+from the TTL queues, now reach only the new queue), move its messages
+(confirmed publish, then ack: a crash leaves a duplicate, which the job
+store's claim ignores, never a loss) with the application's priority when
+they carry none and a header remembering a redelivery, then delete it only
+if it is empty and unused (``if_empty``/``if_unused``). A legacy queue still
+used by a worker of the previous version is kept and moved again at the
+next connect. Old and new versions side by side during an upgrade is safe
+but wasteful: the old ones re-bind the legacy queue on connect, so a
+message may arrive in both queues — a duplicate the claim turns into a
+no-op.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -61,13 +92,20 @@ from radnode.queue.base import (
     HandlerResult,
     Outcome,
     UnroutableMessage,
+    check_priority,
+    legacy_queue_name,
     queue_name,
 )
+from radnode.model.jobs import ELECTIVE_PRIORITY, MAX_PRIORITY
 
 log = structlog.get_logger(__name__)
 
 #: Header that routes a retry copy to the retry queue of its delay.
 DELAY_HEADER = "x-radnode-delay"
+#: Set on a message moved from a legacy queue that had been delivered before
+#: (the move itself makes a new message, which the broker would not flag):
+#: the worker may then take over a job whose previous holder died.
+REDELIVERED_HEADER = "x-radnode-redelivered"
 #: Headers the broker adds on dead-lettering; dropped from retry copies so
 #: they do not grow with every cycle.
 _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
@@ -123,6 +161,7 @@ class RabbitBroker:
         namespace: str = "radnode",
         applications: Sequence[str] = (),
         publish_retry_seconds: float | None = None,
+        priorities: Mapping[str, int] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -149,6 +188,10 @@ class RabbitBroker:
         params.retry_delay = 0
         self._params = params
         self._applications: set[str] = set(applications)
+        #: Priority given to messages moved from a legacy queue (published without one).
+        self.priorities = {app: check_priority(p) for app, p in (priorities or {}).items()}
+        #: Applications whose legacy queue this client saw gone (no check at each reconnect).
+        self._legacy_gone: set[str] = set()
         self._lock = threading.Lock()
         self._conn: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
@@ -172,8 +215,58 @@ class RabbitBroker:
             ch.queue_bind(q, self.retry_exchange, arguments={"x-match": "all", DELAY_HEADER: q})
         for app in sorted(set(applications)):
             q = queue_name(app, self.namespace)
-            ch.queue_declare(q, durable=True, arguments={"x-dead-letter-exchange": self.dead_letter_exchange})
+            ch.queue_declare(
+                q, durable=True, arguments={"x-dead-letter-exchange": self.dead_letter_exchange, "x-max-priority": MAX_PRIORITY}
+            )
             ch.queue_bind(q, self.exchange, routing_key=app)
+            if app not in self._legacy_gone:
+                self._migrate_legacy(ch.connection, app)
+
+    def _migrate_legacy(self, conn: BlockingConnection, app: str) -> None:
+        """Move *app*'s legacy queue (declared without priorities) into its
+        new queue and delete it when empty and unused (module docstring).
+
+        On its own channel: a passive declare of a missing queue, or a
+        refused conditional delete, closes the channel it runs on.
+        """
+        legacy = legacy_queue_name(app, self.namespace)
+        ch = conn.channel()
+        try:
+            try:
+                waiting = int(ch.queue_declare(legacy, passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    self._legacy_gone.add(app)
+                    return
+                raise
+            ch.queue_unbind(legacy, self.exchange, routing_key=app)
+            ch.confirm_delivery()
+            moved = 0
+            # At most what was waiting: should a process of the previous version
+            # re-bind the legacy queue meanwhile, a moved copy would come back.
+            while moved < waiting:
+                method, props, body = ch.basic_get(legacy, auto_ack=False)
+                if method is None:
+                    break
+                headers = dict(props.headers or {})
+                if method.redelivered:
+                    headers[REDELIVERED_HEADER] = 1
+                priority = props.priority if props.priority is not None else self.priorities.get(app, ELECTIVE_PRIORITY)
+                ch.basic_publish(self.exchange, app, body, _copy_props(props, headers, min(int(priority), MAX_PRIORITY)), mandatory=True)
+                ch.basic_ack(method.delivery_tag)
+                moved += 1
+            try:
+                ch.queue_delete(legacy, if_unused=True, if_empty=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 406:  # PRECONDITION_FAILED: still used or not empty
+                    raise
+                log.info("legacy queue still in use; kept until a later connect", queue=legacy, moved=moved)
+                return
+            self._legacy_gone.add(app)
+            log.info("legacy queue migrated to a priority queue", legacy=legacy, queue=queue_name(app, self.namespace), moved=moved)
+        finally:
+            if ch.is_open:
+                ch.close()
 
     def declare(self, applications: Sequence[str]) -> None:
         """Create the queues of *applications* now (and on every reconnect).
@@ -223,8 +316,8 @@ class RabbitBroker:
 
     # -- publish -------------------------------------------------------------
 
-    def publish(self, application: str, body: bytes, message_id: str, attempt: int = 1) -> None:
-        """Publish persistently and wait for the broker's confirm.
+    def publish(self, application: str, body: bytes, message_id: str, attempt: int = 1, priority: int = ELECTIVE_PRIORITY) -> None:
+        """Publish persistently with *priority* and wait for the broker's confirm.
 
         Reconnects with backoff for up to ``publish_retry_seconds``, then
         raises BrokerUnavailable (the outbox keeps the job). An application
@@ -235,6 +328,7 @@ class RabbitBroker:
             delivery_mode=pika.DeliveryMode.Persistent,
             message_id=message_id,
             headers={ATTEMPT_HEADER: int(attempt)},
+            priority=check_priority(priority),
         )
         self._publish(self.exchange, application, body, props)
 
@@ -299,11 +393,14 @@ class RabbitBroker:
             ch.basic_qos(prefetch_count=self.prefetch)
             pub = conn.channel()
             pub.confirm_delivery()
-            pending: deque[tuple[str, Any, Any, bytes]] = deque()
+            # Prefetch is per consumer, so this holds up to one message per
+            # queue; the highest priority goes first, then the earliest.
+            pending: list[tuple[int, int, str, Any, Any, bytes]] = []
+            arrivals = itertools.count()
             for app in applications:
 
                 def on_message(_c: Any, method: Any, props: Any, body: bytes, app: str = app) -> None:
-                    pending.append((app, method, props, body))
+                    pending.append((props.priority or ELECTIVE_PRIORITY, next(arrivals), app, method, props, body))
 
                 ch.basic_consume(queue_name(app, self.namespace), on_message_callback=on_message)
             connected()
@@ -312,7 +409,9 @@ class RabbitBroker:
                 if not pending:
                     conn.process_data_events(time_limit=0.5)
                     continue
-                app, method, props, body = pending.popleft()
+                chosen = max(pending, key=lambda m: (m[0], -m[1]))
+                pending.remove(chosen)
+                _, _, app, method, props, body = chosen
                 self._handle(conn, ch, pub, app, method, props, body, handler)
         finally:
             # Closing returns unacknowledged (prefetched) messages to their queue.
@@ -335,8 +434,9 @@ class RabbitBroker:
             message_id=_as_str(props.message_id),
             application=app,
             attempt=_as_int(headers.get(ATTEMPT_HEADER), 1),
-            redelivered=bool(method.redelivered),
+            redelivered=bool(method.redelivered) or bool(headers.get(REDELIVERED_HEADER)),
             headers=headers,
+            priority=props.priority or ELECTIVE_PRIORITY,
         )
         box: dict[str, Any] = {}
         done = threading.Event()
@@ -400,19 +500,19 @@ class RabbitBroker:
         if outcome is Outcome.RETRY and delivery.attempt >= self.max_attempts:
             outcome = Outcome.DEAD
             reason = f"{reason} (gave up after {delivery.attempt} attempts)"
-        headers = {k: v for k, v in delivery.headers.items() if k not in _BROKER_HEADERS}
+        headers = {k: v for k, v in delivery.headers.items() if k not in _BROKER_HEADERS and k != REDELIVERED_HEADER}
         if outcome is Outcome.RETRY:
             idx = min(delivery.attempt - 1, len(self.retry_delays) - 1)
             headers[ATTEMPT_HEADER] = delivery.attempt + 1
             headers[DELAY_HEADER] = self.retry_queue_names[idx]
             headers[REASON_HEADER] = reason
-            pub.basic_publish(self.retry_exchange, app, body, _copy_props(props, headers), mandatory=True)
+            pub.basic_publish(self.retry_exchange, app, body, _copy_props(props, headers, props.priority), mandatory=True)
             log.info("job retry scheduled", message_id=delivery.message_id, application=app,
                      attempt=delivery.attempt + 1, delay=self.retry_delays[idx], reason=reason)
         elif outcome is Outcome.DEAD:
             headers[REASON_HEADER] = reason
             headers[APPLICATION_HEADER] = app
-            pub.basic_publish(self.dead_letter_exchange, app, body, _copy_props(props, headers), mandatory=True)
+            pub.basic_publish(self.dead_letter_exchange, app, body, _copy_props(props, headers, props.priority), mandatory=True)
             log.warning("job dead-lettered", message_id=delivery.message_id, application=app, reason=reason)
         ch.basic_ack(method.delivery_tag)
 
@@ -463,6 +563,7 @@ class RabbitBroker:
                         attempt=_as_int(headers.get(ATTEMPT_HEADER), 1),
                         redelivered=bool(method.redelivered),
                         headers=headers,
+                        priority=props.priority or ELECTIVE_PRIORITY,
                     )
                 )
         return out
@@ -491,7 +592,7 @@ class RabbitBroker:
             self._drop_connection()
 
 
-def _copy_props(props: Any, headers: dict[str, Any]) -> pika.BasicProperties:
+def _copy_props(props: Any, headers: dict[str, Any], priority: int | None) -> pika.BasicProperties:
     return pika.BasicProperties(
         content_type=props.content_type or "application/json",
         delivery_mode=pika.DeliveryMode.Persistent,
@@ -499,6 +600,7 @@ def _copy_props(props: Any, headers: dict[str, Any]) -> pika.BasicProperties:
         correlation_id=props.correlation_id,
         timestamp=props.timestamp,
         headers=headers,
+        priority=priority,
     )
 
 

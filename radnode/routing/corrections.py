@@ -247,7 +247,7 @@ def rerun_with_series(
             study_instance_uid=study, application=row.application, model_version=row.model_version, trigger=Trigger(row.trigger),
             accession=row.accession, options=json.loads(row.options_json),
             destinations=[Destination.model_validate(d) for d in json.loads(row.destinations_json)],
-            patient_key=row.patient_key, study_date=row.study_date,
+            patient_key=row.patient_key, study_date=row.study_date, priority=row.priority,
         )
     if series_instance_uid not in {s.series_instance_uid for s in study_series(settings, study)}:
         raise CorrectionError(f"series {series_instance_uid} is not in the spool of study {study}")

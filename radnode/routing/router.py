@@ -187,6 +187,7 @@ class Router:
             flags=flags,
             patient_key=patient_key(summaries[0].header) if summaries else None,
             study_date=(str(summaries[0].header.get("StudyDate", "") or "")[:8] or None) if summaries else None,
+            priority=self.registry.priority(app.name),
         )
         return ApplicationPlan(app, roles, selection, model_version, request)
 

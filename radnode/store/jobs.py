@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from radnode.model.jobs import (
+    ELECTIVE_PRIORITY,
     RUNNING_STATES,
     TRANSITIONS,
     AnalyzeJob,
@@ -27,6 +28,9 @@ from radnode.model.jobs import (
     job_identity,
 )
 from radnode.store.db import Base
+
+if TYPE_CHECKING:
+    from radnode.model.analysis import Finding
 
 _STAGE_COLUMN = {
     JobState.QUEUED: "queued_at",
@@ -77,6 +81,12 @@ class JobRow(Base):
     study_date: Mapped[str | None] = mapped_column(String(8), nullable=True)
     #: Per destination: instances sent, failed, series confirmed, last error.
     sends_json: Mapped[str] = mapped_column(Text, default="{}")
+    #: Queue priority (``radnode.model.jobs``: urgent applications' jobs go first); added in 0009.
+    priority: Mapped[int] = mapped_column(Integer, default=ELECTIVE_PRIORITY)
+    #: The last run's qualitative findings: [{name, present, probability, detail, critical}]; added in 0009.
+    findings_json: Mapped[str] = mapped_column(Text, default="[]")
+    #: Whether a finding of the last run is present and critical (the job list's badge, the metric); added in 0009.
+    critical: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
 
     @property
     def series(self) -> dict[str, str]:
@@ -90,6 +100,15 @@ class JobRow(Base):
     def result_uids(self) -> list[str]:
         return json.loads(self.result_uids_json)  # type: ignore[no-any-return]
 
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        return json.loads(self.findings_json or "[]")  # type: ignore[no-any-return]
+
+    @property
+    def critical_findings(self) -> list[str]:
+        """Names of the present critical findings (what the CRITICAL badge says)."""
+        return [f["name"] for f in self.findings if f.get("present") and f.get("critical")]
+
     def message(self) -> AnalyzeJob:
         """The queue message for this job."""
         return AnalyzeJob(
@@ -101,6 +120,7 @@ class JobRow(Base):
             options=json.loads(self.options_json),
             destinations=[Destination.model_validate(d) for d in json.loads(self.destinations_json)],
             trigger=Trigger(self.trigger),
+            priority=self.priority or ELECTIVE_PRIORITY,
         )
 
 
@@ -184,6 +204,8 @@ class JobRequest:
     flags: Sequence[str] = ()
     patient_key: str | None = None
     study_date: str | None = None
+    #: Queue priority (the registry's: urgent applications get ``URGENT_PRIORITY``).
+    priority: int = ELECTIVE_PRIORITY
 
 
 def record_event(
@@ -244,6 +266,9 @@ def create_job(session: Session, request: JobRequest, actor: str = "router") -> 
         patient_key=request.patient_key,
         study_date=request.study_date,
         sends_json="{}",
+        priority=request.priority,
+        findings_json="[]",
+        critical=False,
     )
     session.add(row)
     older = session.scalars(
@@ -361,6 +386,20 @@ def add_measurements(session: Session, job_id: str, measurements: Iterable[tuple
         session.add(MeasurementRow(job_id=job_id, name=name, value=float(value), unit=unit, code=code, created_at=now))
 
 
+def record_findings(session: Session, job_id: str, findings: Iterable["Finding"]) -> list[str]:
+    """Replace a job's findings with its latest run's; return the names of the
+    present critical ones (the job is flagged critical when there are any)."""
+    row = get_job(session, job_id)
+    stored = [
+        {"name": f.name, "present": bool(f.present), "probability": f.probability, "detail": f.detail, "critical": bool(f.critical)}
+        for f in findings
+    ]
+    row.findings_json = json.dumps(stored)
+    names = row.critical_findings
+    row.critical = bool(names)
+    return names
+
+
 def add_flags(session: Session, job_id: str, flags: Iterable[str]) -> None:
     row = get_job(session, job_id)
     row.flags_json = json.dumps(sorted(set(row.flags) | set(flags)))
@@ -370,7 +409,10 @@ def unpublished(session: Session, limit: int = 100) -> list[JobRow]:
     """The outbox: queued jobs not yet accepted by the broker."""
     return list(
         session.scalars(
-            select(JobRow).where(JobRow.state == JobState.QUEUED.value, JobRow.published_at.is_(None)).order_by(JobRow.created_at).limit(limit)
+            select(JobRow)
+            .where(JobRow.state == JobState.QUEUED.value, JobRow.published_at.is_(None))
+            .order_by(JobRow.priority.desc(), JobRow.created_at)
+            .limit(limit)
         ).all()
     )
 
@@ -390,12 +432,16 @@ def requeue_interrupted(session: Session, actor: str) -> list[str]:
     return [r.job_id for r in rows]
 
 
-def list_jobs(session: Session, *, state: str | None = None, application: str | None = None, limit: int = 50) -> list[JobRow]:
+def list_jobs(
+    session: Session, *, state: str | None = None, application: str | None = None, critical: bool = False, limit: int = 50
+) -> list[JobRow]:
     q = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
     if state:
         q = q.where(JobRow.state == state)
     if application:
         q = q.where(JobRow.application == application)
+    if critical:
+        q = q.where(JobRow.critical.is_(True))
     return list(session.scalars(q).all())
 
 

@@ -37,9 +37,10 @@ def list_jobs(
     application: str | None = None,
     since: date | None = None,
     until: date | None = None,
+    critical: bool = False,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Newest first; *since*/*until* are inclusive UTC days of creation."""
+    """Newest first; *since*/*until* are inclusive UTC days of creation; *critical*: only flagged results."""
     q = select(jobstore.JobRow).order_by(jobstore.JobRow.created_at.desc()).limit(max(1, min(limit, 500)))
     if state:
         q = q.where(jobstore.JobRow.state == state)
@@ -49,6 +50,8 @@ def list_jobs(
         q = q.where(jobstore.JobRow.created_at >= _day_start(since))
     if until:
         q = q.where(jobstore.JobRow.created_at < _day_start(until) + 86400)
+    if critical:
+        q = q.where(jobstore.JobRow.critical.is_(True))
     return [job_dict(r) | {"accession": r.accession} for r in session.scalars(q).all()]
 
 

@@ -51,6 +51,16 @@ class Delivery(BaseModel):
     bounced: list[Bounce] = Field(default_factory=list)
 
 
+class Finding(BaseModel):
+    """A qualitative finding of the job's last run; ``critical`` ones someone must act on now."""
+
+    name: str
+    present: bool
+    probability: float | None = None
+    detail: str = ""
+    critical: bool = False
+
+
 class JobOut(BaseModel):
     job_id: str
     study_instance_uid: str
@@ -64,6 +74,11 @@ class JobOut(BaseModel):
     series: dict[str, str]
     selection: dict[str, Any]
     flags: list[str]
+    priority: int = Field(0, description="Queue priority: urgent applications' jobs go ahead of elective ones.")
+    urgent: bool = False
+    critical: bool = Field(False, description="A finding of the last run is present and critical.")
+    critical_findings: list[str] = Field(default_factory=list, description="Names of the present critical findings.")
+    findings: list[Finding] = Field(default_factory=list)
     superseded_by: str | None = None
     result_uids: list[str]
     destinations: list[dict[str, Any]]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from radnode.queue.base import queue_name
 from radnode.store import jobs as jobstore
 from radnode.store.db import open_store
 from radnode.store.studies import StudyRow
@@ -112,4 +113,4 @@ def test_separate_listener_and_worker_over_rabbitmq(orthanc_factory, tmp_path: P
         for p in (listener, worker):
             p.terminate()
         assert listener.wait(60) == 0 and worker.wait(60) == 0
-        delete_topology(AMQP, [f"{ns}.analyze.glioma", f"{ns}.dead"] + [f"{ns}.retry.{d}" for d in ("5s", "30s", "120s")], [f"{ns}.jobs", f"{ns}.dlx", f"{ns}.retry"])
+        delete_topology(AMQP, [queue_name("glioma", ns), f"{ns}.dead"] + [f"{ns}.retry.{d}" for d in ("5s", "30s", "120s")], [f"{ns}.jobs", f"{ns}.dlx", f"{ns}.retry"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from radnode.store import jobs as jobstore
+from radnode.queue.base import queue_name
 from radnode.queue.rabbitmq import RabbitBroker
 from radnode.store.db import open_store
 from tests.integration.jobs_support import (
@@ -39,7 +40,7 @@ def rabbit_node(tmp_path: Path):  # type: ignore[no-untyped-def]
     apps = ["count-test", "poison-test"]
     delete_topology(
         AMQP,
-        [f"{ns}.analyze.{a}" for a in apps] + [f"{ns}.dead"] + [f"{ns}.retry.{d}" for d in ("300ms",)],
+        [queue_name(a, ns) for a in apps] + [f"{ns}.dead"] + [f"{ns}.retry.{d}" for d in ("300ms",)],
         [f"{ns}.jobs", f"{ns}.dlx", f"{ns}.retry"],
     )
 
@@ -49,7 +50,7 @@ def test_two_worker_processes_run_each_job_exactly_once(rabbit_node, tmp_path: P
     marker = tmp_path / "runs.txt"
     workers = [Worker(env), Worker(env)]
     try:
-        queue = f"{settings.queue.namespace}.analyze.count-test"
+        queue = queue_name("count-test", settings.queue.namespace)
         deadline = time.monotonic() + 60
         while consumer_count(AMQP, queue) < 2:  # both workers are consuming
             assert time.monotonic() < deadline, "workers did not start consuming"

@@ -37,8 +37,10 @@ from radnode.queue.base import (
     Delivery,
     HandlerResult,
     UnroutableMessage,
+    legacy_queue_name,
     queue_name,
 )
+from radnode.model.jobs import MAX_PRIORITY, URGENT_PRIORITY
 from radnode.queue.embedded import EmbeddedBroker
 from radnode.queue.factory import make_broker
 from radnode.queue.rabbitmq import RabbitBroker
@@ -130,7 +132,7 @@ class Env:
             ns = self.namespace
             delete_topology(
                 self.url,
-                [queue_name(a, ns) for a in self.apps] + retry_queues + [f"{ns}.dead"],
+                [queue_name(a, ns) for a in self.apps] + [legacy_queue_name(a, ns) for a in self.apps] + retry_queues + [f"{ns}.dead"],
                 [f"{ns}.jobs", f"{ns}.retry", f"{ns}.dlx"],
             )
 
@@ -356,6 +358,80 @@ def test_unknown_application(env: Env) -> None:
     assert all(t.is_alive() for t, _, _ in env.consumers)
 
 
+# -- priorities (triage, issue 16) ---------------------------------------------------
+
+
+def test_an_urgent_message_overtakes_those_waiting_in_its_queue(env: Env) -> None:
+    producer = env.broker()
+    producer.declare([env.app])
+    for i in range(3):
+        producer.publish(env.app, body(i=i), f"elective-{i}")
+    producer.publish(env.app, body(), "urgent", priority=URGENT_PRIORITY)
+    order: list[tuple[str, int]] = []
+    env.start_consumer(env.broker(), lambda d: order.append((d.message_id, d.priority)) or HandlerResult.ack())
+    assert wait_until(lambda: len(order) == 4, 10)
+    assert order == [("urgent", URGENT_PRIORITY), ("elective-0", 0), ("elective-1", 0), ("elective-2", 0)]
+
+
+def test_a_consumer_of_several_queues_takes_the_urgent_message_next(env: Env) -> None:
+    """A consumer busy with one elective job, elective jobs of another
+    application waiting, an urgent one published last: the urgent one runs
+    next. (On RabbitMQ the consumer already holds a waiting elective message
+    — prefetch is per queue — and must still pick the urgent one.)"""
+    busy_app, urgent_app = f"busy{uuid.uuid4().hex[:6]}", f"urg{uuid.uuid4().hex[:6]}"
+    env.apps.update({busy_app, urgent_app})
+    producer = env.broker()
+    producer.declare([env.app, busy_app, urgent_app])
+    running, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def handler(d: Delivery) -> HandlerResult:
+        order.append(d.message_id)
+        if d.message_id == "running":
+            running.set()
+            release.wait(10)
+        return HandlerResult.ack()
+
+    env.start_consumer(env.broker(), handler, apps=[env.app, busy_app, urgent_app])
+    for app in (env.app, busy_app, urgent_app):
+        env.wait_consumers(1, app)
+    producer.publish(busy_app, body(), "running")
+    assert running.wait(10)
+    for i in range(3):
+        producer.publish(env.app, body(i=i), f"waiting-{i}")
+    producer.publish(urgent_app, body(), "urgent", priority=URGENT_PRIORITY)
+    if env.kind == "rabbit":
+        # Both delivered to the busy consumer (no longer ready) before the running job ends.
+        assert wait_until(lambda: producer.queue_depth(urgent_app) == 0 and producer.queue_depth(env.app) == 2, 10)
+    release.set()
+    assert wait_until(lambda: len(order) == 5, 10)
+    assert order == ["running", "urgent", "waiting-0", "waiting-1", "waiting-2"]
+
+
+def test_a_retried_message_keeps_its_priority(env: Env) -> None:
+    broker = env.broker()
+    broker.declare([env.app])
+    seen: list[tuple[int, int]] = []
+
+    def handler(d: Delivery) -> HandlerResult:
+        seen.append((d.attempt, d.priority))
+        return HandlerResult.retry("model busy") if d.attempt == 1 else HandlerResult.ack()
+
+    env.start_consumer(broker, handler)
+    broker.publish(env.app, body(), "again", priority=URGENT_PRIORITY)
+    assert wait_until(lambda: len(seen) == 2, 10)
+    assert seen == [(1, URGENT_PRIORITY), (2, URGENT_PRIORITY)]
+
+
+def test_priorities_outside_the_range_are_refused(env: Env) -> None:
+    broker = env.broker()
+    broker.declare([env.app])
+    for bad in (-1, MAX_PRIORITY + 1, True, 1.5):
+        with pytest.raises(ValueError, match="priority"):
+            broker.publish(env.app, body(), "bad", priority=bad)
+    assert broker.queue_depth(env.app) == 0
+
+
 # -- embedded only -------------------------------------------------------------
 
 
@@ -500,6 +576,79 @@ def test_rabbit_long_job_outlives_heartbeat_timeout(renv: Env) -> None:
     renv.consumers[0][0].join(10)
     assert [(d.message_id, d.redelivered) for d in calls] == [("long", False)]
     assert broker.queue_depth(renv.app) == 0  # acked: closing did not requeue it
+
+
+def _queue_info(url: str, queue: str) -> tuple[int, int] | None:
+    """(ready messages, consumers) of *queue*, or None when it does not exist."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        try:
+            frame = conn.channel().queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            assert exc.reply_code == 404
+            return None
+        return int(frame.method.message_count), int(frame.method.consumer_count)
+    finally:
+        conn.close()
+
+
+def test_rabbit_moves_a_legacy_queue_into_the_priority_queue(renv: Env) -> None:
+    """An upgraded deployment: its application queue was declared without
+    priorities, holds jobs, and a worker of the previous version still
+    consumes it. The new version moves the jobs (keeping a redelivery known),
+    stops new jobs from landing there, and deletes it once it is unused."""
+    ns, app = renv.namespace, renv.app
+    legacy = legacy_queue_name(app, ns)
+    conn = pika.BlockingConnection(pika.URLParameters(renv.url))
+    try:
+        ch = conn.channel()
+        # The previous version's topology, declared as it declared it.
+        ch.exchange_declare(f"{ns}.jobs", "direct", durable=True)
+        ch.exchange_declare(f"{ns}.dlx", "fanout", durable=True)
+        ch.queue_declare(legacy, durable=True, arguments={"x-dead-letter-exchange": f"{ns}.dlx"})
+        ch.queue_bind(legacy, f"{ns}.jobs", routing_key=app)
+        ch.confirm_delivery()
+        for mid in ("old-1", "old-2", "old-3"):
+            props = pika.BasicProperties(message_id=mid, delivery_mode=2, headers={ATTEMPT_HEADER: 1})
+            ch.basic_publish(f"{ns}.jobs", app, body(m=mid), props, mandatory=True)
+        # Why a new name: RabbitMQ refuses the priority argument on the old one.
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            conn.channel().queue_declare(legacy, durable=True, arguments={"x-dead-letter-exchange": f"{ns}.dlx", "x-max-priority": MAX_PRIORITY})
+        assert refused.value.reply_code == 406
+        # A worker of the previous version is running old-1 (unacknowledged).
+        old_worker = conn.channel()
+        old_worker.basic_qos(prefetch_count=1)
+        held: list[str] = []
+        old_worker.basic_consume(legacy, lambda _c, _m, p, _b: held.append(p.message_id))
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:
+            conn.process_data_events(time_limit=0.1)
+        assert held == ["old-1"]
+
+        first = renv.broker(priorities={app: URGENT_PRIORITY})
+        first.declare([app])
+        assert first.queue_depth(app) == 2  # old-2 and old-3 moved
+        assert _queue_info(renv.url, legacy) == (0, 1)  # kept: still in use
+        first.publish(app, body(), "new")
+        assert first.queue_depth(app) == 3 and _queue_info(renv.url, legacy) == (0, 1)  # unbound: nothing new lands there
+        old_worker.close()  # the old worker stops: old-1 goes back to the legacy queue, redelivered
+        assert wait_until(lambda: _queue_info(renv.url, legacy) == (1, 0), 10)
+    finally:
+        conn.close()
+
+    second = renv.broker(priorities={app: URGENT_PRIORITY})  # the next start of a new-version process
+    second.declare([app])
+    assert _queue_info(renv.url, legacy) is None
+    assert second.queue_depth(app) == 4
+    handled: list[Delivery] = []
+    renv.start_consumer(renv.broker(), lambda d: handled.append(d) or HandlerResult.ack())
+    assert wait_until(lambda: len(handled) == 4, 10)
+    assert [(d.message_id, d.priority, d.redelivered) for d in handled] == [
+        ("old-2", URGENT_PRIORITY, False),
+        ("old-3", URGENT_PRIORITY, False),
+        ("old-1", URGENT_PRIORITY, True),  # the claim may take over a job whose old worker died
+        ("new", 0, False),
+    ]
 
 
 @pytest.mark.slow

@@ -9,7 +9,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from radnode.analyzers.base import AnalyzerInputs, AnalyzerResult, AnalyzerSpec, LabelMap, Measurement, ModelInfo, Progress, Segment
+from radnode.analyzers.base import (
+    AnalyzerError,
+    AnalyzerInputs,
+    AnalyzerResult,
+    AnalyzerSpec,
+    Finding,
+    LabelMap,
+    Measurement,
+    ModelInfo,
+    Progress,
+    Segment,
+)
 
 
 class CountOptions(BaseModel):
@@ -19,6 +30,9 @@ class CountOptions(BaseModel):
     sleep: float = 0.0
     #: A file each finished run appends "job_id pid" to (to count runs).
     marker: str | None = None
+    #: A file to wait for before finishing: the test decides when a "long"
+    #: job ends, so ordering tests need no timing (gives up after 5 minutes).
+    gate: str | None = None
 
 
 class CountingAnalyzer:
@@ -39,12 +53,55 @@ class CountingAnalyzer:
         deadline = time.monotonic() + opts.sleep
         while time.monotonic() < deadline:
             time.sleep(0.05)
+        if opts.gate:
+            gave_up = time.monotonic() + 300
+            while not os.path.exists(opts.gate):
+                if time.monotonic() > gave_up:
+                    raise AnalyzerError(f"gate {opts.gate} never opened")
+                time.sleep(0.05)
         count = sum(len(s.files) for s in inputs.series.values())
         (workdir / "count.txt").write_text(str(count))
         if opts.marker:
             with open(opts.marker, "a") as fh:
                 fh.write(f"{inputs.job_id} {os.getpid()}\n")
         return AnalyzerResult(measurements=[Measurement("instances", count, "{count}")])
+
+
+class UrgentCountingAnalyzer(CountingAnalyzer):
+    """The counting analyzer as an urgent application (as hemorrhage is):
+    its jobs go ahead of elective ones and run in the urgent lane."""
+
+    spec = AnalyzerSpec(
+        name="urgent-test",
+        version="1.0",
+        description="test analyzer: counts input instances, urgently",
+        required_roles=("t1c", "flair"),
+        options=CountOptions,
+        urgent=True,
+    )
+
+
+class CriticalCountingAnalyzer(CountingAnalyzer):
+    """The counting analyzer that also reports findings as a detector would:
+    one present and critical, one critical but absent, one present but not
+    critical — only the first may flag the job."""
+
+    spec = AnalyzerSpec(
+        name="critical-count-test",
+        version="1.0",
+        description="test analyzer: counts input instances and reports a critical finding",
+        required_roles=("t1c", "flair"),
+        options=CountOptions,
+    )
+
+    def run(self, inputs: AnalyzerInputs, workdir: Path, progress: Progress) -> AnalyzerResult:
+        result = super().run(inputs, workdir, progress)
+        result.findings += [
+            Finding("haemorrhage", True, 0.97, "stand-in critical finding", critical=True),
+            Finding("midline shift", False, 0.08, critical=True),
+            Finding("old infarct", True, 0.81),
+        ]
+        return result
 
 
 class PoisonAnalyzer:

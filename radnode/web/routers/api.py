@@ -40,13 +40,15 @@ def list_jobs(
     application: str | None = None,
     since: date | None = None,
     until: date | None = None,
+    critical: bool = False,
     limit: int = 50,
     _: Principal = Depends(require("viewer")),
     sessions: sessionmaker[Session] = Depends(deps.db),
 ) -> list[dict[str, Any]]:
-    """Recent jobs, newest first, filtered by state, application and creation day (UTC, inclusive)."""
+    """Recent jobs, newest first, filtered by state, application, creation day (UTC, inclusive) and
+    (``critical``) to those whose result has a present critical finding."""
     with sessions() as s:
-        return jobs.list_jobs(s, state=state, application=application, since=since, until=until, limit=limit)
+        return jobs.list_jobs(s, state=state, application=application, since=since, until=until, critical=critical, limit=limit)
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobDetail, responses=_ERRORS)

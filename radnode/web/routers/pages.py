@@ -189,10 +189,11 @@ def _date(value: str | None) -> date | None:
 
 
 @router.get("/jobs")
-def jobs_page(request: Request, state: str | None = None, application: str | None = None, since: str | None = None, until: str | None = None, _: Principal = Depends(require("viewer"))) -> Response:
-    filters = {"state": state or "", "application": application or "", "since": since or "", "until": until or ""}
+def jobs_page(request: Request, state: str | None = None, application: str | None = None, since: str | None = None, until: str | None = None,
+              critical: bool = False, _: Principal = Depends(require("viewer"))) -> Response:
+    filters = {"state": state or "", "application": application or "", "since": since or "", "until": until or "", "critical": critical}
     with deps.db(request)() as s:
-        rows = jobs.list_jobs(s, state=state or None, application=application or None, since=_date(since), until=_date(until), limit=100)
+        rows = jobs.list_jobs(s, state=state or None, application=application or None, since=_date(since), until=_date(until), critical=critical, limit=100)
         apps = sorted(set(jobs.applications_seen(s)) | set(deps.installed_applications(request)))
     return render(request, "jobs.html", jobs=rows, filters=filters, states=[s.value for s in JobState], applications=apps)
 

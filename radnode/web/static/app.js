@@ -29,12 +29,30 @@ function jobRow(j) {
   var first = document.createElement("td");
   first.appendChild(link);
   tr.appendChild(first);
-  tr.appendChild(cell(j.application));
+  var app = cell(j.application);
+  if (j.urgent) {
+    var urgent = document.createElement("span");
+    urgent.className = "urgent";
+    urgent.textContent = "urgent";
+    app.appendChild(document.createTextNode(" "));
+    app.appendChild(urgent);
+  }
+  tr.appendChild(app);
   var state = document.createElement("td");
   var badge = document.createElement("span");
   badge.className = "state state-" + j.state;
   badge.textContent = j.state;
   state.appendChild(badge);
+  if (j.critical) {
+    // The same CRITICAL badge the server renders, so a live update never hides it.
+    tr.className = "is-critical";
+    var critical = document.createElement("span");
+    critical.className = "critical";
+    critical.title = "Critical finding";
+    critical.textContent = "CRITICAL: " + (j.critical_findings || []).join(", ");
+    state.appendChild(document.createTextNode(" "));
+    state.appendChild(critical);
+  }
   tr.appendChild(state);
   tr.appendChild(cell(j.accession || ""));
   tr.appendChild(cell((j.times.created || "").slice(0, 19).replace("T", " ")));
