@@ -395,8 +395,8 @@ def _subdural(anat: _Anatomy, rng: np.random.Generator) -> _Bleed:
         cand = (lateral > 35.0) & (ras[:, 2] > 0.0) & (ras[:, 2] < 55.0) & (ras[:, 1] > -60.0) & (ras[:, 1] < 25.0)
         pool = np.flatnonzero(cand) if cand.any() else np.flatnonzero(lateral > 0)
         c = ras[pool[int(rng.integers(pool.size))]]
-        radius = float(rng.uniform(45.0, 75.0))
-        t_max = float(rng.uniform(5.0, 14.0))
+        radius = float(rng.uniform(40.0, 70.0))
+        t_max = float(rng.uniform(4.0, 12.0))
         box = _box(anat, c, radius + 2 * sp)
         r = _dist_to(anat, box, c)
         crescent = t_max * np.clip(1.0 - (r / radius) ** 2, 0.0, None) ** 0.6
@@ -768,6 +768,8 @@ def synthesize_ct_case(seed: int, *, spacing: float = 2.0, anatomy: str = "colin
         raise ValueError("spacing: must be 1.0 or 2.0 mm")
     check_anatomy(anatomy)
     wanted = check_subtypes(subtypes)
+    if not hemorrhage and wanted is not None:
+        raise ValueError("subtypes: must be None when hemorrhage is False")
     anat = _ct_anatomy(float(spacing), anatomy)
     painted = _paint(anat, seed, hemorrhage=hemorrhage, subtypes=wanted, gravity=np.array([0.0, 1.0, 0.0]))
     hu, scanner = painted.hu, {}

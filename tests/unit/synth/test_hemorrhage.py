@@ -177,10 +177,11 @@ def test_volumes_are_voxel_counts_times_voxel_volume(study, truth_maps) -> None:
     assert json.loads(study.truth_path.read_text()) == study.truth
 
 
-def test_dciodvfy_reports_no_error(study) -> None:
+def test_dciodvfy_reports_no_error(study, ge_none) -> None:
     if shutil.which("dciodvfy") is None and not Path("/usr/bin/dciodvfy").exists():
         unavailable("dciodvfy (dicom3tools) is not installed")
-    assert dciodvfy(study.series.files[len(study.series.files) // 2]) == []
+    assert dciodvfy(study.series.files[len(study.series.files) // 2]) == []  # Siemens-like, 12 bits unsigned
+    assert dciodvfy(ge_none[len(ge_none) // 2]) == []  # GE-like, 16 bits signed, pixel padding
 
 
 def test_deterministic(study, tmp_path: Path) -> None:
@@ -194,24 +195,30 @@ def test_deterministic(study, tmp_path: Path) -> None:
                               sitk.GetArrayFromImage(sitk.ReadImage(str(b))))
 
 
-def test_cli_none_ge(tmp_path: Path) -> None:
-    out = tmp_path / "none"
+@pytest.fixture(scope="module")
+def ge_none(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """A normal head written through the CLI (GE dialect); its files in instance order."""
+    out = tmp_path_factory.mktemp("none") / "none"
     result = CliRunner().invoke(synth, ["hemorrhage", "--out", str(out), "--seed", "4", "--none",
                                         "--vendor", "ge", "--slice-mm", "5"])
     assert result.exit_code == 0, result.output
     assert "no haemorrhage" in result.output
-    truth = json.loads((out / "ground_truth" / "truth.json").read_text())
+    return sorted((out / "dicom" / "2").glob("*.dcm"), key=lambda p: int(p.stem))
+
+
+def test_cli_none_ge(ge_none) -> None:
+    gt = ge_none[0].parents[2] / "ground_truth"
+    truth = json.loads((gt / "truth.json").read_text())
     assert truth["hemorrhage"] is False and truth["subtypes_present"] == []
     assert truth["volumes_ml"]["total"] == 0 and not any(s["any"] for s in truth["slices"])
-    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ground_truth" / "labels.nii.gz"))).any()
-    files = sorted((out / "dicom" / "2").glob("*.dcm"), key=lambda p: int(p.stem))
-    ds = pydicom.dcmread(files[0])
+    assert len(truth["slices"]) == len(ge_none)
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(gt / "labels.nii.gz"))).any()
+    ds = pydicom.dcmread(ge_none[0])
     assert ds.Manufacturer == "GE MEDICAL SYSTEMS" and ds.ManufacturerModelName.startswith("Revolution")
     assert ds.SeriesDescription in ("HEAD 5mm STND", "HEAD 5mm SOFT")
     assert (ds.BitsStored, ds.PixelRepresentation, ds.PixelPaddingValue) == (16, 1, -2000)
     assert ds.pixel_array[0, 0] == -2000  # outside the reconstruction circle
-    if Path("/usr/bin/dciodvfy").exists():
-        assert dciodvfy(files[len(files) // 2]) == []
+    assert float(ds.GantryDetectorTilt) == truth["gantry_tilt_deg"] != 0
 
 
 def test_cli_rejects_bad_anatomy(tmp_path: Path) -> None:
@@ -338,3 +345,19 @@ def test_other_anatomy(cases) -> None:
     assert warped.anatomy == "colin27-warp1" and warped.subtypes == ("intraparenchymal",)
     assert warped.labels.shape == cases["intraparenchymal"].labels.shape
     assert not np.array_equal(warped.tissue, cases["intraparenchymal"].tissue)
+
+
+def test_beam_hardening_cups_and_streaks() -> None:
+    n = 128
+    yy, xx = np.mgrid[0:n, 0:n] - (n - 1) / 2.0
+    head = np.where(np.hypot(xx, yy) < 55, 30.0, -1000.0)[None]  # ~16 cm of water-like tissue, 1.5 mm pixels
+    cup = hem._beam_hardening(head, 1.5, water=0.0008, bone=0.0)[0]
+    inside = np.hypot(xx, yy)
+    assert cup[inside < 10].mean() < cup[(inside > 40) & (inside < 50)].mean() - 2.0  # darker centre
+    bones = head.copy()
+    for cx in (-30, 30):
+        bones[0][np.hypot(xx - cx, yy) < 6] = 1800.0
+    err = hem._beam_hardening(bones, 1.5, water=0.0, bone=0.02)[0]
+    between = err[np.abs(yy) < 2][np.abs(xx[np.abs(yy) < 2]) < 15].mean()
+    beside = err[(np.abs(yy - 25) < 2) & (np.abs(xx) < 15)].mean()
+    assert between < beside - 5.0  # a dark streak joins the two dense bones
