@@ -175,6 +175,13 @@ def _signed_distance(mask: np.ndarray, spacing: float) -> np.ndarray:
         img, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
 
 
+def _fill_in_plane(mask: np.ndarray) -> np.ndarray:
+    """Fill holes in every axial slice (a pocket of the brain mask open only downwards is cistern, not bone)."""
+    plane = np.zeros((3, 3, 3), dtype=bool)
+    plane[1] = ndimage.generate_binary_structure(2, 1)
+    return ndimage.binary_fill_holes(mask, structure=plane)
+
+
 def _textures(shape: tuple[int, int, int], sp: float) -> list[np.ndarray]:
     """Four smooth unit-noise fields (σ 3 mm): one filtered field, rolled far apart (cheap, locally independent)."""
     base = _smooth_noise(np.random.default_rng(0xC7A0), shape, max(1.0, 3.0 / sp))
@@ -191,8 +198,11 @@ def _ct_anatomy(spacing: float, anatomy: str) -> _Anatomy:
     tex = _textures(tpl.shape, sp)
     brain = tpl.brain
 
-    # Intracranial cavity: brain plus 1.5–4 mm of extra-axial CSF (the inner table follows the brain).
-    cavity = brain | (_signed_distance(brain, sp) <= np.clip(2.7 + 0.7 * tex[0], 1.5, 4.0))
+    # Intracranial cavity: the brain closed by 6 mm (cisterns, notches of the brain mask) plus 1.5–4 mm of
+    # extra-axial CSF; the inner table follows the brain.
+    closing = 6.0
+    grown = _signed_distance(brain, sp) <= closing + np.clip(2.7 + 0.7 * tex[0], 1.5, 4.0)
+    cavity = _fill_in_plane(brain | (_signed_distance(grown, sp) <= -closing))
     sd = _signed_distance(cavity, sp)  # > 0 outside the cavity
     depth = np.where(cavity, -sd, 0.0).astype(np.float32)
 
