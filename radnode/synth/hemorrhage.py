@@ -1185,7 +1185,7 @@ def _ct_dataset(*, vend: _Vendor, vendor: str, model: str, kernel: str, ids: _St
     ds.DeviceSerialNumber = str(station_no)
     ds.SoftwareVersions = vend.software
     ds.ProtocolName = vend.protocol
-    ds.ReconstructionDiameter = _ds(geom.pixel * cols)
+    ds.ReconstructionDiameter = _ds(round(geom.pixel * cols, 1))
     ds.DistanceSourceToDetector = _ds(vend.source_detector_mm)
     ds.DistanceSourceToPatient = _ds(vend.source_patient_mm)
     ds.GantryDetectorTilt = _ds(round(gantry_tilt, 1))
