@@ -56,3 +56,12 @@ def _register_glioma() -> None:
 
 
 _register_glioma()
+
+
+def _register_hemorrhage() -> None:
+    from radnode.synth.hemorrhage_commands import register
+
+    register(synth)
+
+
+_register_hemorrhage()
