@@ -308,3 +308,35 @@ def test_abc2_of_a_cylinder_is_exact() -> None:
     est = abc2(ell[None], (5.0, 1.0, 1.0))
     assert est is not None and est.a_mm == pytest.approx(30.0, abs=1.0) and est.b_mm == pytest.approx(12.0, abs=1.0)
     assert math.isclose(est.c_mm, 5.0)
+
+
+# -- routing ------------------------------------------------------------------------------------------------------
+
+
+def test_the_shipped_head_ct_rules_route_to_the_installed_analyzer(positive: Case, tmp_path: Path) -> None:
+    """config/routing.yaml's head-ct-hemorrhage rule and the built-in default plan a runnable hemorrhage job."""
+    from radnode.analyzers.registry import Registry
+    from radnode.routing.router import Router
+    from radnode.routing.rules import load_rules
+    from radnode.routing.setup import DEFAULT_RULES, load_classifier
+    from radnode.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", analyzers={"model_dirs": [str(tmp_path / "models")],
+                                                                "providers": [CPU_PROVIDER]})
+    write_oracle_model(tmp_path / "models" / "hemorrhage-oracle")
+    registry = Registry.from_settings(settings)
+    classifier = load_classifier(settings)
+    study = positive.series.files[0].parent
+    series_uid = str(pydicom.dcmread(positive.series.files[0], stop_before_pixels=True).SeriesInstanceUID)
+    repo = Path(__file__).resolve().parents[3]
+    for rules in (repo / "config" / "routing.yaml", DEFAULT_RULES):
+        config = load_rules(rules, registry.declared_applications())
+        router = Router(settings, sessions=None, rules=lambda: config, classifier=classifier, registry=registry)  # type: ignore[arg-type]
+        plan = router.plan(study, calling_ae="", called_ae=settings.ae_title, trigger=None)
+        [app] = plan.applications
+        assert app.application.name == "hemorrhage", rules
+        assert app.request.error is None and app.request.needs_input is None, rules
+        assert app.selection.chosen["ct_brain"].series_instance_uid == series_uid
+        assert app.model_version == "0.1.0+hemorrhage-oracle-0.1.0"
+        if rules.name == "routing.yaml":  # critical results also go to the stroke team
+            assert [d.name for d in app.request.destinations if d.notify] == ["stroke_pager", "stroke_chat"]
