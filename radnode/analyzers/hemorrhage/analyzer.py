@@ -187,14 +187,13 @@ def _assemble(pre: CTPreprocessResult, grid: sitk.Image, mask: np.ndarray, label
     present = {name: study[name] >= o.threshold for name, o in layout.items()}
 
     # The segmentation inside the intracranial mask, present subtypes only.
+    value_of = {s: int(layout[s].value) for s in SUBTYPES}  # type: ignore[arg-type]  # layout_of: subtypes have one
     keep = np.zeros(256, dtype=bool)
     for name in SUBTYPES:
-        if present[name]:
-            keep[int(layout[name].value)] = True  # type: ignore[arg-type]
+        keep[value_of[name]] = present[name]
     labels = np.where(mask & keep[labels], labels, 0).astype(np.uint8)
-    values = [int(layout[s].value) for s in SUBTYPES]  # type: ignore[arg-type]
-    volumes = {s: (label_volumes(labels, values, spacing)[int(layout[s].value)] if present[s] else 0.0)  # type: ignore[arg-type]
-               for s in SUBTYPES}
+    counted = label_volumes(labels, list(value_of.values()), spacing)
+    volumes = {s: counted[value_of[s]] if present[s] else 0.0 for s in SUBTYPES}
     total = sum(volumes.values())
     iph = layout["intraparenchymal"]
     estimate = abc2(largest_component(labels == iph.value), spacing) if present["intraparenchymal"] else None
@@ -207,8 +206,8 @@ def _assemble(pre: CTPreprocessResult, grid: sitk.Image, mask: np.ndarray, label
     source_files = tuple(dict.fromkeys(Path(s.file) for s in geometry.sources))
 
     segments = tuple(
-        Segment(value=int(layout[s].value), name=DISPLAY[s], property_type=layout[s].snomed or HEMORRHAGE_TYPE)  # type: ignore[arg-type]
-        for s in SUBTYPES if present[s] and np.any(source_labels == layout[s].value)
+        Segment(value=value_of[s], name=DISPLAY[s], property_type=layout[s].snomed or HEMORRHAGE_TYPE)
+        for s in SUBTYPES if present[s] and np.any(source_labels == value_of[s])
     )
     flags = []
     if present[ANY] and not any(present[s] for s in SUBTYPES):
