@@ -41,6 +41,7 @@ BUILTIN_APPLICATIONS: dict[str, ApplicationRoles] = {a.name: a for a in (GLIOMA,
 #: Built-in analyzers by application name → import path (loaded lazily: heavy deps).
 BUILTINS: dict[str, str] = {
     "glioma": "radnode.analyzers.glioma.analyzer:GliomaAnalyzer",
+    "hemorrhage": "radnode.analyzers.hemorrhage.analyzer:HemorrhageAnalyzer",
 }
 
 

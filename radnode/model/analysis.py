@@ -97,6 +97,9 @@ class LabelMap:
     array: np.ndarray
     reference_role: str
     segments: tuple[Segment, ...]
+    #: The instances the array's slices lie on, when not every file of the series
+    #: (an analyzer that left out a localizer or a stray reformat names the rest).
+    source_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,17 @@ class Measurement:
     #: (code value, scheme, meaning) of the quantity, when one exists.
     code: tuple[str, str, str] | None = None
     segment: str | None = None
+    #: (code value, scheme, meaning) of how it was measured when that tells two
+    #: values of one quantity apart (a volume by voxel count and by ABC/2).
+    method: tuple[str, str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One source image (a frame of a multi-frame object) that supports a finding."""
+
+    sop_instance_uid: str
+    frame_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,39 @@ class Finding:
     #: A finding someone must act on now (e.g. haemorrhage): results also go
     #: to the routing rule's ``notify`` destinations.
     critical: bool = False
+    #: (code value, scheme, meaning) of the finding (e.g. SCT 1386000 Intracranial
+    #: hemorrhage); None: the report uses a local code for ``name``.
+    code: tuple[str, str, str] | None = None
+    #: Source images the finding was inferred from (e.g. the slices a classifier flagged).
+    evidence: tuple[ImageRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeySlice:
+    """A source slice a report should show, in display windows, with a segment outlined.
+
+    ``index`` counts the label map's slices (sorted along the normal); ``windows``
+    are (name, centre, width) in the modality's units (HU for CT).
+    """
+
+    title: str
+    index: int
+    segment: str | None
+    windows: tuple[tuple[str, float, float], ...]
+
+
+@dataclass(frozen=True)
+class SliceCurves:
+    """Per-slice values of several labels (e.g. classifier probabilities) for a strip plot.
+
+    ``values[k][j]`` belongs to slice *k* (in the analysed order) and ``names[j]``;
+    ``thresholds[j]`` is drawn as the decision line of ``names[j]``.
+    """
+
+    names: tuple[str, ...]
+    values: tuple[tuple[float, ...], ...]
+    thresholds: tuple[float, ...] = ()
+    title: str = "Per-slice probability"
 
 
 @dataclass

@@ -191,7 +191,9 @@ def _is_volume(m: Measurement) -> bool:
 
 
 def _label(m: Measurement) -> str:
-    return m.segment or m.name
+    """The row label: the region measured, and the method when it tells two values apart (ABC/2)."""
+    label = m.segment or m.name
+    return f"{label}, {m.method[2]}" if m.method is not None else label
 
 
 class _NumberedCanvas(rl_canvas.Canvas):
@@ -438,10 +440,17 @@ def _lesions(lesions: Sequence[Lesion], tracking: Mapping[int, tuple[int, str]],
     return story
 
 
+def _quantity(m: Measurement) -> str:
+    """A measurement's row name: its concept and method when it names a method (e.g. "Long Axis, ABC/2"), else its name."""
+    if m.method is None:
+        return m.name
+    return f"{m.code[2] if m.code is not None else m.name}, {m.method[2]}"
+
+
 def _other_measurements(others: Sequence[Measurement], st: _Styles) -> list:
     if not others:
         return []
-    rows = [["Measurement", "Region", "Value", "Unit"]] + [[m.name, m.segment or "\u2014", f"{m.value:.2f}", m.unit] for m in others]
+    rows = [["Measurement", "Region", "Value", "Unit"]] + [[_quantity(m), m.segment or "\u2014", f"{m.value:.2f}", m.unit] for m in others]
     return [Paragraph("Other measurements", st.h2), st.table(rows, [70 * mm, 55 * mm, 30 * mm, 25 * mm], align_right_from=2)]
 
 
@@ -460,23 +469,26 @@ def _flags(flags: Sequence[str], st: _Styles) -> list:
     return [Paragraph("Flagged for review", st.h2)] + [Paragraph(f"\u2022 {_esc(f)}", st.body) for f in flags]
 
 
-def _key_images(key_images: Sequence[KeyImage], st: _Styles) -> list:
-    """Up to three images per row (the orthogonal planes, then the RANO views)."""
+def _key_images(key_images: Sequence[KeyImage], st: _Styles, heading: str | None = None, per_row: int = 3) -> list:
+    """Up to *per_row* images per row (the orthogonal planes, then the RANO views; wide key slices one a row)."""
     if not key_images:
         return []
+    if per_row < 1:
+        raise ValueError(f"key_images_per_row: must be at least 1, got {per_row}")
     story: list = []
-    for start in range(0, len(key_images), 3):
-        chunk = key_images[start:start + 3]
+    for start in range(0, len(key_images), per_row):
+        chunk = key_images[start:start + per_row]
         cells, caps = [], []
         width = 180 * mm / len(chunk) - 3 * mm
         for k in chunk:
             h, w = k.rgb.shape[:2]
-            scale = min(width / w, 75 * mm / h)
+            scale = min(width / w, (75 if per_row > 1 else 70) * mm / h)
             cells.append(Image(io.BytesIO(k.png), width=w * scale, height=h * scale))
             caps.append(Paragraph(_esc(k.title), st.caption))
         grid = Table([cells, caps], colWidths=[180 * mm / len(chunk)] * len(chunk))
         grid.setStyle(TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]))
-        title = "Key images (segmentation overlay through the lesion centroid)" if start == 0 else "Key images (continued)"
+        first = heading or "Key images (segmentation overlay through the lesion centroid)"
+        title = first if start == 0 else "Key images (continued)"
         story.append(KeepTogether([Paragraph(title, st.h2), grid]))
     return story
 
@@ -584,6 +596,8 @@ def build_report_pdf(
     lesions: Sequence[Lesion] = (),
     tracking: Mapping[int, tuple[int, str]] | None = None,
     follow_up: FollowUp | None = None,
+    key_image_heading: str | None = None,
+    key_images_per_row: int = 3,
 ) -> bytes:
     """Render the report and return the PDF bytes.
 
@@ -595,7 +609,8 @@ def build_report_pdf(
     name; all of them feed the trend plot of *trend_keys* (row names;
     default: the whole row and any enhancing row). *lesions* (with their
     *tracking* numbers and the *follow_up* against the prior) add the lesion
-    and RANO section.
+    and RANO section. *key_image_heading* / *key_images_per_row* lay out other
+    kinds of key image (e.g. a CT slice in three windows, one per row).
     """
     _check_report_arguments(patient, model, branding, application, measurements, findings, prior_results, lesions, follow_up)
     st = _Styles.of(branding)
@@ -613,7 +628,7 @@ def build_report_pdf(
     story += _other_measurements(others, st)
     story += _detections(findings, st)
     story += _flags(flags, st)
-    story += _key_images(key_images, st)
+    story += _key_images(key_images, st, key_image_heading, key_images_per_row)
     story += _trend(prior_results, volumes, measurements, trend_keys, whole_label, current_date, branding, st)
     story += _method(method_steps, model, branding, st)
 

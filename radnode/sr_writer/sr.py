@@ -35,7 +35,18 @@ Structure (PS3.16 TID 1500):
   response code the product rule implies (an automated measurement, not a
   response assessment);
 * one TID 1501 group per qualitative finding (detection apps): the finding
-  code present/absent plus a DCM 122157 "Probability" measurement.
+  code (the finding's own, else a local one) present/absent plus a DCM 122157
+  "Probability" measurement, which references the images the finding was
+  inferred from (TID 300 INFERRED FROM IMAGE: e.g. the slices a classifier
+  flagged); the group also carries the measurements of its subject (a
+  measurement whose ``segment`` is the finding's name, e.g. a total volume).
+  A finding named like a SEG segment is written into that segment's TID 1411
+  group instead, so one subject has one group (e.g. "Subdural hemorrhage":
+  present, its probability, its volume, the segment).
+
+Measurements may name a method (TID 300 "Measurement Method"), which tells
+two values of one quantity apart, e.g. a haematoma volume by voxel count and
+by ABC/2.
 
 Private codes: scheme ``99RADNODE``, used only for an application's own
 measurement or finding that comes without a code (:func:`local_code`); the
@@ -66,7 +77,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from radnode.model.analysis import Finding, Measurement, Segment
+from radnode.model.analysis import Finding, ImageRef, Measurement, Segment
 from radnode.model.lesions import FollowUp, Lesion
 from radnode.sr_writer.provenance import OutputProvenance
 from radnode.sr_writer.seg import check_segments, segment_numbers, sort_sources
@@ -180,7 +191,41 @@ def measurement_item(m: Measurement, provenance: OutputProvenance) -> hd.sr.Meas
         value=float(m.value),
         unit=unit,
         derivation=derivation,
+        method=hd.sr.CodedConcept(m.method[0], m.method[1], m.method[2]) if m.method is not None else None,
     )
+
+
+def _coded(code: tuple[str, str, str]) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(code[0], code[1], code[2])
+
+
+def _finding_concept(f: Finding) -> hd.sr.CodedConcept:
+    """The finding's own code, else a local one for its name."""
+    return _coded(f.code) if f.code is not None else local_code(f.name)
+
+
+def _evidence(f: Finding, by_uid: Mapping[str, Dataset]) -> list[hd.sr.SourceImageForMeasurement]:
+    """TID 300 INFERRED FROM image references for a finding's evidence (source images only)."""
+    refs = []
+    for i, ref in enumerate(f.evidence):
+        if not isinstance(ref, ImageRef):
+            raise TypeError(f"findings: {f.name!r} evidence item {i} is {type(ref).__name__}, not ImageRef")
+        ds = by_uid.get(ref.sop_instance_uid)
+        if ds is None:
+            raise ValueError(f"findings: {f.name!r} evidence {ref.sop_instance_uid} is not one of the source images")
+        frames = [int(ref.frame_number)] if ref.frame_number is not None else None
+        refs.append(hd.sr.SourceImageForMeasurement.from_source_image(ds, frames))
+    return refs
+
+
+def _finding_items(f: Finding, by_uid: Mapping[str, Dataset]) -> tuple[list[hd.sr.QualitativeEvaluation], list[hd.sr.Measurement]]:
+    """A finding's present/absent evaluation and its probability (with the images it came from)."""
+    evaluation = hd.sr.QualitativeEvaluation(name=_finding_concept(f), value=codes.SCT.Present if f.present else codes.SCT.Absent)
+    if f.probability is None:
+        return [evaluation], []
+    probability = hd.sr.Measurement(name=PROBABILITY, value=float(f.probability), unit=unit_code("{probability}"),
+                                    referenced_images=_evidence(f, by_uid) or None)
+    return [evaluation], [probability]
 
 
 def _algorithm_id(provenance: OutputProvenance) -> hd.sr.AlgorithmIdentification:
@@ -257,6 +302,8 @@ def build_measurement_report(
 
     algorithm = _algorithm_id(provenance)
     numbers = segment_numbers(segs)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in ordered}
+    finding_of = {f.name: f for f in finds}
     groups: list = []
     for s in segs:
         ref = hd.sr.ReferencedSegment(
@@ -266,23 +313,26 @@ def build_measurement_report(
             source_series=hd.sr.SourceSeriesForSegmentation(str(ordered[0].SeriesInstanceUID)),
         )
         items = [measurement_item(m, provenance) for m in meas if m.segment == s.name]
+        found = finding_of.get(s.name)  # the same subject's qualitative finding joins its segment group
+        evaluations, probability = _finding_items(found, by_uid) if found is not None else (None, [])
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=provenance.uid("segment", s.name), identifier=s.name[:64]),
                 referenced_segment=ref,
-                finding_type=_finding_type(s),
+                finding_type=_finding_concept(found) if found is not None and found.code is not None else _finding_type(s),
                 finding_category=hd.sr.CodedConcept(s.property_category[0], "SCT", s.property_category[1]),
                 finding_sites=[hd.sr.FindingSite(BRAIN)] if les else None,
                 algorithm_id=algorithm,
-                measurements=items or None,
+                measurements=(items + probability) or None,
+                qualitative_evaluations=evaluations,
             )
         )
     # Measurements of things that are not one segment (unions, study level).
     seg_names = {s.name for s in segs}
     others: dict[str, list[Measurement]] = {}
     for m in meas:
-        if m.segment in seg_names:
-            continue
+        if m.segment in seg_names or m.segment in finding_of:
+            continue  # in the segment's group, or in the finding's group below
         if les and (m.segment is None or m.segment.startswith("Lesion ")):
             continue  # carried by the lesion and RANO groups
         others.setdefault(m.segment or "Study", []).append(m)
@@ -303,23 +353,23 @@ def build_measurement_report(
         groups += [_lesion_group(lesion, tracks[lesion.index], frame, series, algorithm) for lesion in les]
         groups.append(_rano_group(les, follow_up, provenance, algorithm))
     for f in finds:
-        code = local_code(f.name)
-        evaluation = hd.sr.QualitativeEvaluation(
-            name=code,
-            value=codes.SCT.Present if f.present else codes.SCT.Absent,
-        )
-        probability = (
-            [hd.sr.Measurement(name=PROBABILITY, value=float(f.probability), unit=unit_code("{probability}"))]
-            if f.probability is not None
-            else None
-        )
+        if f.name in seg_names:
+            continue  # written into its segment's group
+        evaluations, probability = _finding_items(f, by_uid)
+        subject = [measurement_item(m, provenance) for m in meas if m.segment == f.name]
+        group_images = None
+        if f.probability is None and f.evidence:  # no probability to carry them: the group's source images
+            group_images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(
+                by_uid[r.sop_instance_uid], [int(r.frame_number)] if r.frame_number is not None else None)
+                for r in f.evidence if r.sop_instance_uid in by_uid]
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=provenance.uid("finding", f.name), identifier=f.name[:64]),
-                finding_type=code,
+                finding_type=_finding_concept(f),
                 algorithm_id=algorithm,
-                qualitative_evaluations=[evaluation],
-                measurements=probability,
+                qualitative_evaluations=evaluations,
+                measurements=(probability + subject) or None,
+                source_images=group_images or None,
             )
         )
 

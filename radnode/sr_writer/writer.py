@@ -20,10 +20,11 @@ import pydicom
 import structlog
 from pydicom.dataset import Dataset
 
-from radnode.model.analysis import AnalyzerResult, LabelMap, Measurement, ModelInfo
+from radnode.model.analysis import AnalyzerResult, KeySlice, LabelMap, Measurement, ModelInfo, SliceCurves
 from radnode.model.branding import ReportBranding
 from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
 from radnode.sr_writer.frames import frames_image, slice_spacing, sorted_volume, source_frames, with_top_level_geometry
+from radnode.sr_writer.hemorrhage_figures import render_slice_figures
 from radnode.sr_writer.pdf import PriorResult, build_report_pdf, render_key_images
 from radnode.sr_writer.patient import apply_patient_module
 from radnode.sr_writer.provenance import OutputProvenance
@@ -129,6 +130,18 @@ def segment_volumes(label_map: LabelMap, sources: Sequence[Dataset]) -> list[Mea
     ]
 
 
+def _slice_figures(result: AnalyzerResult) -> tuple[list[KeySlice], SliceCurves | None]:
+    """The key slices and the per-slice curves a slice-based analyzer asks for (``extra``), type-checked."""
+    keys = list(result.extra.get("key_slices") or ())
+    for i, k in enumerate(keys):
+        if not isinstance(k, KeySlice):
+            raise TypeError(f"result: extra['key_slices'] item {i} is {type(k).__name__}, not KeySlice")
+    curves = result.extra.get("slice_curves")
+    if curves is not None and not isinstance(curves, SliceCurves):
+        raise TypeError(f"result: extra['slice_curves'] is {type(curves).__name__}, not SliceCurves")
+    return keys, curves
+
+
 def write_results(
     *,
     job_id: str,
@@ -189,9 +202,12 @@ def write_results(
     role = label_map.reference_role if label_map is not None else next(iter(source_series))
     if role not in source_series or not source_series[role]:
         raise ValueError(f"source_series: has no files for reference role {role!r}")
+    # The label map's own instances when the analyzer names them (it left out a localizer or a stray image).
+    files = list(label_map.source_files) if label_map is not None and label_map.source_files else list(source_series[role])
     with _step(f"reading the {role} series"):
-        sources = _read_series([Path(p) for p in source_series[role]])
+        sources = _read_series([Path(p) for p in files])
     first = sources[0]
+    key_slices, slice_curves = _slice_figures(result)
 
     provenance = OutputProvenance(
         job_id,
@@ -243,8 +259,11 @@ def write_results(
             segments = ()
         with _step("key images"):
             frames = source_frames(sources)
-            volume = sorted_volume(frames).astype(np.float32)
-            key_images = render_key_images(volume, label_map.array, label_map.segments, slice_spacing(frames), frames[0].orientation)
+            if key_slices or slice_curves is not None:  # slice-based results: key slices in windows, the strip
+                key_images = render_slice_figures(frames, label_map.array, label_map.segments, key_slices, slice_curves)
+            else:
+                volume = sorted_volume(frames).astype(np.float32)
+                key_images = render_key_images(volume, label_map.array, label_map.segments, slice_spacing(frames), frames[0].orientation)
             measured = [les for les in lesions if les.bidimensional is not None][:MAX_RANO_IMAGES]
             if measured:
                 vol_img = frames_image(frames, volume)
@@ -277,12 +296,14 @@ def write_results(
             key_images=key_images,
             prior_results=prior_results,
             trend_keys=trend_keys,
-            method_steps=method_steps,
+            method_steps=list(result.extra.get("method_steps") or method_steps),
             flags=result.flags,
             generated_at=dt.datetime.now().replace(microsecond=0),
             lesions=lesions,
             tracking=tracking,
             follow_up=follow_up,
+            key_image_heading=result.extra.get("key_image_heading"),
+            key_images_per_row=1 if key_slices or slice_curves is not None else 3,
         )
         pdf_path = out_dir / "report.pdf"
         pdf_path.write_bytes(pdf_bytes)

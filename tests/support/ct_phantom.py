@@ -36,8 +36,17 @@ HOLE = np.array([0.0, 10.0])  # foramen magnum axis (x, y offset from the centre
 PAD = -2000
 
 
-def head_hu(pts: np.ndarray, *, craniectomy: bool = False) -> np.ndarray:
-    """HU of the phantom at LPS points ``(..., 3)``; ``craniectomy``: no bone over the patient's left side."""
+def blob_volume_ml(radius_mm: float = BLOB_R) -> float:
+    """The true volume (mL) of a spherical blob."""
+    return 4.0 / 3.0 * math.pi * radius_mm**3 / 1000.0
+
+
+def head_hu(pts: np.ndarray, *, craniectomy: bool = False, blob_hu: float | None = 70.0,
+            blob_centre: np.ndarray = BLOB, blob_radius: float = BLOB_R) -> np.ndarray:
+    """HU of the phantom at LPS points ``(..., 3)``; ``craniectomy``: no bone over the patient's left side.
+
+    ``blob_hu`` None: no blob (a head without haemorrhage); 70 HU is acute blood.
+    """
     rel = pts - CENTRE
 
     def inside(extra: float) -> np.ndarray:
@@ -54,7 +63,8 @@ def head_hu(pts: np.ndarray, *, craniectomy: bool = False) -> np.ndarray:
     if craniectomy:
         hu[(hu > 100) & (rel[..., 0] > 35.0) & (np.abs(rel[..., 2] - 10.0) < 25.0)] = 40.0
     hu[inside(0.0)] = 35.0
-    hu[np.linalg.norm(pts - BLOB, axis=-1) < BLOB_R] = 70.0
+    if blob_hu is not None:
+        hu[np.linalg.norm(pts - np.asarray(blob_centre, float), axis=-1) < blob_radius] = blob_hu
     return hu
 
 
@@ -116,16 +126,25 @@ def _header(series_uid: str, rows: int, cols: int, tilt_deg: float) -> Dataset:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, -1024, "HU"
     ds.PixelPaddingValue = PAD
+    # What a scanner writes and the series classifier and the result writers read.
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Head", "CTPHANTOM1", "19600101", "O"
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "120000", "1", "ACC16"
+    ds.ReferringPhysicianName, ds.StudyDescription = "", "CT HEAD NATIVE"
+    ds.Manufacturer, ds.KVP, ds.ConvolutionKernel, ds.BodyPartExamined = "SIEMENS", "120", "H31s", "HEAD"
+    ds.WindowCenter, ds.WindowWidth = "40", "80"
+    ds.PatientPosition = "HFS"
     return ds
 
 
 def write_ct_series(out: Path, *, tilt_deg: float = 0.0, encoding: str = "iop", n: int = 30, rows: int = 100,
                     cols: int = 100, spacing: float = 2.0, step: float = 5.0, seed: int = 0,
-                    positions: list[float] | None = None, craniectomy: bool = False) -> Series:
+                    positions: list[float] | None = None, craniectomy: bool = False, blob_hu: float | None = 70.0,
+                    blob_centre: np.ndarray = BLOB, blob_radius: float = BLOB_R) -> Series:
     """Write the phantom as a classic CT series (files shuffled, InstanceNumber counting top → bottom).
 
     ``step`` is the table increment between slices; ``positions`` (table
     positions relative to the head centre) override the regular ones.
+    ``blob_hu`` None writes a head without the blob.
     """
     out.mkdir(parents=True, exist_ok=True)
     t = math.radians(tilt_deg)
@@ -147,7 +166,8 @@ def write_ct_series(out: Path, *, tilt_deg: float = 0.0, encoding: str = "iop", 
         centre = CENTRE + s * table
         ipp = centre - ((cols - 1) * row + (rows - 1) * col) * spacing / 2.0
         pts = ipp + (cc[..., None] * row + rr[..., None] * col) * spacing
-        hu = head_hu(pts, craniectomy=craniectomy) + rng.normal(0.0, 3.0, (rows, cols)).astype(np.float32)
+        hu = head_hu(pts, craniectomy=craniectomy, blob_hu=blob_hu, blob_centre=blob_centre,
+                     blob_radius=blob_radius) + rng.normal(0.0, 3.0, (rows, cols)).astype(np.float32)
         stored = np.round(hu + 1024.0).astype(np.int16)
         stored[outside] = PAD
         ds = _header(series_uid, rows, cols, tilt_deg)

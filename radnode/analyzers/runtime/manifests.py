@@ -66,6 +66,78 @@ class LabelSpec(BaseModel):
     snomed: tuple[str, str] | None = None
 
 
+#: A per-slice classifier with a per-slice segmentation head on a slice stack (head CT).
+SLICE_TASK = "slice-classification-segmentation"
+
+#: Output names the slice task's network must have (the model contract).
+SLICE_SEG_OUTPUT = "seg_logits"
+SLICE_CLASS_OUTPUT = "slice_logits"
+
+
+class CTSpec(BaseModel):
+    """The ``ct:`` block of a slice model: the grid, the neighbours and the windows it was trained on.
+
+    Typed and closed like the rest of the manifest because every value here
+    changes what the network sees: a wrong window or grid gives plausible-looking
+    nonsense, not an error.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Model-grid pixel size (mm); the preprocessing's ``in_plane_mm``.
+    in_plane_mm: float = Field(gt=0.0, le=10.0)
+    #: Model-grid rows = columns; the preprocessing's ``in_plane_size``.
+    in_plane_size: int = Field(ge=16, le=2048)
+    #: Neighbouring slices on each side fed with each slice (edge slices repeat their neighbour).
+    context_slices: int = Field(default=0, ge=0, le=8)
+    #: Display windows (centre, width) in HU, each mapped to [0, 1], in channel order.
+    windows: list[tuple[float, float]]
+    #: Names of the per-slice outputs (sigmoid), in the order of the network's slice output.
+    slice_outputs: list[str]
+    #: Study-level threshold per slice output: present when the highest slice probability reaches it.
+    thresholds: dict[str, float]
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if not value:
+            raise ValueError("must list at least one (centre, width) window")
+        for i, (centre, width) in enumerate(value):
+            if not (math.isfinite(centre) and math.isfinite(width) and width > 0):
+                raise ValueError(f"window {i} must be (centre, width) in HU with a positive width (got {[centre, width]})")
+        return value
+
+    @field_validator("slice_outputs")
+    @classmethod
+    def _outputs(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one per-slice output")
+        if any(not isinstance(v, str) or not v.strip() for v in value):
+            raise ValueError("per-slice output names must be non-empty")
+        duplicates = sorted({v for v in value if value.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"per-slice output names must be unique (repeated: {', '.join(duplicates)})")
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "CTSpec":
+        missing = [name for name in self.slice_outputs if name not in self.thresholds]
+        unknown = sorted(set(self.thresholds) - set(self.slice_outputs))
+        if missing or unknown:
+            parts = ([f"missing for {', '.join(missing)}"] if missing else []) + \
+                ([f"unknown outputs {', '.join(unknown)}"] if unknown else [])
+            raise ValueError(f"thresholds: one per slice output ({'; '.join(parts)})")
+        bad = {k: v for k, v in self.thresholds.items() if not (math.isfinite(v) and 0.0 < v < 1.0)}
+        if bad:
+            raise ValueError(f"thresholds: each must be a probability strictly between 0 and 1 (got {bad})")
+        return self
+
+    @property
+    def channels_per_slice(self) -> int:
+        """Input channels the network takes for one slice: every window of every neighbour."""
+        return len(self.windows) * (2 * self.context_slices + 1)
+
+
 class ModelManifest(BaseModel):
     """What ``manifest.yaml`` says about a model; unknown keys are rejected.
 
@@ -78,7 +150,7 @@ class ModelManifest(BaseModel):
 
     name: str
     version: str
-    task: Literal["segmentation", "classification"]
+    task: Literal["segmentation", "classification", "slice-classification-segmentation"]
     application: str = Field(min_length=1)
     #: Input roles in channel order (e.g. flair, t1, t1c, t2).
     inputs: list[str]
@@ -99,6 +171,8 @@ class ModelManifest(BaseModel):
     #: to it). A calibration of the model, measured on data it was not trained
     #: on; BENCHMARKS.md says how the shipped value was chosen.
     foreground_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    #: Slice models (task ``slice-classification-segmentation``): grid, neighbours, windows, outputs.
+    ct: CTSpec | None = None
     intended_use: str = ""
     demo: bool = False
     license: str = ""
@@ -179,7 +253,30 @@ class ModelManifest(BaseModel):
                 raise ValueError("patch_size: required for segmentation models")
             if self.spacing_mm is None:
                 raise ValueError("spacing_mm: required for segmentation models")
+        if self.task == SLICE_TASK:
+            if 0 not in values:
+                raise ValueError(f"labels: a {SLICE_TASK} model must have a label with value 0 (background)")
+            if self.ct is None:
+                raise ValueError(f"ct: required for {SLICE_TASK} models (in_plane_mm, in_plane_size, windows, "
+                                 "slice_outputs, thresholds)")
+            if self.normalization != "ct-windows":
+                raise ValueError(f"normalization: a {SLICE_TASK} model takes ct-windows (got {self.normalization!r})")
+            if self.output != "logits":
+                raise ValueError(f"output: a {SLICE_TASK} model gives logits (softmax per pixel, sigmoid per slice), "
+                                 f"not {self.output!r}")
+            if self.spacing_mm is not None or self.patch_size is not None:
+                raise ValueError(f"spacing_mm/patch_size: not used by {SLICE_TASK} models; the grid is ct.in_plane_mm "
+                                 "and ct.in_plane_size")
+        elif self.ct is not None:
+            raise ValueError(f"ct: only read for task {SLICE_TASK} (this model's task is {self.task})")
         return self
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the network input: one per input role, times the windows and neighbours of a slice model."""
+        if self.ct is not None:
+            return len(self.inputs) * self.ct.channels_per_slice
+        return len(self.inputs)
 
     @property
     def patch_zyx(self) -> tuple[int, int, int]:
@@ -202,7 +299,7 @@ def _format_validation_error(exc: ValidationError) -> str:
         where = format_loc(loc)
         msg = error_message(err)
         if err.get("type") == "extra_forbidden":
-            owner = LabelSpec if loc and loc[0] == "labels" else ModelManifest
+            owner = LabelSpec if loc and loc[0] == "labels" else CTSpec if loc and loc[0] == "ct" else ModelManifest
             allowed = ", ".join(owner.model_fields)
             problems.append(f"unknown key {where!r} (allowed keys: {allowed})")
         elif err.get("type") == "missing":

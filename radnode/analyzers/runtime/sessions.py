@@ -12,6 +12,9 @@ import structlog
 
 from radnode.analyzers.runtime.manifests import (
     MODEL_FILE,
+    SLICE_CLASS_OUTPUT,
+    SLICE_SEG_OUTPUT,
+    SLICE_TASK,
     ModelError,
     ModelManifest,
     ModelRef,
@@ -142,6 +145,10 @@ class LoadedModel:
         outputs = self.session.get_outputs()
         if not outputs:
             raise ModelError(f"{p}: the network has no outputs")
+        self.output_shapes: dict[str, list[Any]] = {o.name: list(o.shape) for o in outputs}
+        if m.task == SLICE_TASK:
+            self._check_slice_graph()
+            return
         if len(outputs) > 1:
             log.info("model has several outputs; using the first", model=self.ref.label, output=outputs[0].name)
         out = outputs[0]
@@ -185,6 +192,44 @@ class LoadedModel:
         batch = self.input_shape[0]
         self.max_batch: int | None = batch if isinstance(batch, int) and batch > 0 else None
 
+    def _check_slice_graph(self) -> None:
+        """The slice-model contract: ``[N, C, H, W]`` in; ``seg_logits`` ``[N, K, H, W]`` and ``slice_logits`` ``[N, S]`` out.
+
+        C = windows × (2 × context + 1) × inputs, H = W = ``ct.in_plane_size`` where
+        the graph fixes them, K = labels, S = ``ct.slice_outputs``. Checked at load,
+        so a model exported against another contract fails before any patient data.
+        """
+        m, p = self.manifest, self._prefix
+        ct = m.ct
+        assert ct is not None  # the manifest validator requires it for this task
+        if len(self.input_shape) != 4:
+            raise ModelError(f"{p}: the network input has rank {len(self.input_shape)} {_dims(self.input_shape)}; "
+                             f"a {SLICE_TASK} model must take [N, C, H, W]")
+        channels = self.input_shape[1]
+        if isinstance(channels, int) and channels > 0 and channels != m.input_channels:
+            raise ModelError(f"{p}: the network expects {channels} input channels but the manifest implies "
+                             f"{m.input_channels} ({len(ct.windows)} windows x {2 * ct.context_slices + 1} slices)")
+        for axis in (2, 3):
+            d = self.input_shape[axis]
+            if isinstance(d, int) and d > 0 and d != ct.in_plane_size:
+                raise ModelError(f"{p}: the network takes {_dims(self.input_shape)} but ct.in_plane_size is {ct.in_plane_size}")
+        missing = [n for n in (SLICE_SEG_OUTPUT, SLICE_CLASS_OUTPUT) if n not in self.output_shapes]
+        if missing:
+            raise ModelError(f"{p}: the network has no output named {', '.join(missing)} (outputs: "
+                             f"{', '.join(self.output_shapes)}); a {SLICE_TASK} model must name them "
+                             f"{SLICE_SEG_OUTPUT} and {SLICE_CLASS_OUTPUT}")
+        seg, cls = self.output_shapes[SLICE_SEG_OUTPUT], self.output_shapes[SLICE_CLASS_OUTPUT]
+        if len(seg) != 4 or (isinstance(seg[1], int) and seg[1] > 0 and seg[1] != len(m.labels)):
+            raise ModelError(f"{p}: {SLICE_SEG_OUTPUT} is {_dims(seg)}; expected [N, {len(m.labels)}, H, W] "
+                             f"(one channel per manifest label)")
+        if len(cls) != 2 or (isinstance(cls[1], int) and cls[1] > 0 and cls[1] != len(ct.slice_outputs)):
+            raise ModelError(f"{p}: {SLICE_CLASS_OUTPUT} is {_dims(cls)}; expected [N, {len(ct.slice_outputs)}] "
+                             f"({', '.join(ct.slice_outputs)})")
+        self.output_name = SLICE_SEG_OUTPUT
+        self.output_shape = seg
+        batch = self.input_shape[0]
+        self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
+
     # -- raw calls -------------------------------------------------------------
 
     def run(self, array: np.ndarray) -> np.ndarray:
@@ -194,24 +239,36 @@ class LoadedModel:
         sliding window. The checks turn an opaque ORT shape error into one
         that says which input was wrong.
         """
+        feed = self._feed(array)
+        (out,) = self.session.run([self.output_name], {self.input_name: feed})
+        return np.asarray(out, dtype=np.float32)
+
+    def run_outputs(self, array: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """One raw call returning several named outputs as float32 (e.g. a slice model's two heads)."""
+        wanted = list(names) if names is not None else list(self.output_shapes)
+        unknown = [n for n in wanted if n not in self.output_shapes]
+        if unknown:
+            raise ModelError(f"{self._prefix}: the network has no output named {', '.join(unknown)}")
+        outs = self.session.run(wanted, {self.input_name: self._feed(array)})
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(wanted, outs)}
+
+    def _feed(self, array: np.ndarray) -> np.ndarray:
+        """*array* shape-checked against the graph and the manifest, in the network's dtype."""
         array = np.asarray(array)
         p = self._prefix
         if array.ndim != len(self.input_shape):
             raise ModelError(f"{p}: input has shape {list(array.shape)} but the network takes {_dims(self.input_shape)}")
-        if array.shape[1] != len(self.manifest.inputs):
-            raise ModelError(
-                f"{p}: input has {array.shape[1]} channels but the manifest names {len(self.manifest.inputs)} "
-                f"({', '.join(self.manifest.inputs)})"
-            )
+        m = self.manifest
+        if array.shape[1] != m.input_channels:
+            what = f"{', '.join(m.inputs)}" if m.ct is None else f"{', '.join(m.inputs)} x {m.ct.channels_per_slice} window/slice channels"
+            raise ModelError(f"{p}: input has {array.shape[1]} channels but the manifest names {m.input_channels} ({what})")
         for axis, (have, want) in enumerate(zip(array.shape, self.input_shape)):
             if isinstance(want, int) and want > 0 and have != want:
                 raise ModelError(
                     f"{p}: input has shape {list(array.shape)} but the network takes {_dims(self.input_shape)} "
                     f"(axis {axis})"
                 )
-        feed = np.ascontiguousarray(array, dtype=self.input_dtype)
-        (out,) = self.session.run([self.output_name], {self.input_name: feed})
-        return np.asarray(out, dtype=np.float32)
+        return np.ascontiguousarray(array, dtype=self.input_dtype)
 
     def to_probabilities(self, raw: np.ndarray, axis: int = 1) -> np.ndarray:
         """Turn network output into probabilities as the manifest's ``output`` says."""

@@ -27,7 +27,7 @@ def _registry(tmp_path: Path) -> Registry:
 def test_installed_and_declared_applications_are_told_apart(tmp_path: Path) -> None:
     reg = _registry(tmp_path)
     # Only applications with an analyzer are "known" (runnable) ...
-    assert reg.known_applications() == frozenset(reg.names()) == {"glioma", "count-test"}
+    assert reg.known_applications() == frozenset(reg.names()) == {"glioma", "hemorrhage", "count-test"}
     # ... while routing and pulls may also name the declared built-ins.
     assert reg.declared_applications() == {"glioma", "count-test", "metastasis", "hemorrhage"}
     assert DEFAULT_APPLICATIONS == frozenset(BUILTIN_APPLICATIONS) == {"glioma", "metastasis", "hemorrhage"}
@@ -37,7 +37,8 @@ def test_roles_come_from_the_analyzer_or_its_declaration(tmp_path: Path) -> None
     reg = _registry(tmp_path)
     assert reg.get("glioma").spec.required_roles == GLIOMA.required  # declared once, in the registry
     assert reg.roles("glioma") == GLIOMA
-    assert reg.roles("hemorrhage") == HEMORRHAGE  # no analyzer: the declaration
+    assert reg.roles("hemorrhage") == HEMORRHAGE  # the analyzer's spec says what the declaration says
+    assert reg.get("hemorrhage").spec.required_roles == HEMORRHAGE.required
     counting = reg.get("count-test").spec
     assert reg.roles("count-test").required == tuple(counting.required_roles)
     assert reg.roles("nonsense").required == ()

@@ -334,7 +334,7 @@ def test_unknown_manifest_key(tmp_path: Path) -> None:
         ({"inputs": []}, "inputs: must name at least one input role"),
         ({"inputs": ["t1", "t1"]}, "inputs: input roles must be unique (repeated: t1)"),
         ({"version": "latest"}, "version: 'latest' is not a version"),
-        ({"task": "detection"}, "task: Input should be 'segmentation' or 'classification'"),
+        ({"task": "detection"}, "task: Input should be 'segmentation', 'classification' or 'slice-classification-segmentation'"),
         ({"patch_size": None}, "patch_size: required for segmentation models"),
     ],
 )
