@@ -167,13 +167,13 @@ def _draw_count(rng: np.random.Generator) -> int:
 
 
 def _draw_lesions(tpl: Template, sites: _Sites, rng: np.random.Generator, count: int,
-                  placed: list[Lesion] | None = None, first_id: int = 1) -> list[Lesion]:
-    """*count* non-overlapping lesions (sizes log-uniform 2–30 mm), avoiding *placed* ones."""
+                  placed: list[Lesion] | None = None, first_id: int = 1, max_d: float = 30.0) -> list[Lesion]:
+    """*count* non-overlapping lesions (sizes log-uniform 2–*max_d* mm), avoiding *placed* ones."""
     out: list[Lesion] = []
     others = list(placed or [])
     cand_cache: dict[str, np.ndarray] = {}
     for n in range(count):
-        d = math.exp(rng.uniform(math.log(2.0), math.log(30.0)))
+        d = math.exp(rng.uniform(math.log(2.0), math.log(max_d)))
         site = SITES[int(rng.choice(len(SITES), p=_SITE_P))]
         for attempt in range(60):
             d_try = min(d * 0.85 ** (attempt // 15), _SITE_MAX_D[site])
@@ -374,7 +374,7 @@ def _follow_up(tpl: Template, sites: _Sites, base: list[Lesion], rng: np.random.
 
     Drawn from the seed when *changes* is None: ~30 % enlarge (×1.35–1.8),
     ~35 % stay (×0.9–1.1), ~25 % shrink (×0.35–0.7), ~10 % resolve, and
-    0–2 new lesions appear. Growth is capped so lesions never touch.
+    0–2 new lesions (2–12 mm) appear. Growth is capped so lesions never touch.
     """
     ids = {les.id for les in base}
     if changes is not None:
@@ -403,7 +403,8 @@ def _follow_up(tpl: Template, sites: _Sites, base: list[Lesion], rng: np.random.
     n_new = int(rng.integers(0, 3)) if new_lesions is None and changes is None else int(new_lesions or 0)
     if n_new:
         grown = [les for les in out if les.diameter_mm > 0] + [les for les in base]
-        new = _draw_lesions(tpl, sites, rng, n_new, placed=grown, first_id=max(ids, default=0) + 1)
+        new = _draw_lesions(tpl, sites, rng, n_new, placed=grown, first_id=max(ids, default=0) + 1,
+                             max_d=12.0)  # new lesions are found small
         out += [Lesion(**{**n.__dict__, "status": "new"}) for n in new]
     return out
 
