@@ -578,6 +578,43 @@ def _measure(labels: np.ndarray, geom: SeriesGeometry, ids: list[int]) -> dict[i
     return out
 
 
+def _exam(tpl: Template, seed: int, days: int, scale: float, t1c_axial: bool, flair_3d: bool,
+          flair_mm: float) -> tuple:
+    """One exam's head position and series grids (a pure function of seed and day)."""
+    rng = np.random.default_rng([int(seed), int(days), 0x3E71])
+    c_t = tpl.index_to_lps(np.argwhere(tpl.brain).mean(axis=0))
+    rot = _random_rotation(rng, 2.0, 10.0)
+    c_p = np.array([rng.uniform(-6, 6), rng.uniform(-30, 5), rng.uniform(-35, 25)])
+    to_template = sitk.AffineTransform(3)  # maps patient points to template points
+    to_template.SetMatrix(tuple(rot.T.ravel()))
+    to_template.SetTranslation(tuple(c_t - rot.T @ c_p))
+    geometry = _plan(rng, c_p, scale, t1c_axial, flair_3d, flair_mm)
+    return rng, rot, c_t, c_p, to_template, geometry
+
+
+def _label_map(case: MetCase, geom: SeriesGeometry, to_template: sitk.Transform, rot: np.ndarray,
+               c_t: np.ndarray, c_p: np.ndarray) -> np.ndarray:
+    """Lesion ids on a series grid (nearest neighbour); a lesion too small to keep a voxel
+    keeps the one at its centre."""
+    lab = _resample(case.template.image(case.labels), geom, to_template, nearest=True).astype(np.uint16)
+    ref = geom.reference()
+    for les in case.lesions:
+        if les.diameter_mm > 0 and not (lab == les.id).any():
+            p = rot @ (np.asarray(les.centre_mm) - c_t) + c_p
+            idx = ref.TransformPhysicalPointToIndex(tuple(float(v) for v in p))
+            if all(0 <= i < n for i, n in zip(idx, geom.size)):
+                lab[idx[2], idx[1], idx[0]] = les.id
+    return lab
+
+
+def _measured_status(now: dict, before: dict) -> str:
+    """RANO-BM-like per lesion, on measured longest diameters: +20 % enlarging, -30 % shrinking."""
+    if not now["voxels"]:
+        return "resolved"
+    ratio = now["longest_diameter_mm"] / max(before.get("longest_diameter_mm", 0.0), 1e-6)
+    return "enlarging" if ratio >= 1.2 else "shrinking" if ratio <= 0.7 else "stable"
+
+
 @dataclass(frozen=True)
 class MetastasisStudy:
     """A written metastasis study and where its ground truth lies."""
@@ -638,23 +675,15 @@ def generate_metastasis_study(
     sex = "F" if prng.integers(0, 2) else "M"
     age_years = int(prng.integers(35, 85))
     birth = _dt.date(base_dt.year - age_years, int(prng.integers(1, 13)), int(prng.integers(1, 29)))
-    rng = np.random.default_rng([int(seed), int(followup_days), 0x3E71])  # this exam
-
     case = synthesize_metastasis_case(seed, anatomy=anatomy, lesions=lesions, followup_days=followup_days,
                                       changes=changes, new_lesions=new_lesions)
     tpl = case.template
-    c_t = tpl.index_to_lps(np.argwhere(tpl.brain).mean(axis=0))
-    rot = _random_rotation(rng, 2.0, 10.0)
-    c_p = np.array([rng.uniform(-6, 6), rng.uniform(-30, 5), rng.uniform(-35, 25)])
+    rng, rot, c_t, c_p, to_template, geometry = _exam(tpl, seed, followup_days, scale, t1c_axial, flair_3d, flair_mm)
     tilt_deg = math.degrees(math.acos(np.clip((np.trace(rot) - 1) / 2, -1, 1)))
-    to_template = sitk.AffineTransform(3)
-    to_template.SetMatrix(tuple(rot.T.ravel()))
-    to_template.SetTranslation(tuple(c_t - rot.T @ c_p))
 
     def to_patient(t_mm: np.ndarray) -> list[float]:
         return [round(float(v), 3) for v in rot @ (np.asarray(t_mm) - c_t) + c_p]
 
-    geometry = _plan(rng, c_p, scale, t1c_axial, flair_3d, flair_mm)
     protocols = _protocols(vendor, t1c_axial, flair_3d)
     numbers = _SERIES_NUMBER[vendor]
     vend = _VENDORS[vendor]
@@ -692,17 +721,10 @@ def generate_metastasis_study(
         written.append(GeneratedSeries(series_uid, number, label, protocols[label].description,
                                        len(files), files, sops))
 
-    # Label map on the T1c grid; a lesion too small to keep a voxel under
-    # nearest-neighbour resampling keeps the voxel at its centre.
     g = geometry["t1c"]
-    lab = _resample(tpl.image(case.labels), g, to_template, nearest=True).astype(np.uint16)
+    lab = _label_map(case, g, to_template, rot, c_t, c_p)
     ref = g.reference()
     live = [les for les in case.lesions if les.diameter_mm > 0]
-    for les in live:
-        if not (lab == les.id).any():
-            idx = ref.TransformPhysicalPointToIndex(tuple(to_patient(les.centre_mm)))
-            if all(0 <= i < n for i, n in zip(idx, g.size)):
-                lab[idx[2], idx[1], idx[0]] = les.id
     gt_dir.mkdir(parents=True, exist_ok=True)
     labels_path = gt_dir / "labels.nii.gz"
     img = sitk.GetImageFromArray(lab)
@@ -710,6 +732,13 @@ def generate_metastasis_study(
     sitk.WriteImage(img, str(labels_path), useCompression=True)
 
     meas = _measure(lab, g, [les.id for les in case.lesions])
+    followup = bool(followup_days or changes is not None or new_lesions)
+    base_meas: dict[int, dict] = {}
+    if followup:  # the baseline exam's measurements, on its own grid and head position
+        b_case = synthesize_metastasis_case(seed, anatomy=anatomy, lesions=lesions)
+        _, b_rot, b_ct, b_cp, b_to, b_geom = _exam(tpl, seed, 0, scale, t1c_axial, flair_3d, flair_mm)
+        b_lab = _label_map(b_case, b_geom["t1c"], b_to, b_rot, b_ct, b_cp)
+        base_meas = _measure(b_lab, b_geom["t1c"], [les.id for les in b_case.lesions])
     les_truth = []
     for les in case.lesions:
         m = meas[les.id]
@@ -723,10 +752,15 @@ def generate_metastasis_study(
             "volume_ml": m.get("volume_ml", 0.0), "voxels": m["voxels"],
             "edema_ml": case.edema_ml.get(les.id, 0.0),
         }
-        if followup_days or changes is not None or new_lesions:
-            entry["status"] = les.status
-            entry["baseline_id"] = None if les.status == "new" else les.id
+        if followup:
+            new = les.status == "new"
+            entry["status"] = "new" if new else _measured_status(m, base_meas[les.id])
+            entry["intended_change"] = les.status
+            entry["baseline_id"] = None if new else les.id
             entry["baseline_nominal_diameter_mm"] = les.baseline_diameter_mm
+            if not new:
+                entry["baseline_longest_diameter_mm"] = base_meas[les.id].get("longest_diameter_mm", 0.0)
+                entry["baseline_volume_ml"] = base_meas[les.id].get("volume_ml", 0.0)
         les_truth.append(entry)
     look_truth = [{"kind": la.kind, "is_lesion": False, "size_mm": la.size_mm,
                    "points_lps_mm": [to_patient(p) for p in la.points_mm]} for la in case.lookalikes]
