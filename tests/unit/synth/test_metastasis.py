@@ -287,3 +287,19 @@ def test_dciodvfy_reports_no_error(study) -> None:
         unavailable("dciodvfy (dicom3tools) is not installed")
     for s in study.study.series:
         assert dciodvfy(s.files[len(s.files) // 2]) == [], s.label
+
+
+def test_ge_3d_flair_variant(tmp_path: Path) -> None:
+    from radnode.sr_writer.validate import dciodvfy
+
+    s = generate_metastasis_study(tmp_path / "g", seed=9, lesions=2, scale=0.3, vendor="ge", flair_3d=True)
+    descs = {x.label: x.description for x in s.study.series}
+    assert descs["flair"] == "Sag CUBE FLAIR" and descs["t1c"] in ("Sag T1 BRAVO +C", "Ax T1 BRAVO +C")
+    for x in s.study.series:
+        ds = pydicom.dcmread(x.files[0], stop_before_pixels=True)
+        assert ds.MRAcquisitionType == "3D" and ds.Manufacturer.startswith("GE")
+        assert float(ds.SliceThickness) < 4.0
+    if shutil.which("dciodvfy") is None and not Path("/usr/bin/dciodvfy").exists():
+        unavailable("dciodvfy (dicom3tools) is not installed")
+    for x in s.study.series:
+        assert dciodvfy(x.files[len(x.files) // 2]) == [], x.label
