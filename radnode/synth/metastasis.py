@@ -316,10 +316,13 @@ def _draw_lookalikes(tpl: Template, sites: _Sites, rng: np.random.Generator, les
     # Dural enhancement: patches of the shell 0.5–2.5 mm outside the brain.
     shell = (sites.depth <= -0.5 * tpl.spacing) & (sites.depth >= -2.5 - 0.5 * tpl.spacing)
     shell_idx = np.argwhere(shell & (sites.depth > -2.5 - 0.5 * tpl.spacing))
-    for _ in range(int(rng.integers(1, 4))):
+    n_dural, tries = int(rng.integers(1, 4)), 0
+    while n_dural and tries < 50:
+        tries += 1
         c = tpl.index_to_lps(shell_idx[rng.integers(len(shell_idx))])
         if c[2] < -20:  # keep to the convexity (skull base enhancement is another story)
             continue
+        n_dural -= 1
         rad = float(rng.uniform(12.0, 30.0))
         near = shell_idx[np.linalg.norm(tpl.index_to_lps(shell_idx) - c, axis=1) < rad]
         pick = near[rng.choice(len(near), size=min(12, len(near)), replace=False)]
@@ -363,7 +366,7 @@ def _status(factor: float) -> str:
         return "resolved"
     if factor >= 1.2:
         return "enlarging"
-    if factor <= 0.75:
+    if factor <= 0.7:
         return "shrinking"
     return "stable"
 
@@ -651,7 +654,11 @@ def generate_metastasis_study(
     patient UIDs, new study, new head position) whose lesions changed by
     ``changes`` ({baseline id: diameter factor}, 0 = resolved) or as drawn;
     ``new_lesions`` new ones (default drawn 0–2 without ``changes``).
-    ``scale`` < 1 shrinks the matrices for fast tests.
+    A follow-up's truth gives each lesion's ``status`` as measured against
+    the baseline exam's label map (longest diameter +20 % enlarging, −30 %
+    shrinking, no voxel resolved; ``new``), its ``intended_change`` (from the
+    drawn factor) and ``baseline_id`` (ids are stable; new ones continue the
+    numbering). ``scale`` < 1 shrinks the matrices for fast tests.
     """
     t_start = time.perf_counter()
     if vendor not in (None, "siemens", "ge"):
