@@ -65,3 +65,12 @@ def _register_hemorrhage() -> None:
 
 
 _register_hemorrhage()
+
+
+def _register_metastasis() -> None:
+    from radnode.synth.metastasis_commands import register
+
+    register(synth)
+
+
+_register_metastasis()
