@@ -44,6 +44,7 @@ from radnode.analyzers.hemorrhage.train import (
     load_cache,
     ort_runner,
     predict_study,
+    slice_probs_from_labels,
     stack_context,
 )
 from radnode.synth.hemorrhage import SUBTYPES
@@ -91,7 +92,7 @@ def make_cache(folder: Path, anatomy: str, seed: int, cases: int, none_every: in
         print("generated", summary, file=sys.stderr, flush=True)
 
 
-def evaluate(folder: Path, seeds: list[int], onnx: Path, thresholds: dict[str, float]) -> dict:
+def evaluate(folder: Path, seeds: list[int], onnx: Path, thresholds: dict[str, float], masked: bool = False) -> dict:
     run = ort_runner(onnx)
     studies = {s.name: s for s in load_cache(folder)}
     rows, all_p, all_t = [], [], []
@@ -99,6 +100,9 @@ def evaluate(folder: Path, seeds: list[int], onnx: Path, thresholds: dict[str, f
     for seed in seeds:
         s = studies[str(seed)]
         lab, probs = predict_study(run, s.windows)
+        if masked:  # the analyzer's reading: bleed pixels only inside the intracranial mask
+            lab = np.where(s.mask > 0, lab, 0)
+            probs = slice_probs_from_labels(lab)
         sp = probs.max(0)
         truth = s.slice_truth.any(0)
         pred = np.array([sp[j] >= thresholds[n] for j, n in enumerate(SLICE_OUTPUTS)])
@@ -212,7 +216,7 @@ def _three_slice_series(f: Path, folder: Path) -> list[Path]:
     return out
 
 
-def run_real(onnx: Path, ct: dict, thresholds: dict[str, float]) -> list[dict]:
+def run_real(onnx: Path, ct: dict, thresholds: dict[str, float], masked: bool = True) -> list[dict]:
     """Each real CT image through run_ct_preprocessing → model (as a 3-slice series, see above)."""
     import pydicom
     import SimpleITK as sitk
@@ -240,15 +244,20 @@ def run_real(onnx: Path, ct: dict, thresholds: dict[str, float]) -> list[dict]:
                     res = run_ct_preprocessing(files, Path(tmp) / "work", in_plane_mm=ct["in_plane_mm"],
                                                in_plane_size=ct["in_plane_size"])
                     w = res.windows_array()
+                    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(res.mask_grid)))
                 except InputError as exc:
                     # The analyzer would refuse the series (no result at all); still show what the model
                     # says on the same grid centred on the image instead of the intracranial space.
                     info["preprocessing_refused"] = str(exc)[:120]
+                    mask = None
                     img = load_ct_series(files).image
                     grid = model_grid(img, in_plane_mm=ct["in_plane_mm"], in_plane_size=ct["in_plane_size"])
                     arr = sitk.GetArrayFromImage(window_image(resample_ct(img, grid)))
                     w = np.ascontiguousarray(np.moveaxis(arr, -1, 1)).astype(np.float32)
             lab, probs = predict_study(run, w)
+            if mask is not None and masked:
+                lab = np.where(mask > 0, lab, 0)
+                probs = slice_probs_from_labels(lab)
             lab, probs = lab[1:2], probs[1:2]  # the real image only
             sp = probs.max(0)
             info.update(slices=int(w.shape[0]), any_prob=round(float(sp[0]), 3),
@@ -269,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", type=Path, default=MODEL)
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--real", action="store_true")
+    p.add_argument("--raw", action="store_true", help="model outputs as they are, without the intracranial mask")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     manifest = yaml.safe_load((a.model / "manifest.yaml").read_text())
@@ -279,12 +289,13 @@ def main(argv: list[str] | None = None) -> None:
         tmp = tempfile.TemporaryDirectory(prefix="hembench_")
         a.cache = Path(tmp.name)
     make_cache(a.cache, a.anatomy, a.seed, a.cases, a.none_every, ct)
-    res = evaluate(a.cache, list(range(a.seed, a.seed + a.cases)), onnx, th)
+    res = evaluate(a.cache, list(range(a.seed, a.seed + a.cases)), onnx, th, masked=not a.raw)
+    res["masked"] = not a.raw
     res["seconds_per_40_slices"] = round(speed(onnx, ct), 2)
     res["anatomy"] = a.anatomy
     res["thresholds"] = th
     if a.real:
-        res["real_normal_ct"] = run_real(onnx, ct, th)
+        res["real_normal_ct"] = run_real(onnx, ct, th, masked=not a.raw)
     if a.json:
         print(json.dumps(res, indent=1))
         return

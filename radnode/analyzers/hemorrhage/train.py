@@ -246,6 +246,53 @@ def build_model(base: int = 16, levels: int = 4, in_ch: int = 3 * (2 * CONTEXT +
     return HemNet()
 
 
+#: Pixels (2 mm: 4 mm² each) of a subtype in a slice's arg-max map where its seg-derived slice logit is 0.
+MIN_AREA_PX = 4.0
+
+
+def seg_derived_slices(model):  # -> torch.nn.Module
+    """The exported network: same ``seg_logits``; ``slice_logits`` from the arg-max map, not the learned head.
+
+    Why: on the held-out head (Colin27) the learned slice head called every
+    normal study positive ("any" ≥ 0.99) although the segmentation there was
+    right — the global bottleneck features had learnt the training heads. A
+    slice logit that is a monotone function of how many pixels the arg-max map
+    gives each subtype, ``2·(ln(area + 0.5) − ln 4)``, makes slice, study and
+    map agree by construction; the manifest thresholds (chosen on validation
+    studies of the training heads) then set the minimum area per slice.
+    """
+    import torch
+    from torch import nn
+
+    class SegDerived(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            seg, _ = self.net(x)
+            lab = torch.argmax(seg, 1)
+            areas = torch.stack([(lab == v).float().sum((1, 2)) for v in range(1, N_CLASSES)], 1)
+            a = torch.cat([areas.sum(1, keepdim=True), areas], 1)
+            return seg, 2.0 * (torch.log(a + 0.5) - math.log(MIN_AREA_PX))
+
+    return SegDerived().eval()
+
+
+def slice_probs_from_labels(labels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """What ``slice_logits`` of the exported model are, recomputed from a (masked) arg-max map: (z, 6) probs.
+
+    With *mask* (the preprocessing's ``mask_grid``) bleed pixels outside the
+    intracranial space are dropped first — how the analyzer should read the
+    model (see MODEL_CARD.md): on the held-out head, nearly all false bleed
+    pixels lie at the skull base outside that mask.
+    """
+    lab = labels if mask is None else np.where(mask > 0, labels, 0)
+    areas = np.stack([(lab == v).sum((1, 2)) for v in range(1, N_CLASSES)], 1).astype(np.float64)
+    a = np.concatenate([areas.sum(1, keepdims=True), areas], 1)
+    return sigmoid(2.0 * (np.log(a + 0.5) - math.log(MIN_AREA_PX)))
+
+
 def _loss(seg, cls, y, t):  # type: ignore[no-untyped-def]
     """Cross-entropy + soft Dice on the bleed classes (batch-wise), BCE on the slice labels."""
     import torch
@@ -406,12 +453,18 @@ def ort_runner(path: Path, threads: int = 2):  # type: ignore[no-untyped-def]
     return lambda x: sess.run(None, {"input": x})
 
 
-def validate(onnx_path: Path, val: Path) -> tuple[dict[str, float], dict]:
-    """Thresholds from validation studies (training heads, other seeds) through the exported ONNX."""
+def validate(onnx_path: Path, val: Path, masked: bool = True) -> tuple[dict[str, float], dict]:
+    """Thresholds from validation studies (training heads, other seeds) through the exported ONNX.
+
+    ``masked``: slice probabilities from the arg-max map inside the intracranial mask
+    (:func:`slice_probs_from_labels`), as the analyzer is asked to read the model.
+    """
     run = ort_runner(onnx_path)
     sp, stt, lp, lt = [], [], [], []
     for s in load_cache(val):
-        _, probs = predict_study(run, s.windows)
+        lab, probs = predict_study(run, s.windows)
+        if masked:
+            probs = slice_probs_from_labels(lab, s.mask)
         sp.append(probs.max(0))
         stt.append(s.slice_truth.any(0))
         lp.append(probs)
@@ -439,8 +492,11 @@ ct:
   context_slices: {CONTEXT}
   windows: {json.dumps([list(w) for w in WINDOWS])}   # (centre, width): brain, subdural, bone
   slice_outputs: [{", ".join(SLICE_OUTPUTS)}]
-  # Chosen on validation studies of the training heads ({info.get("val_studies", "?")} studies, MNI152 and warps,
-  # other seeds) by radnode/analyzers/hemorrhage/train.py; never on the held-out Colin27 head.
+  # slice_logits = 2·(ln(pixels of the label in the slice's arg-max map + 0.5) − ln 4). Read the model inside the
+  # intracranial mask (mask_grid): drop seg labels outside it and recompute the slice probabilities from the masked
+  # map (train.slice_probs_from_labels); see MODEL_CARD.md. Thresholds chosen that way on validation studies of the
+  # training heads ({info.get("val_studies", "?")} studies, MNI152 and warps, other seeds) by
+  # radnode/analyzers/hemorrhage/train.py; never on the held-out Colin27 head.
   thresholds: {{{th}}}
 labels:
   - {{value: 0, name: background}}
@@ -465,6 +521,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--export-only", action="store_true", help="skip training: export work/checkpoint.pt")
+    p.add_argument("--slice-head", choices=("seg", "learned"), default="seg",
+                   help="slice_logits from the arg-max map (default, see seg_derived_slices) or the learned head")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     a.work.mkdir(parents=True, exist_ok=True)
@@ -478,7 +536,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model, info = train(a.cache, a.minutes, a.seed, a.base, a.batch, a.work)
         (a.work / "train_info.json").write_text(json.dumps(info, indent=2))
-    path = export(model, a.out)
+    info["slice_head"] = a.slice_head
+    path = export(seg_derived_slices(model) if a.slice_head == "seg" else model, a.out)
     thresholds, vinfo = validate(path, a.val)
     info["val_studies"] = vinfo["studies"]
     info["thresholds"] = thresholds
