@@ -7,9 +7,12 @@ script trains one small 2.5D network with two heads:
 * a 2D U-Net on the brain / subdural / bone windows of a slice and its
   neighbours (``context_slices`` on each side, offset-major channels, edge
   slices replicated) → ``seg_logits`` (background + 5 subtypes, softmax);
-* a per-slice classifier → ``slice_logits`` (any + 5 subtypes, sigmoid) from
-  global max pooling of the bottleneck and the maximum and soft area of
-  each subtype's segmentation probability (so the slice call and the map agree).
+* a learned per-slice classifier (global max pooling of the bottleneck, the
+  maximum and soft area of each subtype's probability), trained alongside as
+  an auxiliary loss. It is not what ships: it did not generalise to the
+  held-out head, so the exported ``slice_logits`` (any + 5 subtypes, sigmoid)
+  are computed from the arg-max map (:func:`seg_derived_slices`), and the
+  analyzer reads them inside the intracranial mask.
 
 Training data are studies from :mod:`radnode.analyzers.hemorrhage.cache`:
 DICOM written by the synthetic generator and read back through the analyzer's
