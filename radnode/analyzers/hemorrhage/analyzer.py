@@ -41,7 +41,7 @@ from radnode.analyzers.base import (
     Progress,
     Segment,
 )
-from radnode.analyzers.hemorrhage.inference import infer_slices, window_stack
+from radnode.analyzers.hemorrhage.inference import infer_slices, slice_probabilities_from_labels, window_stack
 from radnode.analyzers.hemorrhage.measure import ABC2, abc2, label_volumes, largest_component
 from radnode.analyzers.hemorrhage.preprocessing import WINDOWS, CTPreprocessResult, run_ct_preprocessing
 from radnode.analyzers.hemorrhage.subtypes import ANY, DISPLAY, HEMORRHAGE_TYPE, LABELS, SUBTYPES, Output, layout_of
@@ -163,6 +163,11 @@ class HemorrhageAnalyzer:
         windows = window_stack(sitk.GetArrayViewFromImage(grid), ct.windows)
         labels, probs = infer_slices(model, windows, batch_size=opts.batch_size)
         del windows
+        if ct.slice_probability == "masked-segmentation":
+            outputs: list[int | None] = [None] * len(ct.slice_outputs)
+            for o in layout.values():
+                outputs[o.slice_index] = o.value
+            probs = slice_probabilities_from_labels(np.where(mask, labels, 0), outputs)
         timings["infer"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

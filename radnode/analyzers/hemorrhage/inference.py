@@ -70,6 +70,28 @@ def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8
     return labels, probs
 
 
+#: Pixels of a label in a slice at which a ``masked-segmentation`` slice probability is 0.5.
+AREA_AT_HALF_PX = 4.0
+
+
+def slice_probabilities_from_labels(labels: np.ndarray, outputs: Sequence[int | None]) -> np.ndarray:
+    """``(Z, S)`` slice probabilities recomputed from an arg-max label map ``(Z, H, X)``.
+
+    *outputs* gives, per slice output in order, its label value, or None for
+    "any" (every non-zero label). Probability ``sigmoid(2·(ln(a + 0.5) − ln 4))``
+    of the label's pixel count *a*: the function a ``masked-segmentation`` model
+    bakes into its ``slice_logits`` (0.5 at 3.5 pixels, 0.94 at 16).
+    """
+    if labels.ndim != 3:
+        raise ValueError(f"labels: expected (slices, rows, columns), got shape {labels.shape}")
+    counts = []
+    for value in outputs:
+        region = labels > 0 if value is None else labels == value
+        counts.append(region.sum(axis=(1, 2)))
+    a = np.stack(counts, axis=1).astype(np.float64)
+    return sigmoid(2.0 * (np.log(a + 0.5) - np.log(AREA_AT_HALF_PX))).astype(np.float32)
+
+
 def window_stack(hu: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:
     """HU ``(Z, H, X)`` → ``(Z, W, H, X)`` float32: each (centre, width) window mapped to [0, 1]."""
     hu = np.asarray(hu, dtype=np.float32)

@@ -290,10 +290,10 @@ def slice_probs_from_labels(labels: np.ndarray, mask: np.ndarray | None = None) 
     model (see MODEL_CARD.md): on the held-out head, nearly all false bleed
     pixels lie at the skull base outside that mask.
     """
+    from radnode.analyzers.hemorrhage.inference import slice_probabilities_from_labels
+
     lab = labels if mask is None else np.where(mask > 0, labels, 0)
-    areas = np.stack([(lab == v).sum((1, 2)) for v in range(1, N_CLASSES)], 1).astype(np.float64)
-    a = np.concatenate([areas.sum(1, keepdims=True), areas], 1)
-    return sigmoid(2.0 * (np.log(a + 0.5) - math.log(MIN_AREA_PX)))
+    return slice_probabilities_from_labels(lab, [None, *range(1, N_CLASSES)])
 
 
 def _loss(seg, cls, y, t):  # type: ignore[no-untyped-def]

@@ -96,6 +96,12 @@ class CTSpec(BaseModel):
     slice_outputs: list[str]
     #: Study-level threshold per slice output: present when the highest slice probability reaches it.
     thresholds: dict[str, float]
+    #: Where a slice's probabilities come from. ``model``: the sigmoid of ``slice_logits``.
+    #: ``masked-segmentation``: the model's ``slice_logits`` are a fixed function of the pixel
+    #: count of each label in the slice's arg-max map (``2·(ln(count + 0.5) − ln 4)``; "any" counts
+    #: every bleed label), and the analyzer recomputes them from that map restricted to the
+    #: intracranial mask — for a model whose false pixels lie outside the skull (MODEL_CARD.md).
+    slice_probability: Literal["model", "masked-segmentation"] = "model"
 
     @field_validator("windows")
     @classmethod

@@ -1,0 +1,167 @@
+"""Orthanc sends generated head CTs to radnode (`radnode listen` + `radnode worker`
+over RabbitMQ, default demo model): the hemorrhage job runs, its SEG, SR,
+Encapsulated PDF and secondary captures land in the same study in Orthanc and
+pass dciodvfy, a study with a bleed is flagged critical and reaches the rule's
+``notify`` webhook, and a study without one does neither (issue 16)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from radnode.queue.base import queue_name
+from radnode.sr_writer.validate import dciodvfy
+from radnode.store import jobs as jobstore
+from radnode.store.db import open_store
+from radnode.synth.hemorrhage import generate_hemorrhage_study
+from tests.conftest import wait_for_port
+from tests.integration.jobs_support import AMQP, REPO, settings_from_env
+from tests.support.delivery_servers import WebhookServer
+from tests.support.env import python_path
+from tests.support.ports import free_port
+from tests.support.rabbit import delete_topology, shared_broker_reachable
+from tests.support.require import unavailable
+
+#: A study with an intraparenchymal and a subdural bleed, and one without (seeds the demo model never saw).
+BLEED_SEED, NORMAL_SEED = 910_001, 910_002
+
+
+def _rules(tmp_path: Path, hook_url: str) -> Path:
+    path = tmp_path / "routing.yaml"
+    path.write_text(
+        "version: 1\n"
+        "destinations:\n"
+        f"  stroke_chat: {{webhook: '{hook_url}'}}\n"
+        "rules:\n"
+        "  - name: head-ct\n"
+        "    match: {modalities: [CT], body_part: '(?i)head|brain'}\n"
+        "    applications: [hemorrhage]\n"
+        "    destinations: [return_to_sender]\n"
+        "    notify: [stroke_chat]\n"
+    )
+    return path
+
+
+def _env(tmp_path: Path, pacs_port: int, rules: Path, namespace: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADNODE_")}
+    env.update(
+        RADNODE_DATA_DIR=str(tmp_path / "data"),
+        RADNODE_PORT=str(free_port()),
+        RADNODE_QUIET_SECONDS="2",
+        RADNODE_LISTENER__ASSEMBLY_INTERVAL="0.3",
+        RADNODE_QUEUE__OUTBOX_INTERVAL="0.5",
+        RADNODE_QUEUE__BROKER_URL=AMQP,
+        RADNODE_QUEUE__NAMESPACE=namespace,
+        RADNODE_ROUTING__RULES_FILE=str(rules),
+        RADNODE_PEERS=json.dumps([{"name": "hospital", "ae_title": "HOSPITALPACS", "host": "127.0.0.1", "port": pacs_port}]),
+        RADNODE_ANALYZERS__PROVIDERS='["CPUExecutionProvider"]',
+        PYTHONPATH=python_path(),
+    )
+    return env
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    fh = open(log, "ab")
+    return subprocess.Popen([sys.executable, "-m", "radnode.cli", *args], env=env, stdout=fh, stderr=fh, cwd=REPO)
+
+
+def _finished_job(sessions, study_uid: str, logs: list[Path], timeout: float = 300) -> jobstore.JobRow:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions() as s:
+            jobs = [j for j in jobstore.list_jobs(s) if j.study_instance_uid == study_uid]
+        if jobs and jobs[0].state in ("done", "failed"):
+            return jobs[0]
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
+    raise AssertionError(f"no finished hemorrhage job for the study within {timeout} s\n{tails}")
+
+
+def _result_files(pacs, orthanc_study: str, tmp_path: Path) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """The first instance of each result series (by modality) of *orthanc_study*, downloaded."""
+    out: dict[str, Path] = {}
+    for sid in pacs.get(f"/studies/{orthanc_study}")["Series"]:
+        series = pacs.get(f"/series/{sid}")
+        modality = series["MainDicomTags"].get("Modality", "")
+        if modality in ("SEG", "SR", "DOC", "OT") and modality not in out:
+            path = tmp_path / f"{modality}.dcm"
+            path.write_bytes(pacs.instance_file(series["Instances"][0]))
+            out[modality] = path
+    return out
+
+
+@pytest.mark.slow
+def test_head_ct_through_orthanc_and_rabbitmq_is_triaged(orthanc_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    if not shared_broker_reachable():
+        unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
+    pacs = orthanc_factory(aet="HOSPITALPACS")
+    hook = WebhookServer().start()
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    env = _env(tmp_path, pacs.dicom_port, _rules(tmp_path, hook.url), ns)
+    logs = [tmp_path / "listen.log", tmp_path / "worker.log"]
+    listener = _start(["listen"], env, logs[0])
+    worker = _start(["worker", "--apps", "hemorrhage"], env, logs[1])
+    try:
+        wait_for_port(int(env["RADNODE_PORT"]), proc=listener, log=logs[0], timeout=60)
+        settings = settings_from_env(env)
+        pacs.add_modality("radnode", settings.ae_title, "127.0.0.1", settings.port)
+        bleed = generate_hemorrhage_study(tmp_path / "bleed", seed=BLEED_SEED,
+                                          subtypes={"intraparenchymal", "subdural"})
+        normal = generate_hemorrhage_study(tmp_path / "normal", seed=NORMAL_SEED, hemorrhage=False)
+        _, sessions = open_store(settings)
+        jobs = {}
+        for name, study in (("bleed", bleed), ("normal", normal)):
+            before = set(pacs.studies())
+            pacs.upload_dir(study.out_dir / "dicom")
+            [orthanc_study] = set(pacs.studies()) - before
+            assert pacs.store_to_modality("radnode", [orthanc_study]).get("FailedInstancesCount", 0) == 0
+            job = _finished_job(sessions, study.study.study_instance_uid, logs)
+            assert job.state == "done", job.error
+            assert job.application == "hemorrhage" and job.priority > 0  # urgent by declaration
+            jobs[name] = (job, orthanc_study, study)
+
+        # The bleed: flagged critical with the subtypes present, the webhook told, results in the PACS.
+        job, orthanc_study, study = jobs["bleed"]
+        assert job.critical, job.findings
+        present = {f["name"] for f in job.findings if f["present"]}
+        assert any("ntraparenchymal" in n for n in present), present
+        files = _result_files(pacs, orthanc_study, tmp_path / "bleed")
+        assert set(files) == {"SEG", "SR", "DOC", "OT"}, files
+        for path in files.values():
+            assert dciodvfy(path) == [], path
+        seg = pydicom.dcmread(files["SEG"])
+        labels = {s.SegmentLabel for s in seg.SegmentSequence}
+        assert any("ntraparenchymal" in x for x in labels), labels
+        assert seg.StudyInstanceUID == study.study.study_instance_uid
+        with sessions() as s:
+            measured = {m.name: m.value for m in jobstore.job_measurements(s, job.job_id)}
+        truth_ml = study.truth["volumes_ml"]["intraparenchymal"]
+        assert measured["intraparenchymal_volume"] == pytest.approx(truth_ml, rel=0.5), (measured, truth_ml)
+        deadline = time.monotonic() + 30
+        while not hook.posts and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(hook.posts) == 1, hook.posts
+        assert hook.posts[0][1]["critical"] is True
+
+        # The normal head: not critical, no notification, its SR still in the PACS.
+        job, orthanc_study, _ = jobs["normal"]
+        assert not job.critical and not any(f["present"] for f in job.findings), job.findings
+        files = _result_files(pacs, orthanc_study, tmp_path / "normal")
+        assert "SR" in files and "SEG" not in files, files
+        assert dciodvfy(files["SR"]) == []
+        assert len(hook.posts) == 1
+    finally:
+        hook.stop()
+        for p in (listener, worker):
+            p.terminate()
+        assert listener.wait(60) == 0 and worker.wait(60) == 0
+        delete_topology(AMQP, [queue_name("hemorrhage", ns), f"{ns}.dead"] + [f"{ns}.retry.{d}" for d in ("5s", "30s", "120s")],
+                        [f"{ns}.jobs", f"{ns}.dlx", f"{ns}.retry"])
