@@ -38,6 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from radnode.analyzers.hemorrhage.inference import merge_minor_labels
 from radnode.analyzers.hemorrhage.cache import StudySpec, build_study, study_spec
 from radnode.analyzers.hemorrhage.train import (
     SLICE_OUTPUTS,
@@ -92,7 +93,8 @@ def make_cache(folder: Path, anatomy: str, seed: int, cases: int, none_every: in
         print("generated", summary, file=sys.stderr, flush=True)
 
 
-def evaluate(folder: Path, seeds: list[int], onnx: Path, thresholds: dict[str, float], masked: bool = False) -> dict:
+def evaluate(folder: Path, seeds: list[int], onnx: Path, thresholds: dict[str, float], masked: bool = False,
+             merge_share: float = 0.0) -> dict:
     run = ort_runner(onnx)
     studies = {s.name: s for s in load_cache(folder)}
     rows, all_p, all_t = [], [], []
@@ -101,7 +103,7 @@ def evaluate(folder: Path, seeds: list[int], onnx: Path, thresholds: dict[str, f
         s = studies[str(seed)]
         lab, probs = predict_study(run, s.windows)
         if masked:  # the analyzer's reading: bleed pixels only inside the intracranial mask
-            lab = np.where(s.mask > 0, lab, 0)
+            lab = merge_minor_labels(np.where(s.mask > 0, lab, 0).astype(np.uint8), merge_share)
             probs = slice_probs_from_labels(lab)
         sp = probs.max(0)
         truth = s.slice_truth.any(0)
@@ -289,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = tempfile.TemporaryDirectory(prefix="hembench_")
         a.cache = Path(tmp.name)
     make_cache(a.cache, a.anatomy, a.seed, a.cases, a.none_every, ct)
-    res = evaluate(a.cache, list(range(a.seed, a.seed + a.cases)), onnx, th, masked=not a.raw)
+    res = evaluate(a.cache, list(range(a.seed, a.seed + a.cases)), onnx, th, masked=not a.raw,
+                   merge_share=float(ct.get("merge_minor_labels", 0.0)))
     res["masked"] = not a.raw
     res["seconds_per_40_slices"] = round(speed(onnx, ct), 2)
     res["anatomy"] = a.anatomy

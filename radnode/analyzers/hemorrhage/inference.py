@@ -92,6 +92,34 @@ def slice_probabilities_from_labels(labels: np.ndarray, outputs: Sequence[int | 
     return sigmoid(2.0 * (np.log(a + 0.5) - np.log(AREA_AT_HALF_PX))).astype(np.float32)
 
 
+def merge_minor_labels(labels: np.ndarray, share: float) -> np.ndarray:
+    """Relabel, per 26-connected non-zero region, every label below *share* of its voxels to the region's majority.
+
+    Why: a slice model that sees a bleed touching the inner table may call its
+    rim another subtype (a subdural fringe on an intraparenchymal haematoma);
+    counted at study level that is a false subtype. ``share`` 0 returns the map unchanged.
+    """
+    if share <= 0.0 or not labels.any():
+        return labels
+    from scipy import ndimage
+
+    out = labels.copy()
+    regions, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    for index, box in enumerate(ndimage.find_objects(regions), start=1):
+        if box is None:
+            continue
+        inside = regions[box] == index
+        values = labels[box][inside]
+        counts = np.bincount(values, minlength=int(values.max()) + 1)
+        counts[0] = 0
+        majority = int(np.argmax(counts))
+        minor = [v for v in np.nonzero(counts)[0] if v != majority and counts[v] < share * counts.sum()]
+        if minor:
+            view = out[box]
+            view[inside & np.isin(labels[box], minor)] = majority
+    return out
+
+
 def window_stack(hu: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:
     """HU ``(Z, H, X)`` → ``(Z, W, H, X)`` float32: each (centre, width) window mapped to [0, 1]."""
     hu = np.asarray(hu, dtype=np.float32)

@@ -102,6 +102,12 @@ class CTSpec(BaseModel):
     #: every bleed label), and the analyzer recomputes them from that map restricted to the
     #: intracranial mask — for a model whose false pixels lie outside the skull (MODEL_CARD.md).
     slice_probability: Literal["model", "masked-segmentation"] = "model"
+    #: Within one connected bleed region (26-connected, all labels together), a label holding
+    #: less than this share of the region's voxels takes the region's majority label; 0 = off.
+    #: For a model that confuses subtypes at the border between two bleeds (MODEL_CARD.md); it
+    #: also merges a genuinely small second subtype touching a larger bleed, so it is a choice
+    #: measured on validation studies, never a default.
+    merge_minor_labels: float = Field(default=0.0, ge=0.0, lt=0.5)
 
     @field_validator("windows")
     @classmethod
