@@ -108,6 +108,8 @@ def evaluate(folder: Path, seeds: list[int], onnx: Path, thresholds: dict[str, f
         sp = probs.max(0)
         truth = s.slice_truth.any(0)
         pred = np.array([sp[j] >= thresholds[n] for j, n in enumerate(SLICE_OUTPUTS)])
+        if masked and not pred[0]:  # the analyzer: no subtype present without "any"
+            pred[:] = False
         voxel_ml = float(np.prod(s.spacing)) / 1000.0
         for v, n in enumerate(SUBTYPES, start=1):
             t, p = s.labels == v, lab == v

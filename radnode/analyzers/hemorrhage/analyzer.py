@@ -198,6 +198,10 @@ def _assemble(pre: CTPreprocessResult, grid: sitk.Image, mask: np.ndarray, label
     spacing = (sz, sy, sx)
     study = {name: _p(probs[:, o.slice_index].max()) for name, o in layout.items()}
     present = {name: study[name] >= o.threshold for name, o in layout.items()}
+    # One answer per study: no subtype is reported present when "any" is not (a subtype's own
+    # threshold can be lower than "any"'s, and the report must not say "no haemorrhage" beside one).
+    if not present[ANY]:
+        present = {name: False for name in present}
 
     # The segmentation inside the intracranial mask, present subtypes only.
     value_of = {s: int(layout[s].value) for s in SUBTYPES}  # type: ignore[arg-type]  # layout_of: subtypes have one

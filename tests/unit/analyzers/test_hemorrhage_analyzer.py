@@ -340,3 +340,50 @@ def test_the_shipped_head_ct_rules_route_to_the_installed_analyzer(positive: Cas
         assert app.model_version == "0.1.0+hemorrhage-oracle-0.1.0"
         if rules.name == "routing.yaml":  # critical results also go to the stroke team
             assert [d.name for d in app.request.destinations if d.notify] == ["stroke_pager", "stroke_chat"]
+
+
+# -- reading rules a manifest can ask for ------------------------------------------------------------------
+
+
+def test_minor_labels_of_one_bleed_take_its_majority_and_separate_bleeds_keep_theirs() -> None:
+    from radnode.analyzers.hemorrhage.inference import merge_minor_labels
+
+    labels = np.zeros((3, 20, 20), dtype=np.uint8)
+    labels[:, 2:8, 2:8] = 3          # a haematoma, 108 voxels
+    labels[1, 2:8, 8] = 2            # a 6-voxel "subdural" fringe touching it (5 %)
+    labels[:, 14:18, 14:18] = 2      # a separate subdural bleed, 48 voxels
+    labels[1, 14, 14] = 1            # a 1-voxel "epidural" inside it (2 %)
+    merged = merge_minor_labels(labels, 0.1)
+    assert (merged[1, 2:8, 8] == 3).all()
+    assert (merged[:, 14:18, 14:18] == 2).all()
+    assert (merged[:, 2:8, 2:8] == 3).all()
+    assert np.array_equal(merge_minor_labels(labels, 0.0), labels)
+    # Above the share a second label stays: 6 of 114 voxels is 5 %, kept at a share of 0.05.
+    assert (merge_minor_labels(labels, 0.05)[1, 2:8, 8] == 2).all()
+
+
+def test_merge_minor_labels_is_validated_in_the_manifest(tmp_path: Path) -> None:
+    data = oracle_graph(context=1, size=64)
+    for bad in (-0.1, 0.5, "lots"):
+        m = oracle_manifest(data, size=64)
+        m["ct"]["merge_minor_labels"] = bad
+        (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(m))
+        with pytest.raises(ModelError, match="merge_minor_labels"):
+            read_manifest(tmp_path)
+
+
+def test_no_subtype_is_reported_without_any(tmp_path: Path) -> None:
+    """The oracle's "any" and intraparenchymal answers are equal; an "any" threshold above them and a low
+    intraparenchymal one would otherwise report a subtype in a study reported as without haemorrhage."""
+    folder = tmp_path / "models" / "hemorrhage-oracle"
+    write_oracle_model(folder)
+    m = yaml.safe_load((folder / "manifest.yaml").read_text())
+    m["ct"]["thresholds"] = {**m["ct"]["thresholds"], "any": 0.9999, "intraparenchymal": 0.05}
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(m, sort_keys=False))
+    strict = HemorrhageAnalyzer(ModelStore([tmp_path / "models"], builtin_dir=None), SessionCache([CPU_PROVIDER]))
+    case = run_case(strict, tmp_path / "case", seed=1)
+    s = case.summary
+    assert s["subtypes"]["intraparenchymal"]["probability"] >= 0.05  # the subtype alone would have been present
+    assert s["any"]["present"] is False
+    assert not any(v["present"] for v in s["subtypes"].values()) and s["volume_ml"] == 0.0
+    assert not any(f.present for f in case.result.findings)
