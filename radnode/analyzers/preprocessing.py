@@ -337,6 +337,48 @@ class Normalise(SimpleInterface):
 # workflow
 
 
+def new_workflow(name: str, workdir: Path, *, write_provenance: bool = False) -> Workflow:
+    """An empty workflow in *workdir* (created and marked for retention clean-up) with radnode's execution settings.
+
+    Shared by every preprocessing workflow (MR here, head CT in
+    ``analyzers.hemorrhage``): crash files as text in ``crash/``, stop on the
+    first failure, outputs and reports kept for the job's record.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).touch()
+    wf = Workflow(name=name, base_dir=str(workdir))
+    wf.config["execution"].update(
+        {
+            "crashdump_dir": str(workdir / "crash"),
+            "crashfile_format": "txt",
+            "stop_on_first_crash": "true",
+            "remove_unnecessary_outputs": "false",
+            "hash_method": "timestamp",
+            "write_provenance": "true" if write_provenance else "false",
+            "create_report": "true",
+        }
+    )
+    return wf
+
+
+def resample_labels_onto(label_image: sitk.Image, reference: Path) -> sitk.Image:
+    """Nearest-neighbour resample of a label map onto the geometry of the image file *reference* (header only)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(reference))
+    reader.ReadImageInformation()
+    return sitk.Resample(
+        label_image,
+        list(reader.GetSize()),
+        sitk.Transform(3, sitk.sitkIdentity),
+        sitk.sitkNearestNeighbor,
+        reader.GetOrigin(),
+        reader.GetSpacing(),
+        reader.GetDirection(),
+        0,
+        label_image.GetPixelID(),
+    )
+
+
 def _node_name(prefix: str, role: str) -> str:
     return prefix + re.sub(r"\W", "_", role)
 
@@ -358,20 +400,7 @@ def build_workflow(
         if not files:
             raise InputError(f"series for role {role!r} has no files")
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).touch()
-    wf = Workflow(name="preprocessing", base_dir=str(workdir))
-    wf.config["execution"].update(
-        {
-            "crashdump_dir": str(workdir / "crash"),
-            "crashfile_format": "txt",
-            "stop_on_first_crash": "true",
-            "remove_unnecessary_outputs": "false",
-            "hash_method": "timestamp",
-            "write_provenance": "true" if write_provenance else "false",
-            "create_report": "true",
-        }
-    )
+    wf = new_workflow("preprocessing", workdir, write_provenance=write_provenance)
     roles = [reference_role] + sorted(r for r in inputs if r != reference_role)
     loads = {}
     for role in roles:
@@ -421,20 +450,7 @@ class PreprocessResult:
 
     def to_reference(self, label_image: sitk.Image) -> sitk.Image:
         """Nearest-neighbour resample of a label map on the grid onto the native reference series geometry."""
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(self.reference))
-        reader.ReadImageInformation()
-        return sitk.Resample(
-            label_image,
-            list(reader.GetSize()),
-            sitk.Transform(3, sitk.sitkIdentity),
-            sitk.sitkNearestNeighbor,
-            reader.GetOrigin(),
-            reader.GetSpacing(),
-            reader.GetDirection(),
-            0,
-            label_image.GetPixelID(),
-        )
+        return resample_labels_onto(label_image, self.reference)
 
 
 _ERROR_LINE = re.compile(r"(?:radnode\.analyzers\.base\.)?(InputError|AnalyzerError): (.+)")

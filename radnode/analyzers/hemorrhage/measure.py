@@ -59,9 +59,13 @@ def label_volumes(labels: np.ndarray, values: list[int], spacing_zyx: tuple[floa
     return {v: float(counts[v]) * voxel_ml(spacing_zyx) for v in values}
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 3-D connected component (26-connected) of a boolean mask; empty stays empty."""
-    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+def largest_component(mask: np.ndarray, connectivity: int = 3) -> np.ndarray:
+    """The largest 3-D connected component of a boolean mask; empty stays empty.
+
+    *connectivity* as :func:`scipy.ndimage.generate_binary_structure`: 3 joins
+    voxels that share a corner (26-connected), 1 only those that share a face.
+    """
+    lab, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, connectivity))
     if n == 0:
         return np.zeros_like(mask, dtype=bool)
     sizes = np.bincount(lab.ravel())

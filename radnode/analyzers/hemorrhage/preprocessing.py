@@ -43,7 +43,6 @@ from nipype.interfaces.base import (
     File,
     InputMultiObject,
     SimpleInterface,
-    TraitedSpec,
     traits,
 )
 from scipy import ndimage
@@ -57,9 +56,16 @@ from radnode.analyzers.hemorrhage.ct_volume import (
     labels_to_sources,
     load_ct_series,
 )
+from radnode.analyzers.hemorrhage.measure import largest_component
 
 # Importing the MR workflow module also quietens nipype's loggers (done there once for both workflows).
-from radnode.analyzers.preprocessing import MARKER, _translate
+from radnode.analyzers.preprocessing import (
+    _out,
+    _TimedOutputs,
+    _translate,
+    new_workflow,
+    resample_labels_onto,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -186,15 +192,6 @@ def _inside_skull(bone: np.ndarray, min_area_px: int) -> np.ndarray:
     return inside
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
 def intracranial_mask(ct: sitk.Image, *, bone_hu: float = 300.0, soft_hu: tuple[float, float] = (-20.0, 100.0),
                       closing_mm: float = 3.0, opening_mm: float = 2.0) -> sitk.Image:
     """The intracranial space of a head CT (uint8, same grid), from HU alone.
@@ -218,7 +215,7 @@ def intracranial_mask(ct: sitk.Image, *, bone_hu: float = 300.0, soft_hu: tuple[
     inside = _inside_skull(bone, min_area_px=int(100.0 / (sx * sy)))  # ≥ 1 cm² of bone
     candidate = inside & (smooth >= soft_hu[0]) & (smooth <= soft_hu[1])
     core = ndimage.binary_opening(candidate, _disk(opening_mm, (sy, sx)))
-    brain = _largest_component(core)
+    brain = largest_component(core, connectivity=1)
     if not brain.any():
         raise InputError("no soft tissue enclosed by bone was found: is this a head CT?")
     near = brain.copy()
@@ -311,20 +308,12 @@ def mask_centre(mask: sitk.Image) -> tuple[float, float, float] | None:
 # nipype interfaces
 
 
-def _out(name: str) -> str:
-    return str(Path(name).resolve())
-
-
-class _Timed(TraitedSpec):
-    seconds = traits.Float(desc="wall-clock seconds of the computation")
-
-
 class _LoadCTInput(BaseInterfaceInputSpec):
     files = InputMultiObject(File(exists=True), mandatory=True, desc="DICOM files of the ct_brain series")
     max_gap_mm = traits.Float(0.0, usedefault=True, desc="gaps up to this are interpolated, longer ones are errors")
 
 
-class _LoadCTOutput(_Timed):
+class _LoadCTOutput(_TimedOutputs):
     out_file = File(exists=True, desc="HU volume, tilt corrected (NIfTI)")
     geometry_file = File(exists=True, desc="source slices and the volume→source slice map (JSON)")
     tilt_deg = traits.Float()
@@ -353,7 +342,7 @@ class _MaskInput(BaseInterfaceInputSpec):
     bone_hu = traits.Float(300.0, usedefault=True)
 
 
-class _MaskOutput(_Timed):
+class _MaskOutput(_TimedOutputs):
     mask_file = File(exists=True)
     volume_ml = traits.Float()
 
@@ -380,7 +369,7 @@ class _GridInput(BaseInterfaceInputSpec):
     in_plane_size = traits.Either(None, traits.Int, default=256, usedefault=True, desc="None: whole field of view")
 
 
-class _GridOutput(_Timed):
+class _GridOutput(_TimedOutputs):
     out_file = File(exists=True)
     mask_file = File(exists=True)
 
@@ -408,7 +397,7 @@ class _WindowsInput(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
 
 
-class _WindowsOutput(_Timed):
+class _WindowsOutput(_TimedOutputs):
     out_file = File(exists=True, desc="vector image: brain, subdural, bone windows in [0, 1]")
 
 
@@ -437,20 +426,7 @@ def build_ct_workflow(series_files: Sequence[Path], workdir: Path, *, in_plane_m
     if not series_files:
         raise InputError("the ct_brain series has no files")
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).touch()
-    wf = Workflow(name="ct_preprocessing", base_dir=str(workdir))
-    wf.config["execution"].update(
-        {
-            "crashdump_dir": str(workdir / "crash"),
-            "crashfile_format": "txt",
-            "stop_on_first_crash": "true",
-            "remove_unnecessary_outputs": "false",
-            "hash_method": "timestamp",
-            "write_provenance": "true" if write_provenance else "false",
-            "create_report": "true",
-        }
-    )
+    wf = new_workflow("ct_preprocessing", workdir, write_provenance=write_provenance)
     load = Node(LoadCT(files=[str(f) for f in series_files], max_gap_mm=max_gap_mm), name="load_ct")
     mask = Node(IntracranialMask(bone_hu=bone_hu), name="intracranial_mask")
     grid = Node(ResampleToModelGrid(in_plane_mm=in_plane_mm, in_plane_size=in_plane_size), name="resample_grid")
@@ -499,12 +475,7 @@ class CTPreprocessResult:
 
     def to_reference(self, label_image: sitk.Image) -> sitk.Image:
         """Nearest-neighbour resample of a grid label map onto the tilt-corrected native volume."""
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(self.ct))
-        reader.ReadImageInformation()
-        return sitk.Resample(label_image, list(reader.GetSize()), sitk.Transform(3, sitk.sitkIdentity),
-                             sitk.sitkNearestNeighbor, reader.GetOrigin(), reader.GetSpacing(), reader.GetDirection(),
-                             0, label_image.GetPixelID())
+        return resample_labels_onto(label_image, self.ct)
 
 
 def run_ct_preprocessing(
