@@ -43,6 +43,36 @@ def node_env(data_dir: Path, *, broker: bool, namespace: str | None = None, **ex
     return env
 
 
+def pacs_node_env(tmp_path: Path, pacs_port: int, **extra: str) -> dict[str, str]:
+    """Environment of a radnode node whose PACS peer ("hospital", AE HOSPITALPACS) listens on *pacs_port*.
+
+    Short quiet period and polling intervals so end-to-end tests finish quickly; *extra* overrides or adds.
+    """
+    from tests.support.ports import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADNODE_")}
+    env.update(
+        RADNODE_DATA_DIR=str(tmp_path / "data"),
+        RADNODE_PORT=str(free_port()),
+        RADNODE_QUIET_SECONDS="2",
+        RADNODE_LISTENER__ASSEMBLY_INTERVAL="0.3",
+        RADNODE_QUEUE__OUTBOX_INTERVAL="0.5",
+        RADNODE_PEERS=json.dumps([{"name": "hospital", "ae_title": "HOSPITALPACS", "host": "127.0.0.1", "port": pacs_port}]),
+        RADNODE_ANALYZERS__PROVIDERS='["CPUExecutionProvider"]',
+        RADNODE_WEB_PORT=str(free_port()),  # the README's variable: `radnode serve` honours it
+        RADNODE_WEB__HOST="127.0.0.1",
+        PYTHONPATH=python_path(),
+    )
+    env.update(extra)
+    return env
+
+
+def start_radnode(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m radnode.cli ARGS`` as a real process, its output appended to *log*."""
+    fh = open(log, "ab")
+    return subprocess.Popen([sys.executable, "-m", "radnode.cli", *args], env=env, stdout=fh, stderr=fh, cwd=REPO)
+
+
 def settings_from_env(env: dict[str, str]) -> Settings:
     """The same settings the subprocesses read (the test's own view)."""
     saved = {k: v for k, v in os.environ.items() if k.startswith("RADNODE_")}
@@ -118,12 +148,13 @@ def wait_state(sessions, job_id: str, states: set[str], timeout: float = 60) -> 
         time.sleep(0.1)
 
 
-def wait_first_job_finished(sessions, logs: list[Path], timeout: float) -> jobstore.JobRow:  # type: ignore[no-untyped-def]
-    """The node's first job once it is terminal; on timeout the processes' logs are the failure message."""
+def wait_first_job_finished(sessions, logs: list[Path], timeout: float,  # type: ignore[no-untyped-def]
+                            study_uid: str | None = None) -> jobstore.JobRow:
+    """The node's first job (of *study_uid*, if given) once it is terminal; on timeout the processes' logs are the failure message."""
     deadline = time.monotonic() + timeout
     while True:
         with sessions() as s:
-            jobs = jobstore.list_jobs(s)
+            jobs = [j for j in jobstore.list_jobs(s) if study_uid is None or j.study_instance_uid == study_uid]
         if jobs and JobState(jobs[0].state).terminal:
             return jobs[0]
         if time.monotonic() > deadline:

@@ -6,9 +6,6 @@ once with `radnode serve` and the embedded queue, once with separate
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -20,34 +17,9 @@ from radnode.store.db import open_store
 from radnode.store.studies import StudyRow
 from radnode.synth.glioma import generate_glioma_study
 from tests.conftest import wait_for_port
-from tests.integration.jobs_support import AMQP, REPO, settings_from_env, wait_first_job_finished
-from tests.support.ports import free_port
+from tests.integration.jobs_support import AMQP, pacs_node_env, settings_from_env, start_radnode, wait_first_job_finished
 from tests.support.rabbit import delete_topology, shared_broker_reachable
 from tests.support.require import unavailable
-from tests.support.env import python_path
-
-
-def _env(tmp_path: Path, pacs_port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADNODE_")}
-    env.update(
-        RADNODE_DATA_DIR=str(tmp_path / "data"),
-        RADNODE_PORT=str(free_port()),
-        RADNODE_QUIET_SECONDS="2",
-        RADNODE_LISTENER__ASSEMBLY_INTERVAL="0.3",
-        RADNODE_QUEUE__OUTBOX_INTERVAL="0.5",
-        RADNODE_PEERS=json.dumps([{"name": "hospital", "ae_title": "HOSPITALPACS", "host": "127.0.0.1", "port": pacs_port}]),
-        RADNODE_ANALYZERS__PROVIDERS='["CPUExecutionProvider"]',
-        RADNODE_WEB_PORT=str(free_port()),  # the README's variable: `radnode serve` honours it
-        RADNODE_WEB__HOST="127.0.0.1",
-        PYTHONPATH=python_path(),
-    )
-    env.update(extra)
-    return env
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    fh = open(log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "radnode.cli", *args], env=env, stdout=fh, stderr=fh, cwd=REPO)
 
 
 def _send_and_check(tmp_path: Path, pacs, env: dict[str, str], logs: list[Path]) -> float:  # type: ignore[no-untyped-def]
@@ -79,9 +51,9 @@ def _send_and_check(tmp_path: Path, pacs, env: dict[str, str], logs: list[Path])
 @pytest.mark.slow
 def test_radnode_serve_with_the_embedded_queue(orthanc_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pacs = orthanc_factory(aet="HOSPITALPACS")
-    env = _env(tmp_path, pacs.dicom_port)
+    env = pacs_node_env(tmp_path, pacs.dicom_port)
     log = tmp_path / "serve.log"
-    proc = _start(["serve"], env, log)
+    proc = start_radnode(["serve"], env, log)
     try:
         wait_for_port(int(env["RADNODE_PORT"]), proc=proc, log=log, timeout=60)
         # serve also runs the web app.
@@ -102,10 +74,10 @@ def test_separate_listener_and_worker_over_rabbitmq(orthanc_factory, tmp_path: P
         unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
     pacs = orthanc_factory(aet="HOSPITALPACS")
     ns = f"t{uuid.uuid4().hex[:10]}"
-    env = _env(tmp_path, pacs.dicom_port, RADNODE_QUEUE__BROKER_URL=AMQP, RADNODE_QUEUE__NAMESPACE=ns)
+    env = pacs_node_env(tmp_path, pacs.dicom_port, RADNODE_QUEUE__BROKER_URL=AMQP, RADNODE_QUEUE__NAMESPACE=ns)
     logs = [tmp_path / "listen.log", tmp_path / "worker.log"]
-    listener = _start(["listen"], env, logs[0])
-    worker = _start(["worker", "--apps", "glioma"], env, logs[1])
+    listener = start_radnode(["listen"], env, logs[0])
+    worker = start_radnode(["worker", "--apps", "glioma"], env, logs[1])
     try:
         wait_for_port(int(env["RADNODE_PORT"]), proc=listener, log=logs[0], timeout=60)
         _send_and_check(tmp_path, pacs, env, logs)

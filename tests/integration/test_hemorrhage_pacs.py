@@ -6,10 +6,6 @@ pass dciodvfy, a study with a bleed is flagged critical and reaches the rule's
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,10 +19,8 @@ from radnode.store import jobs as jobstore
 from radnode.store.db import open_store
 from radnode.synth.hemorrhage import generate_hemorrhage_study
 from tests.conftest import wait_for_port
-from tests.integration.jobs_support import AMQP, REPO, settings_from_env
+from tests.integration.jobs_support import AMQP, pacs_node_env, settings_from_env, start_radnode, wait_first_job_finished
 from tests.support.delivery_servers import WebhookServer
-from tests.support.env import python_path
-from tests.support.ports import free_port
 from tests.support.rabbit import delete_topology, shared_broker_reachable
 from tests.support.require import unavailable
 
@@ -50,41 +44,6 @@ def _rules(tmp_path: Path, hook_url: str) -> Path:
     return path
 
 
-def _env(tmp_path: Path, pacs_port: int, rules: Path, namespace: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADNODE_")}
-    env.update(
-        RADNODE_DATA_DIR=str(tmp_path / "data"),
-        RADNODE_PORT=str(free_port()),
-        RADNODE_QUIET_SECONDS="2",
-        RADNODE_LISTENER__ASSEMBLY_INTERVAL="0.3",
-        RADNODE_QUEUE__OUTBOX_INTERVAL="0.5",
-        RADNODE_QUEUE__BROKER_URL=AMQP,
-        RADNODE_QUEUE__NAMESPACE=namespace,
-        RADNODE_ROUTING__RULES_FILE=str(rules),
-        RADNODE_PEERS=json.dumps([{"name": "hospital", "ae_title": "HOSPITALPACS", "host": "127.0.0.1", "port": pacs_port}]),
-        RADNODE_ANALYZERS__PROVIDERS='["CPUExecutionProvider"]',
-        PYTHONPATH=python_path(),
-    )
-    return env
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    fh = open(log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "radnode.cli", *args], env=env, stdout=fh, stderr=fh, cwd=REPO)
-
-
-def _finished_job(sessions, study_uid: str, logs: list[Path], timeout: float = 300) -> jobstore.JobRow:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sessions() as s:
-            jobs = [j for j in jobstore.list_jobs(s) if j.study_instance_uid == study_uid]
-        if jobs and jobs[0].state in ("done", "failed"):
-            return jobs[0]
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-    raise AssertionError(f"no finished hemorrhage job for the study within {timeout} s\n{tails}")
-
-
 def _result_files(pacs, orthanc_study: str, tmp_path: Path) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     """The first instance of each result series (by modality) of *orthanc_study*, downloaded."""
     out: dict[str, Path] = {}
@@ -105,10 +64,11 @@ def test_head_ct_through_orthanc_and_rabbitmq_is_triaged(orthanc_factory, tmp_pa
     pacs = orthanc_factory(aet="HOSPITALPACS")
     hook = WebhookServer().start()
     ns = f"t{uuid.uuid4().hex[:10]}"
-    env = _env(tmp_path, pacs.dicom_port, _rules(tmp_path, hook.url), ns)
+    env = pacs_node_env(tmp_path, pacs.dicom_port, RADNODE_QUEUE__BROKER_URL=AMQP, RADNODE_QUEUE__NAMESPACE=ns,
+                        RADNODE_ROUTING__RULES_FILE=str(_rules(tmp_path, hook.url)))
     logs = [tmp_path / "listen.log", tmp_path / "worker.log"]
-    listener = _start(["listen"], env, logs[0])
-    worker = _start(["worker", "--apps", "hemorrhage"], env, logs[1])
+    listener = start_radnode(["listen"], env, logs[0])
+    worker = start_radnode(["worker", "--apps", "hemorrhage"], env, logs[1])
     try:
         wait_for_port(int(env["RADNODE_PORT"]), proc=listener, log=logs[0], timeout=60)
         settings = settings_from_env(env)
@@ -123,7 +83,7 @@ def test_head_ct_through_orthanc_and_rabbitmq_is_triaged(orthanc_factory, tmp_pa
             pacs.upload_dir(study.out_dir / "dicom")
             [orthanc_study] = set(pacs.studies()) - before
             assert pacs.store_to_modality("radnode", [orthanc_study]).get("FailedInstancesCount", 0) == 0
-            job = _finished_job(sessions, study.study.study_instance_uid, logs)
+            job = wait_first_job_finished(sessions, logs, 300, study_uid=study.study.study_instance_uid)
             assert job.state == "done", job.error
             assert job.application == "hemorrhage" and job.priority > 0  # urgent by declaration
             jobs[name] = (job, orthanc_study, study)
