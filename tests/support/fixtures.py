@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: a real Orthanc PACS and a generated MR study.
+"""Shared pytest fixtures: a real Orthanc PACS, a generated MR study, a migrated job store, the Colin27 head.
 
 Loaded by ``tests/conftest.py`` through ``pytest_plugins``. Why fixtures and
 not module globals: each test gets its own Orthanc folder and ports, so
@@ -24,6 +24,27 @@ def require_orthanc() -> None:
         return
     msg = f"Orthanc not found at {ORTHANC_BIN} (apt-get install orthanc)"
     unavailable(msg)
+
+
+@pytest.fixture
+def colin27() -> None:
+    """The Colin27 head the synthetic studies are painted on (Debian mricron-data); missing: skip, or fail on CI.
+
+    Modules that need it say ``pytestmark = pytest.mark.usefixtures("colin27")``.
+    """
+    if not Path("/usr/share/mricron/templates/ch2.nii.gz").exists():
+        unavailable("Colin27 template (Debian mricron-data) not installed")
+
+
+@pytest.fixture
+def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Sessions of a fresh, migrated SQLite job store in the test's folder."""
+    from radnode.store.db import make_engine, make_sessionmaker, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    migrate(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 @pytest.fixture

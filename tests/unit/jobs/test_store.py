@@ -14,12 +14,6 @@ from radnode.store.db import make_engine, make_sessionmaker, migrate
 from tests.support.require import unavailable
 
 
-@pytest.fixture
-def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
-    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
-    migrate(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def _request(series: dict[str, str] | None = None, **kw) -> jobstore.JobRequest:  # type: ignore[no-untyped-def]

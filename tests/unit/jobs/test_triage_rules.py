@@ -31,12 +31,6 @@ URGENT_PLUGIN = "tests.support.analyzers:UrgentCountingAnalyzer"
 COUNTING_PLUGIN = "tests.support.analyzers:CountingAnalyzer"
 
 
-@pytest.fixture
-def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
-    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
-    migrate(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def _registry(tmp_path: Path, **queue: object) -> Registry:

@@ -10,13 +10,9 @@ import pytest
 import SimpleITK as sitk
 
 from radnode.synth.glioma import check_anatomy, generate_glioma_study, load_template
-from tests.support.require import unavailable
 
 
-@pytest.fixture(autouse=True)
-def _colin27() -> None:
-    if not Path("/usr/share/mricron/templates/ch2.nii.gz").exists():
-        unavailable("Colin27 template (Debian mricron-data) not installed")
+pytestmark = pytest.mark.usefixtures("colin27")
 
 
 def test_anatomy_names_are_checked() -> None:

@@ -35,10 +35,7 @@ ALL = set(SUBTYPES)
 _T = {name: value for value, name in TISSUES.items()}
 
 
-@pytest.fixture(autouse=True)
-def _colin27() -> None:
-    if not Path("/usr/share/mricron/templates/ch2.nii.gz").exists():
-        unavailable("Colin27 template (Debian mricron-data) not installed")
+pytestmark = pytest.mark.usefixtures("colin27")
 
 
 @pytest.fixture(scope="module")

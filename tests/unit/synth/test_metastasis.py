@@ -28,10 +28,7 @@ from tests.support.require import unavailable
 SCALE = 0.5
 
 
-@pytest.fixture(autouse=True)
-def _colin27() -> None:
-    if not Path("/usr/share/mricron/templates/ch2.nii.gz").exists():
-        unavailable("Colin27 template (Debian mricron-data) not installed")
+pytestmark = pytest.mark.usefixtures("colin27")
 
 
 @pytest.fixture(scope="module")
