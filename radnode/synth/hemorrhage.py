@@ -45,6 +45,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
+from radnode.model.hemorrhage import SUBTYPES
 from radnode.synth.glioma import (
     SeriesGeometry,
     Template,
@@ -71,10 +72,7 @@ __all__ = [
     "synthesize_ct_case",
 ]
 
-#: Haemorrhage subtypes, in label order.
-SUBTYPES: tuple[str, ...] = ("epidural", "subdural", "intraparenchymal", "intraventricular", "subarachnoid")
-
-#: Voxel label value of each subtype (0: no bleed).
+#: Voxel label value of each subtype (0: no bleed): its position in SUBTYPES + 1.
 LABELS: dict[int, str] = {i + 1: name for i, name in enumerate(SUBTYPES)}
 _LABEL_OF: dict[str, int] = {name: value for value, name in LABELS.items()}
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 import structlog
 
-log = structlog.get_logger(__name__)
+from radnode.model.hemorrhage import SUBTYPES
 
-_SUBTYPE_CHOICES = ("epidural", "subdural", "intraparenchymal", "intraventricular", "subarachnoid")
+log = structlog.get_logger(__name__)
 
 
 def register(group: click.Group) -> None:
@@ -27,7 +27,7 @@ def register(group: click.Group) -> None:
     @click.option("--seed", default=0, show_default=True, type=int,
                   help="Same seed, same study (anatomy placement, bleeds, headers, UIDs).")
     @click.option("--none", "no_bleed", is_flag=True, help="Write a normal head (empty truth).")
-    @click.option("--subtype", "subtypes", multiple=True, type=click.Choice(_SUBTYPE_CHOICES),
+    @click.option("--subtype", "subtypes", multiple=True, type=click.Choice(SUBTYPES),
                   help="Bleed subtype to draw (repeatable: several give a mixed case); default: drawn from the seed.")
     @click.option("--anatomy", default="colin27", show_default=True,
                   help="Head: colin27, mni152, or <head>-warp<N> (an elastic deformation of one).")

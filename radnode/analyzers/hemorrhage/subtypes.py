@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from radnode.analyzers.runtime import ModelError, ModelManifest
+from radnode.model.hemorrhage import SUBTYPES
 
 ANY = "any"
-SUBTYPES: tuple[str, ...] = ("epidural", "subdural", "intraparenchymal", "intraventricular", "subarachnoid")
 LABELS: tuple[str, ...] = (ANY, *SUBTYPES)
 
 #: Report names: SEG segment labels, SR tracking identifiers, PDF rows.
