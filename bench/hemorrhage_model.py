@@ -38,7 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from radnode.analyzers.hemorrhage.inference import merge_minor_labels
+from radnode.analyzers.hemorrhage.inference import read_inside
 from radnode.analyzers.hemorrhage.cache import StudySpec, build_study, study_spec
 from radnode.analyzers.hemorrhage.train import (
     SLICE_OUTPUTS,
@@ -103,8 +103,7 @@ def evaluate(folder: Path, seeds: list[int], onnx: Path, thresholds: dict[str, f
         s = studies[str(seed)]
         lab, probs = predict_study(run, s.windows)
         if masked:  # the analyzer's reading: bleed pixels only inside the intracranial mask
-            lab = merge_minor_labels(np.where(s.mask > 0, lab, 0).astype(np.uint8), merge_share)
-            probs = slice_probs_from_labels(lab)
+            lab, probs = read_inside(lab, s.mask > 0, merge_share, [None, *range(1, len(SLICE_OUTPUTS))])
         sp = probs.max(0)
         truth = s.slice_truth.any(0)
         pred = np.array([sp[j] >= thresholds[n] for j, n in enumerate(SLICE_OUTPUTS)])

@@ -44,7 +44,7 @@ from radnode.analyzers.base import (
 from radnode.analyzers.hemorrhage.inference import (
     infer_slices,
     merge_minor_labels,
-    slice_probabilities_from_labels,
+    read_inside,
     window_stack,
 )
 from radnode.analyzers.hemorrhage.measure import ABC2, abc2, label_volumes, largest_component
@@ -169,11 +169,10 @@ class HemorrhageAnalyzer:
         labels, probs = infer_slices(model, windows, batch_size=opts.batch_size)
         del windows
         if ct.slice_probability == "masked-segmentation":
-            labels = merge_minor_labels(np.where(mask, labels, 0).astype(np.uint8), ct.merge_minor_labels)
             outputs: list[int | None] = [None] * len(ct.slice_outputs)
             for o in layout.values():
                 outputs[o.slice_index] = o.value
-            probs = slice_probabilities_from_labels(labels, outputs)
+            labels, probs = read_inside(labels, mask, ct.merge_minor_labels, outputs)
         elif ct.merge_minor_labels:
             labels = merge_minor_labels(labels, ct.merge_minor_labels)
         timings["infer"] = time.perf_counter() - t0

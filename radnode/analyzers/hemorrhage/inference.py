@@ -92,6 +92,20 @@ def slice_probabilities_from_labels(labels: np.ndarray, outputs: Sequence[int | 
     return sigmoid(2.0 * (np.log(a + 0.5) - np.log(AREA_AT_HALF_PX))).astype(np.float32)
 
 
+def read_inside(labels: np.ndarray, mask: np.ndarray, merge_share: float,
+                outputs: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
+    """A ``masked-segmentation`` model's answer read inside the intracranial *mask*: ``(labels, slice probabilities)``.
+
+    Bleed labels outside the mask are dropped, minor labels of a bleed region
+    merged (:func:`merge_minor_labels`), and the slice probabilities recomputed
+    from what remains (:func:`slice_probabilities_from_labels`, *outputs* in
+    slice-output order). The analyzer and ``bench/hemorrhage_model.py`` read
+    the model through this one function.
+    """
+    kept = merge_minor_labels(np.where(mask, labels, 0).astype(np.uint8), merge_share)
+    return kept, slice_probabilities_from_labels(kept, outputs)
+
+
 def merge_minor_labels(labels: np.ndarray, share: float) -> np.ndarray:
     """Relabel, per 26-connected non-zero region, every label below *share* of its voxels to the region's majority.
 
