@@ -25,8 +25,7 @@ from radnode.store.db import open_store
 from radnode.synth.enhanced import convert_study
 from radnode.synth.glioma import GliomaStudy, generate_glioma_study
 from tests.conftest import wait_for_port
-from tests.integration.jobs_support import REPO, settings_from_env, wait_first_job_finished
-from tests.integration.test_glioma_pacs import _env, _start
+from tests.integration.jobs_support import REPO, pacs_node_env, settings_from_env, start_radnode, wait_first_job_finished
 from tests.support.env import python_path
 from tests.support.require import unavailable
 
@@ -104,9 +103,9 @@ def test_multiframe_mr_study_through_the_node(studies, orthanc_factory, kind: st
     _require_dciodvfy()
     study, dirs = studies
     pacs = orthanc_factory(aet="HOSPITALPACS")
-    env = _env(tmp_path, pacs.dicom_port)
+    env = pacs_node_env(tmp_path, pacs.dicom_port)
     log = tmp_path / "serve.log"
-    proc = _start(["serve"], env, log)
+    proc = start_radnode(["serve"], env, log)
     try:
         wait_for_port(int(env["RADNODE_PORT"]), proc=proc, log=log, timeout=60)
         settings = settings_from_env(env)
