@@ -75,6 +75,12 @@ class Lesion:
     bidimensional: Bidimensional | None = None
     #: Principal semi-axes (3 × LPS endpoint pairs) of the lesion's equivalent ellipsoid.
     ellipsoid_lps_mm: tuple[tuple[float, float, float], ...] = ()
+    #: Detection confidence in [0, 1] (metastasis candidates); None where the analyzer gives none.
+    confidence: float | None = None
+    #: Centroid in the brain's own frame (mm; origin at the brain mask's centroid, axes its principal
+    #: axes — see ``radnode.analyzers.metastasis.frame``): comparable between exams of one patient
+    #: whatever the head's position and rotation in the scanner. None where not computed.
+    brain_frame_mm: tuple[float, float, float] | None = None
 
     @property
     def location(self) -> str:
@@ -168,3 +174,70 @@ def rano_category(current_sum: float, priors: list[PriorExam], new_measurable: b
     if baseline > 0 and current_sum <= baseline * (1 - PR_DECREASE):
         return RanoCategory.PR, f"sum of products ≥ {PR_DECREASE:.0%} below the baseline"
     return RanoCategory.SD, "neither the PR nor the PD threshold is reached"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# lesion-by-lesion follow-up (metastases: RANO-BM reads each lesion's longest diameter)
+
+#: RANO-BM: a lesion is measurable when its longest diameter is at least this (mm); smaller ones are reported.
+RANO_BM_MEASURABLE_MM = 10.0
+#: Relative change of the longest diameter that makes a lesion enlarging / shrinking (RANO-BM: +20 % / −30 %),
+#: and the smallest absolute change (mm) that counts — a 3 mm lesion measured at 4 mm has not grown by 33 %.
+ENLARGING_FRACTION = 0.20
+SHRINKING_FRACTION = 0.30
+MIN_CHANGE_MM = 2.0
+
+
+class LesionStatus(str, Enum):
+    """A lesion against the patient's prior exam."""
+
+    BASELINE = "baseline"  # no prior exam in radnode
+    NEW = "new"
+    ENLARGING = "enlarging"
+    STABLE = "stable"
+    SHRINKING = "shrinking"
+    RESOLVED = "resolved"  # in the prior exam, not found now
+
+
+def lesion_status(diameter_mm: float, prior_diameter_mm: float) -> LesionStatus:
+    """Enlarging / stable / shrinking by the relative and absolute change of the longest diameter."""
+    change = diameter_mm - prior_diameter_mm
+    if change >= MIN_CHANGE_MM and change >= ENLARGING_FRACTION * prior_diameter_mm:
+        return LesionStatus.ENLARGING
+    if -change >= MIN_CHANGE_MM and -change >= SHRINKING_FRACTION * prior_diameter_mm:
+        return LesionStatus.SHRINKING
+    return LesionStatus.STABLE
+
+
+@dataclass(frozen=True)
+class LesionChange:
+    """One current lesion against the prior exam (matched or new)."""
+
+    status: LesionStatus
+    prior_diameter_mm: float | None = None
+    prior_volume_ml: float | None = None
+    diameter_change_pct: float | None = None
+    volume_change_pct: float | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedLesion:
+    """A lesion of the prior exam that has no match now."""
+
+    track: int
+    tracking_uid: str
+    prior_diameter_mm: float
+    prior_volume_ml: float
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class LesionComparison:
+    """The current exam's lesions against the patient's latest prior exam in radnode."""
+
+    prior_date: str  # YYYY-MM-DD
+    prior_count: int
+    prior_total_volume_ml: float
+    #: current lesion index → its change
+    changes: dict[int, LesionChange]
+    resolved: tuple[ResolvedLesion, ...] = ()
