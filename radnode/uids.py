@@ -33,3 +33,30 @@ def derive_uid(*parts: str) -> str:
     """
     u = uuid.uuid5(_NAMESPACE, "\x1f".join(parts))
     return f"{UID_ROOT}{u.int}"
+
+
+def patient_key(header: object) -> str | None:
+    """A one-way key for "the same patient" (trends, lesion tracking) that is not the patient ID itself.
+
+    *header* is anything with ``get`` (a pydicom Dataset, a header dict);
+    None without a Patient ID.
+    """
+    import hashlib
+
+    get = getattr(header, "get", None)
+    pid = str(get("PatientID", "") or "").strip() if get is not None else ""
+    if not pid:
+        return None
+    issuer = str(get("IssuerOfPatientID", "") or "").strip()  # type: ignore[misc]
+    return hashlib.sha256(f"{issuer}|{pid}".encode()).hexdigest()
+
+
+def patient_key_of(path: object) -> str | None:
+    """:func:`patient_key` of a DICOM file's header (None when unreadable or without a Patient ID)."""
+    import pydicom
+
+    try:
+        return patient_key(pydicom.dcmread(str(path), stop_before_pixels=True,
+                                           specific_tags=["PatientID", "IssuerOfPatientID"]))
+    except Exception:  # noqa: BLE001 - an unreadable header simply has no key
+        return None

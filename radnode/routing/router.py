@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import structlog
+
+from radnode.uids import patient_key
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -78,17 +80,6 @@ def study_facts(summaries: list[SeriesSummary], study_uid: str, calling_ae: str,
         trigger=trigger,  # type: ignore[arg-type]
         accession=str(first.get("AccessionNumber", "") or "") if first is not None else "",
     )
-
-
-def patient_key(header: Any) -> str | None:
-    """A one-way key for "the same patient" (trends) that is not the patient ID itself."""
-    import hashlib
-
-    pid = str(header.get("PatientID", "") or "").strip() if header is not None else ""
-    if not pid:
-        return None
-    issuer = str(header.get("IssuerOfPatientID", "") or "").strip()
-    return hashlib.sha256(f"{issuer}|{pid}".encode()).hexdigest()
 
 
 class Router:

@@ -1,0 +1,197 @@
+"""Brain metastases: every enhancing lesion found, measured and tracked lesion by lesion.
+
+Pipeline: nipype preprocessing shared with glioma (DICOM → volumes with
+patient geometry, rigid registration of FLAIR — optional — to the T1
+post-contrast, one resampling onto a 1 mm grid aligned with T1c, brain
+extraction, z-score in the brain) → the ONNX model named by its manifest
+(T1c channel; sliding window) → lesion probability inside the brain → the
+candidate step tuned for small lesions (:mod:`.candidates`: hysteresis,
+minimum size and confidence, look-alike shapes) on the model's 1 mm grid →
+lesion map on the native T1c grid (the series the SEG references), lesions
+numbered by size → per-lesion measurements (:mod:`.measure`) in the brain
+frame (:mod:`.frame`) → tracking against the patient's prior exam
+(:mod:`.tracking`, called by the worker through :meth:`follow_up`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import SimpleITK as sitk
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from radnode.analyzers.base import (
+    AnalyzerError,
+    AnalyzerInputs,
+    AnalyzerResult,
+    AnalyzerSpec,
+    LabelMap,
+    Measurement,
+    ModelInfo,
+    Progress,
+    Segment,
+)
+from radnode.analyzers.metastasis.candidates import CandidateRule, find_candidates
+from radnode.analyzers.metastasis.frame import brain_frame
+from radnode.analyzers.metastasis.measure import measure_lesions, renumber_by_size, summary_measurements
+from radnode.analyzers.metastasis.tracking import PRIOR_ROW_NAMES, annotate, compare, lesion_rows, summary
+from radnode.analyzers.preprocessing import run_preprocessing
+from radnode.analyzers.registry import METASTASIS
+from radnode.analyzers.runtime import ModelError, ModelRef, ModelStore, SessionCache, resample_to_spacing
+from radnode.uids import patient_key_of
+
+log = structlog.get_logger(__name__)
+
+VERSION = "0.1.0"
+APPLICATION = METASTASIS.name
+#: SNOMED CT "Metastatic malignant neoplasm to brain" (finding type of every lesion segment).
+METASTASIS_CODE = ("94225005", "Metastatic malignant neoplasm to brain")
+
+
+class MetastasisOptions(BaseModel):
+    """Per-job options (routing YAML ``options:`` or the web form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    brain_extraction: Literal["deepbet", "template"] = "deepbet"
+    #: A specific model by name (default: the newest model for application "metastasis").
+    model: str | None = None
+    #: Also write the lesion probability map on the model grid (benchmarks only).
+    save_probabilities: bool = False
+
+
+def _read_oriented(path: Path, orientation: str | None, spacing: tuple[float, float, float]) -> sitk.Image:
+    image = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    if orientation:
+        image = sitk.DICOMOrient(image, orientation)  # axis permutation/flip only
+    return resample_to_spacing(image, spacing)
+
+
+class MetastasisAnalyzer:
+    """Implements the analyzer protocol (and the follow-up protocol) for application ``metastasis``."""
+
+    def __init__(self, store: ModelStore | None = None, cache: SessionCache | None = None) -> None:
+        self.store = store or ModelStore()
+        self.cache = cache or SessionCache()
+        self.model_ref = self._find(None)
+        manifest = self.model_ref.manifest
+        assert manifest is not None
+        self.spec = AnalyzerSpec(
+            name=APPLICATION,
+            version=VERSION,
+            description="Brain metastasis detection and segmentation, lesion by lesion, tracked across exams",
+            required_roles=METASTASIS.required,
+            optional_roles=METASTASIS.optional,
+            options=MetastasisOptions,
+            model=ModelInfo(name=manifest.name, version=manifest.version, demo=manifest.demo,
+                            intended_use=manifest.intended_use),
+            outputs=("seg", "sr", "pdf", "secondary_capture"),
+            prior_rows=PRIOR_ROW_NAMES,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "MetastasisAnalyzer":
+        if settings is None:
+            return cls()
+        return cls(ModelStore(settings.analyzers.model_dirs), SessionCache.from_settings(settings.analyzers))
+
+    def _find(self, name: str | None) -> ModelRef:
+        try:
+            return self.store.find(name=name, application=APPLICATION)
+        except ModelError as exc:
+            raise AnalyzerError(str(exc)) from exc
+
+    def follow_up(self, result: AnalyzerResult, prior_rows: Sequence[tuple[str, Mapping[str, float]]],
+                  patient_key: str) -> list[Measurement]:
+        """Lesion matching against the patient's latest prior exam (see ``tracking.py``)."""
+        return annotate(result, prior_rows, patient_key, self.spec.name)
+
+    def run(self, inputs: AnalyzerInputs, workdir: Path, progress: Progress) -> AnalyzerResult:
+        opts = inputs.options
+        assert isinstance(opts, MetastasisOptions)
+        timings: dict[str, float] = {}
+        ref = self._find(opts.model) if opts.model else self.model_ref
+        model = self.cache.get_model(ref)  # fails fast (sha256, graph) before preprocessing
+        manifest = model.manifest
+        missing = [r for r in manifest.inputs if r not in inputs.series]
+        if missing:
+            raise AnalyzerError(f"model {manifest.name} {manifest.version} needs inputs {manifest.inputs}; missing {missing}")
+        rule = CandidateRule.from_manifest(manifest)
+        # FLAIR (optional) is registered onto T1c even when the model reads T1c alone: the oedema it shows
+        # is in the work folder for a reader, and a site's model that takes FLAIR gets it on the same grid.
+        roles = [r for r in ("t1c", "flair") if r in inputs.series] + [r for r in manifest.inputs if r not in ("t1c", "flair")]
+
+        progress("preprocessing")
+        pre = run_preprocessing({role: list(inputs.series[role].files) for role in roles}, workdir / "preprocessing",
+                                reference_role="t1c", spacing_mm=1.0, brain_extraction=opts.brain_extraction)
+        timings.update({f"preprocess_{k}": v for k, v in pre.timings.items()})
+
+        progress("inferring")
+        t0 = time.perf_counter()
+        spacing = tuple(float(s) for s in manifest.spacing_mm)  # type: ignore[union-attr]
+        channels = [sitk.GetArrayFromImage(_read_oriented(pre.images[r], manifest.orientation, spacing))  # type: ignore[arg-type]
+                    for r in manifest.inputs]
+        grid = _read_oriented(pre.brain_mask, manifest.orientation, spacing)  # type: ignore[arg-type]
+        brain = sitk.GetArrayFromImage(grid) > 0.5
+        probs = model.predict_volume(np.stack(channels).astype(np.float32))
+        lesion_prob = np.where(brain, 1.0 - probs[0], 0.0).astype(np.float32)
+        del probs
+        timings["infer"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        sx, sy, sz = grid.GetSpacing()
+        lesion_map, candidates = find_candidates(lesion_prob, brain, (sz, sy, sx), rule)
+        confidences = {c.id: c.confidence for c in candidates}
+        grid_map = sitk.GetImageFromArray(lesion_map.astype(np.uint16))
+        grid_map.CopyInformation(grid)
+        if opts.save_probabilities:
+            p = sitk.GetImageFromArray(lesion_prob)
+            p.CopyInformation(grid)
+            sitk.WriteImage(p, str(workdir / "lesion_probability.nii.gz"))
+        reference = sitk.ReadImage(str(pre.reference))
+        native = sitk.GetArrayFromImage(sitk.Resample(grid_map, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                                                       sitk.sitkUInt16)).astype(np.int32)
+        native, confidences = renumber_by_size(native, confidences)  # a lesion too small for the native grid vanishes
+        label_image = sitk.GetImageFromArray(native.astype(np.uint16))
+        label_image.CopyInformation(reference)
+        sitk.WriteImage(label_image, str(workdir / "labels.nii.gz"))
+        timings["candidates"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        frame = brain_frame(sitk.ReadImage(str(pre.brain_mask)))
+        timings["frame"] = time.perf_counter() - t0
+        lesions = measure_lesions(label_image, confidences, frame)
+        key = patient_key_of(inputs.series["t1c"].files[0]) or inputs.study_instance_uid
+        tracks, comparison = compare(lesions, [], key, APPLICATION)
+        measurements = summary_measurements(lesions) + lesion_rows(lesions, tracks, comparison)
+        segments = tuple(
+            Segment(value=les.index, name=f"Lesion {les.index}", property_type=METASTASIS_CODE)
+            for les in lesions
+        )
+        flags = [] if lesions else ["no metastasis found"]
+        extra_summary = {**summary(lesions, tracks, comparison), "frame_metric": round(frame.metric, 4),
+                         "brain_volume_ml": round(pre.brain_volume_ml, 1)}
+        log.info("metastases detected", job_id=inputs.job_id, count=len(lesions),
+                 total_ml=extra_summary["total_volume_ml"], **{k: round(v, 2) for k, v in timings.items()})
+        return AnalyzerResult(
+            label_maps=[LabelMap(APPLICATION, native.astype(np.uint16), reference_role="t1c", segments=segments)],
+            measurements=measurements,
+            flags=flags,
+            extra={
+                "summary": extra_summary,
+                "timings": timings,
+                "labels_nifti": str(workdir / "labels.nii.gz"),
+                "brain_mask_nifti": str(pre.brain_mask),
+                "lesions": lesions,
+                "tracking": tracks,
+                "lesion_comparison": comparison,
+                "response_criteria": "RANO-BM",
+                "preprocessing_workdir": str(pre.workdir),
+                "model": {"name": manifest.name, "version": manifest.version, "demo": manifest.demo},
+            },
+        )
