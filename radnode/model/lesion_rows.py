@@ -38,9 +38,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from radnode.model.analysis import Measurement, Segment
-from radnode.model.lesions import RANO_BM_MEASURABLE_MM, Lesion, LesionComparison, LesionStatus
+from radnode.model.lesions import (
+    RANO_BM_MEASURABLE_MM,
+    Lesion,
+    LesionComparison,
+    LesionStatus,
+)
 
 PREFIX = "met_"
 COUNT = "met_lesion_count"
@@ -199,7 +205,7 @@ def lesion_rows(lesions: Sequence[Lesion], tracking: Mapping[int, tuple[int, str
     return rows
 
 
-def read_lesion_rows(measurements: Sequence[Mapping[str, object]]) -> dict[str, object] | None:
+def read_lesion_rows(measurements: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The stored rows (dicts with name, value, unit, code) back as lesions; None without metastasis rows.
 
     Returns ``{"count", "total_volume_ml", "sum_diameters_mm", "prior_count", "prior_total_volume_ml",

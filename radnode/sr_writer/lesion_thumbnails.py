@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from radnode.model.lesions import Lesion  # noqa: E402
-from radnode.sr_writer.pdf import KeyImage  # noqa: E402
+from radnode.model.lesions import Lesion
+from radnode.sr_writer.pdf import KeyImage
 
 #: Smallest half field of view (mm) and how many diameters the field spans around the lesion.
 MIN_HALF_FOV_MM = 15.0
@@ -39,7 +39,7 @@ def thumbnail_file(index: int) -> str:
 def _slice_of(mask: np.ndarray) -> int:
     """The centroid's slice when the lesion is on it (a crescent's may not be), else its largest slice."""
     zs = np.nonzero(mask)[0]
-    centre = int(round(float(zs.mean())))
+    centre = round(float(zs.mean()))
     if mask[centre].any():
         return centre
     return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
@@ -59,8 +59,8 @@ def render_lesion_thumbnail(volume: np.ndarray, label_map: np.ndarray, lesion: L
     cy, cx = float(ys.mean()), float(xs.mean())
     half_mm = max(MIN_HALF_FOV_MM, FOV_DIAMETERS * float(lesion.max_axial_diameter_mm))
     hy, hx = int(np.ceil(half_mm / dr)), int(np.ceil(half_mm / dc))
-    y0, y1 = int(round(cy)) - hy, int(round(cy)) + hy + 1
-    x0, x1 = int(round(cx)) - hx, int(round(cx)) + hx + 1
+    y0, y1 = round(cy) - hy, round(cy) + hy + 1
+    x0, x1 = round(cx) - hx, round(cx) + hx + 1
     # Pad rather than shift the window, so the lesion stays centred at the image's edge.
     pad = max(0, -y0, -x0, y1 - volume.shape[1], x1 - volume.shape[2])
     gray = np.pad(volume[z].astype(float), pad, mode="constant")[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
@@ -74,7 +74,7 @@ def render_lesion_thumbnail(volume: np.ndarray, label_map: np.ndarray, lesion: L
     ax.text(3, 12, f"L{track}", color=OUTLINE, fontsize=9, fontweight="bold")
     ax.set_axis_off()
     fig.canvas.draw()
-    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)

@@ -43,11 +43,19 @@ RANO-BM's target sum.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from radnode.model.lesion_rows import METASTASIS_TYPE, STATUS_CODES, measurable, parse_location, site_of, status_of
+from radnode.model.lesion_rows import (
+    METASTASIS_TYPE,
+    STATUS_CODES,
+    measurable,
+    parse_location,
+    site_of,
+    status_of,
+)
 from radnode.model.lesions import Lesion, LesionComparison, LesionStatus, ResolvedLesion
 from radnode.sr_writer.provenance import OutputProvenance
 
@@ -109,7 +117,8 @@ def _segment_ref(segmentation: Dataset | None, lesion: Lesion, series: hd.sr.Sou
 
 
 def lesion_group(lesion: Lesion, track: tuple[int, str], comparison: LesionComparison | None, segmentation: Dataset | None,
-                 series: hd.sr.SourceSeriesForSegmentation, algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+                 series: hd.sr.SourceSeriesForSegmentation, algorithm: hd.sr.AlgorithmIdentification,
+                 ) -> hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     """TID 1411 (TID 1501 when the SEG has no segment for it) for one current lesion."""
     number, uid = track
     items = [
@@ -127,7 +136,7 @@ def lesion_group(lesion: Lesion, track: tuple[int, str], comparison: LesionCompa
             items.append(hd.sr.Measurement(name=DIAMETER_CHANGE, value=float(change.diameter_change_pct), unit=_UNITS["%"]))
         if change is not None and change.volume_change_pct is not None:
             items.append(hd.sr.Measurement(name=VOLUME_CHANGE, value=float(change.volume_change_pct), unit=_UNITS["%"]))
-    common = {
+    common: dict[str, Any] = {
         "tracking_identifier": hd.sr.TrackingIdentifier(uid=uid, identifier=f"Lesion {number}"),
         "finding_type": METASTASIS,
         "finding_category": MORPHOLOGICALLY_ABNORMAL,
@@ -175,7 +184,7 @@ def study_group(lesions: Sequence[Lesion], provenance: OutputProvenance,
 
 def metastasis_groups(lesions: Sequence[Lesion], tracks: Mapping[int, tuple[int, str]], comparison: LesionComparison | None,
                       segmentation: Dataset | None, series: hd.sr.SourceSeriesForSegmentation, provenance: OutputProvenance,
-                      algorithm: hd.sr.AlgorithmIdentification) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+                      algorithm: hd.sr.AlgorithmIdentification) -> list[Any]:
     """Every metastasis group, in reading order: lesions (largest first), resolved lesions, the study."""
     if comparison is not None and not isinstance(comparison, LesionComparison):
         raise TypeError(f"lesion_comparison: expected LesionComparison, got {type(comparison).__name__}")

@@ -27,7 +27,7 @@ from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
 from radnode.sr_writer.frames import frames_image, slice_spacing, sorted_volume, source_frames, with_top_level_geometry
 from radnode.sr_writer.hemorrhage_figures import render_slice_figures
 from radnode.sr_writer.lesion_thumbnails import render_lesion_thumbnails, thumbnail_file
-from radnode.sr_writer.pdf import PriorResult, build_report_pdf, render_key_images
+from radnode.sr_writer.pdf import KeyImage, PriorResult, build_report_pdf, render_key_images
 from radnode.sr_writer.patient import apply_patient_module
 from radnode.sr_writer.provenance import OutputProvenance
 from radnode.sr_writer.rano_figures import render_bidimensional
@@ -261,9 +261,9 @@ def write_results(
     for les in lesions:  # offline runs (no job store): numbered in this exam only
         tracking.setdefault(les.index, (les.index, provenance.uid("lesion-track", str(les.index))))
     seg_ds = None
-    segments = ()
+    segments: tuple[Segment, ...] = ()
     key_images = []
-    thumbnails: dict = {}
+    thumbnails: dict[int, KeyImage] = {}
     written.paths["lesion_thumbnails"] = []
     if label_map is not None:
         segments = _metastasis_segments(label_map.segments) if metastases else label_map.segments

@@ -39,7 +39,7 @@ def metastasis_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for key in [k for k in os.environ if k.startswith("RADNODE_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("RADNODE_DATA_DIR", str(tmp_path / "data"))
-    settings = Settings(data_dir=tmp_path / "data", web={"secure_cookies": False, "session_secret": "test-secret-0123456789"})
+    settings = Settings(data_dir=tmp_path / "data", web={"secure_cookies": False, "session_secret": "test-secret-0123456789"})  # type: ignore[arg-type]
     engine, sessions = open_store(settings)
     result = case.result()
     request = jobstore.JobRequest(derive_uid("met-web-study"), "brain-metastases", "0.1.0",
@@ -63,7 +63,7 @@ def _login(client: TestClient) -> None:
 
 
 def _row(html: str, attribute: str, value: int) -> str:
-    match = re.search(rf'<tr {attribute}="{value}".*?</tr>', html, re.S)
+    match = re.search(rf'<tr {attribute}="{value}".*?</tr>', html, re.DOTALL)
     assert match, f"{attribute}={value} is not on the page"
     return re.sub(r"\s+", " ", match.group(0))
 

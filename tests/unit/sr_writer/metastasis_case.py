@@ -10,7 +10,13 @@ import numpy as np
 
 from radnode.model.analysis import AnalyzerResult, LabelMap, ModelInfo
 from radnode.model.lesion_rows import lesion_rows, metastasis_segments
-from radnode.model.lesions import Lesion, LesionChange, LesionComparison, LesionStatus, ResolvedLesion
+from radnode.model.lesions import (
+    Lesion,
+    LesionChange,
+    LesionComparison,
+    LesionStatus,
+    ResolvedLesion,
+)
 from radnode.uids import derive_uid
 from tests.unit.sr_writer.synthetic import SHAPE, SPACING
 

@@ -30,7 +30,7 @@ from radnode.model.lesion_rows import (
 from radnode.model.lesions import LesionStatus
 from radnode.sr_writer.sr_reader import groups_by_tracking_id
 from radnode.sr_writer.validate import dciodvfy_report
-from radnode.sr_writer.writer import write_results
+from radnode.sr_writer.writer import WrittenObjects, write_results
 from tests.support.require import unavailable
 from tests.unit.sr_writer import metastasis_case as case
 from tests.unit.sr_writer.synthetic import make_series, write_series
@@ -39,6 +39,12 @@ VOLUME, LONG_AXIS, CERTAINTY = ("118565006", "SCT"), ("103339001", "SCT"), ("111
 CHANGE, TOTAL = ("111021", "DCM"), ("255619001", "SCT")
 DIAMCHG, VOLCHG = ("DIAMCHG", "99RADNODE"), ("VOLCHG", "99RADNODE")
 SIDES = {"left": ("7771000", "SCT"), "right": ("24028007", "SCT"), "midline": ("51440002", "SCT")}
+
+
+def _path(out: WrittenObjects, key: str) -> Path:
+    path = out.paths[key]
+    assert isinstance(path, Path), key
+    return path
 
 
 def _require(tool: str) -> None:
@@ -66,11 +72,11 @@ def written(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
 def test_every_lesion_reads_back_from_the_sr(written) -> None:  # type: ignore[no-untyped-def]
     result, out = written
-    groups = groups_by_tracking_id(out.paths["sr"])
+    groups = groups_by_tracking_id(_path(out, "sr"))
     comparison = result.extra["lesion_comparison"]
     # One group per lesion (by track), one per resolved lesion, one for the study; no per-segment duplicates.
     assert set(groups) == {"Lesion 2", "Lesion 8", "Lesion 5", "Lesion 7", "Brain metastases"}
-    seg = pydicom.dcmread(out.paths["seg"], stop_before_pixels=True)
+    seg = pydicom.dcmread(_path(out, "seg"), stop_before_pixels=True)
     labels = {int(d.SegmentNumber): str(d.SegmentLabel) for d in seg.SegmentSequence}
     for les in result.extra["lesions"]:
         track, uid = result.extra["tracking"][les.index]
@@ -106,7 +112,7 @@ def test_every_lesion_reads_back_from_the_sr(written) -> None:  # type: ignore[n
     assert study.value(VOLUME, TOTAL).value == pytest.approx(sum(les.volumes_ml["whole_tumor"] for les in lesions), abs=1e-3)
     assert study.value(LONG_AXIS, TOTAL).value == pytest.approx(14.0)  # only lesion 1 is ≥ 10 mm
     # The private concepts (the two change percentages) are declared.
-    ds = pydicom.dcmread(out.paths["sr"])
+    ds = pydicom.dcmread(_path(out, "sr"))
     assert [str(s.CodingSchemeDesignator) for s in ds.CodingSchemeIdentificationSequence] == ["99RADNODE"]
 
 
@@ -114,15 +120,15 @@ def test_a_baseline_exam_writes_no_change(tmp_path: Path) -> None:
     paths = write_series(make_series("met0"), tmp_path / "src")
     out = write_results(job_id="job-met-baseline", result=case.result(with_prior=False), model=case.MODEL, out_dir=tmp_path / "out",
                         application="Brain metastases", source_series={"t1c": paths}, render_pages=False)
-    groups = groups_by_tracking_id(out.paths["sr"])
+    groups = groups_by_tracking_id(_path(out, "sr"))
     assert set(groups) == {"Lesion 2", "Lesion 8", "Lesion 5", "Brain metastases"}
     assert all(CHANGE not in g.evaluations and DIAMCHG not in g.measurements for g in groups.values())
-    assert "CodingSchemeIdentificationSequence" not in pydicom.dcmread(out.paths["sr"])
+    assert "CodingSchemeIdentificationSequence" not in pydicom.dcmread(_path(out, "sr"))
 
 
 def test_the_seg_has_one_metastasis_segment_per_lesion(written) -> None:  # type: ignore[no-untyped-def]
     result, out = written
-    seg = pydicom.dcmread(out.paths["seg"], stop_before_pixels=True)
+    seg = pydicom.dcmread(_path(out, "seg"), stop_before_pixels=True)
     assert seg.SegmentationType == "BINARY" and len(seg.SegmentSequence) == 3
     for d in seg.SegmentSequence:
         k = int(str(d.SegmentLabel).split()[-1])
@@ -136,10 +142,10 @@ def test_a_labelmap_seg_holds_the_lesions_too(tmp_path: Path) -> None:
     paths = write_series(make_series("met-lm"), tmp_path / "src")
     out = write_results(job_id="job-met-labelmap", result=case.result(), model=case.MODEL, out_dir=tmp_path / "out",
                         application="Brain metastases", source_series={"t1c": paths}, segmentation_type="LABELMAP", render_pages=False)
-    seg = pydicom.dcmread(out.paths["seg"], stop_before_pixels=True)
+    seg = pydicom.dcmread(_path(out, "seg"), stop_before_pixels=True)
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"  # Label Map Segmentation Storage
     assert {str(d.SegmentLabel) for d in seg.SegmentSequence if int(d.SegmentNumber) > 0} == {"Lesion 1", "Lesion 2", "Lesion 3"}
-    assert len(groups_by_tracking_id(out.paths["sr"])) == 5
+    assert len(groups_by_tracking_id(_path(out, "sr"))) == 5
 
 
 def test_thumbnails_are_written_and_sent(written) -> None:  # type: ignore[no-untyped-def]
@@ -155,7 +161,7 @@ def test_thumbnails_are_written_and_sent(written) -> None:  # type: ignore[no-un
 def test_the_pdf_lists_lesions_statuses_and_the_trend(written) -> None:  # type: ignore[no-untyped-def]
     _require("pdftotext")
     _, out = written
-    text = subprocess.run(["pdftotext", "-layout", str(out.paths["pdf"]), "-"], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(["pdftotext", "-layout", str(_path(out, "pdf")), "-"], capture_output=True, text=True, check=True).stdout
     assert "Brain metastases (lesion by lesion)" in text
     rows = {line.split("(track")[1].split(")")[0].strip(): line for line in text.splitlines() if "(track" in line}
     assert "left cerebellum" in rows["2"] and "14.0" in rows["2"] and "0.91" in rows["2"] and "0.97" in rows["2"]
