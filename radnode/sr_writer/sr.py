@@ -57,7 +57,8 @@ by ABC/2.
 Private codes: scheme ``99RADNODE``, used only for an application's own
 measurement or finding that comes without a code (:func:`local_code`) and for
 a metastasis's diameter and volume change against its prior (DICOM's one
-"Fractional Change" cannot tell the two apart); the glioma report uses none (the per-lesion product is not written: it is Long
+"Fractional Change" cannot tell the two apart); the glioma report uses
+none (the per-lesion product is not written: it is Long
 Axis × Perpendicular Axis). When one is used the scheme is declared in the
 Coding Scheme Identification Sequence (PS3.3 C.12.1.1.3.1); otherwise the
 SR carries no private designator at all, so dciodvfy has nothing to warn
