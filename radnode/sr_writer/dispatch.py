@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radnode.model.analysis import AnalyzerInputs, AnalyzerResult, AnalyzerSpec
 from radnode.model.delivery import ResultPackage
 from radnode.model.jobs import AnalyzeJob
+from radnode.model.lesion_rows import TREND_KEYS as MET_TREND_KEYS
 from radnode.peers.destinations import CallerIdentity, ResultDestination, open_destination
 from radnode.peers.dicom import PeerUnavailable
 from radnode.settings import Settings
@@ -31,6 +32,14 @@ from radnode.store import jobs as jobstore
 log = structlog.get_logger(__name__)
 
 TREND_KEYS = ("whole_tumor", "enhancing")
+
+
+def _prior_row_names(spec: AnalyzerSpec, result: AnalyzerResult) -> tuple[str, ...]:
+    """The rows to read from the patient's earlier jobs: the analyzer's, plus a metastasis result's trend rows."""
+    names = tuple(spec.prior_rows or TREND_KEYS)
+    if result.extra.get("response_criteria") == "RANO-BM":
+        names += tuple(k for k in MET_TREND_KEYS if k not in names)
+    return names
 
 #: Destination kinds that take the result package rather than DICOM files.
 MESSAGE_KINDS = frozenset({"email", "hl7", "fhir", "webhook"})
@@ -64,7 +73,7 @@ def write_objects(
         device_serial_number=settings.results.device_serial_number,
         segmentation_type=settings.results.segmentation_type,
         render_pages=settings.results.secondary_capture_pages,
-        trend_keys=[k for k in TREND_KEYS if any(m.name == k for m in result.measurements)] or None,
+        trend_keys=[k for k in (*TREND_KEYS, *MET_TREND_KEYS) if any(m.name == k for m in result.measurements)] or None,
     )
 
 
@@ -102,7 +111,7 @@ class DicomResultWriter:
             return []  # the analyzer declares no DICOM outputs (e.g. measurements only)
         with self.sessions() as session:
             row = jobstore.get_job(session, job.job_id)
-            priors = jobstore.prior_measurements(session, row, spec.prior_rows or TREND_KEYS)
+            priors = jobstore.prior_measurements(session, row, _prior_row_names(spec, result))
             accession = row.accession
             previous: dict[str, Any] = json.loads(row.sends_json or "{}")
         try:

@@ -44,7 +44,7 @@ from reportlab.platypus import (  # noqa: E402
 
 from radnode.model.analysis import Finding, Measurement, ModelInfo, Segment  # noqa: E402
 from radnode.model.branding import ReportBranding  # noqa: E402
-from radnode.model.lesions import FollowUp, Lesion  # noqa: E402
+from radnode.model.lesions import FollowUp, Lesion, LesionComparison  # noqa: E402
 
 log = structlog.get_logger(__name__)
 
@@ -572,9 +572,10 @@ def _page_decorator(branding: ReportBranding, model: ModelInfo, st: _Styles):  #
     return on_page
 
 
-def _is_lesion_row(m: Measurement) -> bool:
-    """Per-lesion and RANO rows: shown in the lesion section, not as "other measurements"."""
-    return m.name.startswith(("lesion_", "rano_"))
+def _is_lesion_row(m: Measurement, metastases: bool = False) -> bool:
+    """Per-lesion, RANO and metastasis rows: shown in the lesion section, not as "other measurements"
+    (for metastases also each "Lesion <k>" segment's volume: the lesion table has it)."""
+    return m.name.startswith(("lesion_", "rano_", "met_")) or (metastases and (m.segment or "").startswith("Lesion "))
 
 
 def build_report_pdf(
@@ -598,6 +599,9 @@ def build_report_pdf(
     follow_up: FollowUp | None = None,
     key_image_heading: str | None = None,
     key_images_per_row: int = 3,
+    lesion_comparison: LesionComparison | None = None,
+    response_criteria: str | None = None,
+    lesion_thumbnails: Mapping[int, KeyImage] | None = None,
 ) -> bytes:
     """Render the report and return the PDF bytes.
 
@@ -611,12 +615,21 @@ def build_report_pdf(
     *tracking* numbers and the *follow_up* against the prior) add the lesion
     and RANO section. *key_image_heading* / *key_images_per_row* lay out other
     kinds of key image (e.g. a CT slice in three windows, one per row).
+    With *response_criteria* "RANO-BM" (metastases) the lesion section is
+    the lesion-by-lesion table (:mod:`radnode.sr_writer.pdf_metastasis`:
+    *lesion_thumbnails* by lesion index, status and change from
+    *lesion_comparison*, resolved lesions) and the trend follows the lesion
+    count and total volume rows.
     """
     _check_report_arguments(patient, model, branding, application, measurements, findings, prior_results, lesions, follow_up)
     st = _Styles.of(branding)
     generated = generated_at or dt.datetime.now().replace(microsecond=0)
-    volumes = [m for m in measurements if _is_volume(m) and not (lesions and _is_lesion_row(m))]
-    others = [m for m in measurements if not _is_volume(m) and not (lesions and _is_lesion_row(m))]
+    metastases = response_criteria == "RANO-BM"
+    if lesion_comparison is not None and not isinstance(lesion_comparison, LesionComparison):
+        raise TypeError(f"lesion_comparison: expected LesionComparison, got {type(lesion_comparison).__name__}")
+    hide = bool(lesions) or metastases
+    volumes = [m for m in measurements if _is_volume(m) and not (hide and _is_lesion_row(m, metastases))]
+    others = [m for m in measurements if not _is_volume(m) and not (hide and _is_lesion_row(m, metastases))]
     prior = prior_results[-1] if prior_results else None
     current_date = _fmt_date(patient.get("StudyDate")) if patient.get("StudyDate") else generated.date().isoformat()
 
@@ -624,12 +637,23 @@ def build_report_pdf(
     story += _title(application, model, st)
     story += _identifiers(patient, generated, st)
     story += _volumes(volumes, segments, prior, whole_label, st)
-    story += _lesions(lesions, tracking or {}, follow_up, st)
+    if metastases:
+        from radnode.sr_writer.pdf_metastasis import metastasis_section
+
+        story += metastasis_section(lesions, tracking or {}, lesion_comparison, lesion_thumbnails or {}, st, _esc, _fmt_date, model.demo)
+    else:
+        story += _lesions(lesions, tracking or {}, follow_up, st)
     story += _other_measurements(others, st)
     story += _detections(findings, st)
     story += _flags(flags, st)
     story += _key_images(key_images, st, key_image_heading, key_images_per_row)
-    story += _trend(prior_results, volumes, measurements, trend_keys, whole_label, current_date, branding, st)
+    if metastases:
+        from radnode.sr_writer.pdf_metastasis import metastasis_trend
+
+        story += metastasis_trend(prior_results, {m.name: m.value for m in measurements}, trend_keys, current_date,
+                                  branding.primary_color, st, _fmt_date)
+    else:
+        story += _trend(prior_results, volumes, measurements, trend_keys, whole_label, current_date, branding, st)
     story += _method(method_steps, model, branding, st)
 
     on_page = _page_decorator(branding, model, st)

@@ -15,7 +15,7 @@ compact but many deployed viewers only read BINARY.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import highdicom as hd
@@ -166,6 +166,7 @@ def build_segmentation(
     provenance: OutputProvenance,
     *,
     segmentation_type: str = "BINARY",
+    tracking: Mapping[str, tuple[str, str]] | None = None,
 ) -> hd.seg.Segmentation:
     """Build the SEG for *label_map* (``(Z, Y, X)``, sorted-source order).
 
@@ -173,6 +174,9 @@ def build_segmentation(
     label equals ``segments[n-1].value``; label values need not be
     contiguous (BraTS uses 1, 2, 4). Empty frames are omitted. The SEG is a
     new series in the sources' study, with UIDs derived from the job id.
+    *tracking* maps a segment name to (Tracking ID, Tracking UID) where the
+    segment is a tracked lesion (the same UID as its SR group and as the
+    lesion in the patient's other exams); others get job-derived ones.
     """
     if not isinstance(provenance, OutputProvenance):
         raise TypeError(f"provenance: expected OutputProvenance, got {type(provenance).__name__}")
@@ -221,8 +225,8 @@ def build_segmentation(
             segmented_property_type=_coded(s.property_type, Code("108369006", "SCT", "Neoplasm")),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
-            tracking_uid=provenance.uid("segment", s.name),
-            tracking_id=s.name[:64],
+            tracking_uid=(tracking or {}).get(s.name, ("", provenance.uid("segment", s.name)))[1],
+            tracking_id=(tracking or {}).get(s.name, (s.name, ""))[0][:64],
         )
         for number, s in enumerate(segs, start=1)
     ]

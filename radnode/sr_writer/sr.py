@@ -44,13 +44,21 @@ Structure (PS3.16 TID 1500):
   group instead, so one subject has one group (e.g. "Subdural hemorrhage":
   present, its probability, its volume, the segment).
 
+* with *response_criteria* "RANO-BM" (metastases): one TID 1411 group per
+  lesion referencing its SEG segment, one group per resolved lesion and a
+  study-level group (count, total volume, sum of longest diameters) — see
+  :mod:`radnode.sr_writer.sr_metastasis` — instead of the per-segment, lesion
+  and RANO groups above.
+
 Measurements may name a method (TID 300 "Measurement Method"), which tells
 two values of one quantity apart, e.g. a haematoma volume by voxel count and
 by ABC/2.
 
 Private codes: scheme ``99RADNODE``, used only for an application's own
-measurement or finding that comes without a code (:func:`local_code`); the
-glioma report uses none (the per-lesion product is not written: it is Long
+measurement or finding that comes without a code (:func:`local_code`) and for
+a metastasis's diameter and volume change against its prior (DICOM's one
+"Fractional Change" cannot tell the two apart); the glioma report uses
+none (the per-lesion product is not written: it is Long
 Axis × Perpendicular Axis). When one is used the scheme is declared in the
 Coding Scheme Identification Sequence (PS3.3 C.12.1.1.3.1); otherwise the
 SR carries no private designator at all, so dciodvfy has nothing to warn
@@ -78,9 +86,10 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from radnode.model.analysis import Finding, ImageRef, Measurement, Segment
-from radnode.model.lesions import FollowUp, Lesion
+from radnode.model.lesions import FollowUp, Lesion, LesionComparison
 from radnode.sr_writer.provenance import OutputProvenance
 from radnode.sr_writer.seg import check_segments, segment_numbers, sort_sources
+from radnode.sr_writer.sr_metastasis import metastasis_groups
 
 log = structlog.get_logger(__name__)
 
@@ -258,6 +267,8 @@ def build_measurement_report(
     lesions: Sequence[Lesion] = (),
     tracking: Mapping[int, tuple[int, str]] | None = None,
     follow_up: FollowUp | None = None,
+    lesion_comparison: LesionComparison | None = None,
+    response_criteria: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 report; see the module docstring for its structure.
 
@@ -267,6 +278,11 @@ def build_measurement_report(
     without a segment or with a "Lesion <n>" segment are not repeated: the
     lesion and RANO groups carry them. *tracking* maps a lesion index to
     (track number, Tracking UID); default: the index and a job-derived UID.
+    With *response_criteria* "RANO-BM" (metastases) the lesions are written
+    lesion by lesion (:mod:`radnode.sr_writer.sr_metastasis`): each lesion
+    group references its "Lesion <k>" segment instead of a group per
+    segment, *lesion_comparison* gives each lesion's status against the
+    prior exam and the resolved lesions, and there is no RANO group.
     """
     if not isinstance(provenance, OutputProvenance):
         raise TypeError(f"provenance: expected OutputProvenance, got {type(provenance).__name__}")
@@ -294,7 +310,8 @@ def build_measurement_report(
     les = _check_list(lesions, Lesion, "lesions")
     if follow_up is not None and not isinstance(follow_up, FollowUp):
         raise TypeError(f"follow_up: expected FollowUp, got {type(follow_up).__name__}")
-    if not segs and not meas and not finds and not les:
+    metastases = response_criteria == "RANO-BM"
+    if not segs and not meas and not finds and not les and not metastases:
         raise ValueError("measurements: nothing to report (no segments, measurements or findings)")
     tracks = dict(tracking) if tracking is not None else {}
     for lesion in les:
@@ -306,6 +323,8 @@ def build_measurement_report(
     finding_of = {f.name: f for f in finds}
     groups: list = []
     for s in segs:
+        if metastases and s.name.startswith("Lesion "):
+            continue  # the lesion's own group references it
         ref = hd.sr.ReferencedSegment(
             sop_class_uid=str(segmentation.SOPClassUID),
             sop_instance_uid=str(segmentation.SOPInstanceUID),
@@ -333,7 +352,7 @@ def build_measurement_report(
     for m in meas:
         if m.segment in seg_names or m.segment in finding_of:
             continue  # in the segment's group, or in the finding's group below
-        if les and (m.segment is None or m.segment.startswith("Lesion ")):
+        if (les or metastases) and (m.segment is None or m.segment.startswith("Lesion ") or m.name.startswith("met_")):
             continue  # carried by the lesion and RANO groups
         others.setdefault(m.segment or "Study", []).append(m)
     for subject, items in others.items():
@@ -347,7 +366,10 @@ def build_measurement_report(
                 measurements=[measurement_item(m, provenance) for m in items],
             )
         )
-    if les:
+    if metastases:
+        series = hd.sr.SourceSeriesForSegmentation(str(ordered[0].SeriesInstanceUID))
+        groups += metastasis_groups(les, tracks, lesion_comparison, segmentation, series, provenance, algorithm)
+    elif les:
         frame = str(ordered[0].FrameOfReferenceUID)
         series = hd.sr.SourceSeriesForSegmentation(str(ordered[0].SeriesInstanceUID))
         groups += [_lesion_group(lesion, tracks[lesion.index], frame, series, algorithm) for lesion in les]

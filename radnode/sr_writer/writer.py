@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,14 @@ import pydicom
 import structlog
 from pydicom.dataset import Dataset
 
-from radnode.model.analysis import AnalyzerResult, KeySlice, LabelMap, Measurement, ModelInfo, SliceCurves
+from radnode.model.analysis import AnalyzerResult, KeySlice, LabelMap, Measurement, ModelInfo, Segment, SliceCurves
 from radnode.model.branding import ReportBranding
+from radnode.model.lesion_rows import METASTASIS_CATEGORY, METASTASIS_TYPE
 from radnode.sr_writer.encapsulated_pdf import build_encapsulated_pdf
 from radnode.sr_writer.frames import frames_image, slice_spacing, sorted_volume, source_frames, with_top_level_geometry
 from radnode.sr_writer.hemorrhage_figures import render_slice_figures
-from radnode.sr_writer.pdf import PriorResult, build_report_pdf, render_key_images
+from radnode.sr_writer.lesion_thumbnails import render_lesion_thumbnails, thumbnail_file
+from radnode.sr_writer.pdf import KeyImage, PriorResult, build_report_pdf, render_key_images
 from radnode.sr_writer.patient import apply_patient_module
 from radnode.sr_writer.provenance import OutputProvenance
 from radnode.sr_writer.rano_figures import render_bidimensional
@@ -142,6 +144,12 @@ def _slice_figures(result: AnalyzerResult) -> tuple[list[KeySlice], SliceCurves 
     return keys, curves
 
 
+def _metastasis_segments(segments: Sequence[Segment]) -> tuple[Segment, ...]:
+    """Lesion segments without a type of their own are metastases (not glioma's default "Neoplasm")."""
+    return tuple(s if s.property_type is not None else replace(s, property_type=METASTASIS_TYPE, property_category=METASTASIS_CATEGORY)
+                 for s in segments)
+
+
 def write_results(
     *,
     job_id: str,
@@ -168,6 +176,13 @@ def write_results(
     ``report.pdf``, ``report_pdf.dcm``, ``sc_001.dcm``… (key images, then one
     per report page when poppler's ``pdftoppm`` is installed and
     *render_pages*). With *check_iod*, dciodvfy errors raise too.
+
+    A metastasis result (``extra["response_criteria"] == "RANO-BM"``) is
+    written lesion by lesion: ``extra["lesions"]``, ``extra["tracking"]``
+    and ``extra["lesion_comparison"]`` feed the SR, the PDF and the SEG's
+    tracking, and each lesion gets a thumbnail, ``lesion_<k>.png`` in
+    *out_dir* (for the web page; ``paths["lesion_thumbnails"]``), which is
+    also shown in the PDF and sent as a secondary capture.
     """
     if not isinstance(job_id, str) or not job_id.strip():
         raise ValueError("job_id: must be a non-empty string")
@@ -239,20 +254,28 @@ def write_results(
     measurements = list(result.measurements)
     lesions = list(result.extra.get("lesions") or ())
     follow_up = result.extra.get("follow_up")
+    response_criteria = result.extra.get("response_criteria")
+    metastases = response_criteria == "RANO-BM"
+    comparison = result.extra.get("lesion_comparison") if metastases else None
     tracking = dict(result.extra.get("tracking") or {})
     for les in lesions:  # offline runs (no job store): numbered in this exam only
         tracking.setdefault(les.index, (les.index, provenance.uid("lesion-track", str(les.index))))
     seg_ds = None
-    segments = ()
+    segments: tuple[Segment, ...] = ()
     key_images = []
+    thumbnails: dict[int, KeyImage] = {}
+    written.paths["lesion_thumbnails"] = []
     if label_map is not None:
-        segments = label_map.segments
+        segments = _metastasis_segments(label_map.segments) if metastases else label_map.segments
         have = {(m.segment, True) for m in measurements if m.unit.strip().lower() == "ml"}
         with _step("volumes"):
             measurements += [m for m in segment_volumes(label_map, sources) if (m.segment, True) not in have]
         if np.any(label_map.array):
             with _step("SEG"):
-                seg_ds = build_segmentation(sources, label_map.array, segments, provenance, segmentation_type=segmentation_type)
+                seg_tracking = {f"Lesion {les.index}": (f"Lesion {tracking[les.index][0]}", tracking[les.index][1])
+                                for les in lesions} if metastases else None
+                seg_ds = build_segmentation(sources, label_map.array, segments, provenance, segmentation_type=segmentation_type,
+                                            tracking=seg_tracking)
                 written.paths["seg"] = save(seg_ds, "seg.dcm")
         else:
             log.info("empty label map: no SEG written", job_id=job_id)
@@ -269,6 +292,15 @@ def write_results(
                 vol_img = frames_image(frames, volume)
                 lab_img = frames_image(frames, label_map.array.astype(np.uint8))
                 key_images += [render_bidimensional(vol_img, lab_img, label_map.segments, les) for les in measured]
+        if metastases and lesions:
+            with _step("lesion thumbnails"):
+                frames = source_frames(sources)
+                _, dr, dc = slice_spacing(frames)
+                thumbnails = render_lesion_thumbnails(sorted_volume(frames).astype(np.float32), label_map.array, lesions, tracking, (dr, dc))
+                for index, thumb in thumbnails.items():
+                    png = out_dir / thumbnail_file(index)
+                    png.write_bytes(thumb.png)
+                    written.paths["lesion_thumbnails"].append(png)  # type: ignore[union-attr]
 
     with _step("SR"):
         sr_ds = build_measurement_report(
@@ -281,6 +313,8 @@ def write_results(
             lesions=lesions,
             tracking=tracking,
             follow_up=follow_up,
+            lesion_comparison=comparison,
+            response_criteria=response_criteria,
         )
         written.paths["sr"] = save(sr_ds, "sr.dcm")
 
@@ -290,7 +324,7 @@ def write_results(
             model=model,
             branding=branding,
             application=application,
-            segments=label_map.segments if label_map is not None else (),
+            segments=segments if label_map is not None and segments else (label_map.segments if label_map is not None else ()),
             measurements=measurements,
             findings=result.findings,
             key_images=key_images,
@@ -304,6 +338,9 @@ def write_results(
             follow_up=follow_up,
             key_image_heading=result.extra.get("key_image_heading"),
             key_images_per_row=1 if key_slices or slice_curves is not None else 3,
+            lesion_comparison=comparison,
+            response_criteria=response_criteria,
+            lesion_thumbnails=thumbnails,
         )
         pdf_path = out_dir / "report.pdf"
         pdf_path.write_bytes(pdf_bytes)
@@ -312,7 +349,7 @@ def write_results(
         enc = build_encapsulated_pdf(pdf_bytes, first, provenance, document_title=f"{application} AI report", source_instances=sources)
         written.paths["encapsulated_pdf"] = save(enc, "report_pdf.dcm")
 
-    images = key_image_inputs(key_images)
+    images = key_image_inputs([*key_images, *thumbnails.values()])
     if render_pages:
         if pdftoppm_available():
             with _step("report page rendering"):

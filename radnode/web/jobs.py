@@ -17,6 +17,7 @@ from radnode.settings import Settings
 from radnode.store import jobs as jobstore
 from radnode.store.studies import StudyRow
 from radnode.web.errors import ServiceError
+from radnode.web.metastases import metastasis_block
 from radnode.web.rano import rano_block
 from radnode.web.results import result_files
 
@@ -85,6 +86,7 @@ def job_detail(session: Session, settings: Settings, job_id: str) -> dict[str, A
         for c in session.scalars(select(jobstore.RetrainingCaseRow).where(jobstore.RetrainingCaseRow.job_id == row.job_id)).all()
     ]
     data["files"] = result_files(settings, row.job_id)
+    data["metastases"] = metastasis_block(data["measurements"], data["files"])  # lesion by lesion, with thumbnails
     study = session.get(StudyRow, row.study_instance_uid)
     data["study_completed_reason"] = study.completed_reason if study is not None and study.completed_reason else None
     return data

@@ -3,6 +3,7 @@ name (never outside the job's folder), key images as PNG."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,29 @@ def results_dir(settings: Settings, job_id: str) -> Path:
     return settings.work_dir / job_id / "results"
 
 
+#: Lesion thumbnails (``radnode.sr_writer.lesion_thumbnails.thumbnail_file``): shown in the lesion table, not as key images.
+_THUMBNAIL = re.compile(r"^lesion_(\d+)\.png$")
+#: Their secondary captures' titles ("Key image: Lesion <track>: <location>, ..."; glioma's "Lesion 1 RANO: ..." differ).
+_THUMBNAIL_SC = re.compile(r"^Key image: Lesion \d+: ")
+
+
 def result_files(settings: Settings, job_id: str) -> dict[str, Any]:
-    """The report PDF and the key images (secondary captures, PNGs) the writer left for a job."""
+    """The report PDF, the key images (secondary captures, PNGs) and the lesion thumbnails the writer left for a job."""
     folder = results_dir(settings, job_id)
-    out: dict[str, Any] = {"report_pdf": False, "key_images": []}
+    out: dict[str, Any] = {"report_pdf": False, "key_images": [], "lesion_thumbnails": {}}
     if not folder.is_dir():
         return out
     out["report_pdf"] = (folder / "report.pdf").is_file()
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() == ".png":
+        thumb = _THUMBNAIL.match(path.name)
+        if thumb:
+            out["lesion_thumbnails"][int(thumb.group(1))] = path.name
+        elif path.suffix.lower() == ".png":
             out["key_images"].append({"name": path.name, "title": path.stem})
         elif path.name.startswith("sc_") and path.suffix == ".dcm":
             title = _sc_title(path)
-            if not title.startswith("Report page"):  # the report is shown whole as the PDF
+            # The report is shown whole as the PDF, the lesion thumbnails in the lesion table.
+            if not title.startswith("Report page") and not _THUMBNAIL_SC.match(title):
                 out["key_images"].append({"name": path.name, "title": title})
     return out
 

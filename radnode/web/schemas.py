@@ -115,6 +115,43 @@ class KeyImage(BaseModel):
 class ResultFiles(BaseModel):
     report_pdf: bool
     key_images: list[KeyImage]
+    #: Lesion index → thumbnail file name (served at /jobs/{job_id}/images/{name}).
+    lesion_thumbnails: dict[int, str] = Field(default_factory=dict)
+
+
+class MetastasisLesion(BaseModel):
+    """One lesion of a metastasis job (rows ``met_<k>_*``, :mod:`radnode.model.lesion_rows`)."""
+
+    index: int
+    track: int
+    diameter_mm: float | None
+    volume_ml: float | None
+    confidence: float | None
+    status: str = Field(description="baseline, new, enlarging, stable or shrinking")
+    location: str
+    diameter_change_pct: float | None
+    volume_change_pct: float | None
+    thumbnail: str | None = None
+
+
+class ResolvedMetastasis(BaseModel):
+    track: int
+    status: str
+    location: str
+    prior_diameter_mm: float | None
+    prior_volume_ml: float | None
+
+
+class Metastases(BaseModel):
+    """A metastasis job's lesions against the prior exam: automated measurement, not a RANO-BM assessment."""
+
+    count: int
+    total_volume_ml: float | None
+    sum_diameters_mm: float | None
+    prior_count: float | None
+    prior_total_volume_ml: float | None
+    lesions: list[MetastasisLesion]
+    resolved: list[ResolvedMetastasis]
 
 
 class RetrainingCase(BaseModel):
@@ -131,6 +168,7 @@ class JobDetail(JobOut):
     events: list[Event]
     files: ResultFiles
     retraining: list[RetrainingCase]
+    metastases: Metastases | None = None
 
 
 class SubmitRequest(_Body):

@@ -279,7 +279,7 @@ def test_retry_cancel_flag_work_and_are_audited(app_client: TestClient, settings
     assert detail["selection"]["t1c"]["probability"] == 0.93
     assert [st["stage"] for st in detail["stages"]][:2] == ["created", "queued"]
     assert {e["action"] for e in detail["events"]} >= {"created", "state:failed", "flag:retraining", "state:queued"}
-    assert detail["files"] == {"report_pdf": True, "key_images": [{"name": "key.png", "title": "key"}]}
+    assert detail["files"] == {"report_pdf": True, "key_images": [{"name": "key.png", "title": "key"}], "lesion_thumbnails": {}}
     pdf = app_client.get(f"/jobs/{failed}/report.pdf")
     assert pdf.headers["content-type"] == "application/pdf" and pdf.headers["content-disposition"].startswith("inline")
     assert app_client.get(f"/jobs/{failed}/images/..%2F..%2Fradnode.sqlite3").status_code == 404
