@@ -34,23 +34,21 @@ from radnode.analyzers.base import (
     Measurement,
     ModelInfo,
     Progress,
-    Segment,
 )
 from radnode.analyzers.metastasis.candidates import CandidateRule, find_candidates
 from radnode.analyzers.metastasis.frame import brain_frame
-from radnode.analyzers.metastasis.measure import measure_lesions, renumber_by_size, summary_measurements
-from radnode.analyzers.metastasis.tracking import PRIOR_ROW_NAMES, annotate, compare, lesion_rows, summary
+from radnode.analyzers.metastasis.measure import measure_lesions, renumber_by_size
+from radnode.analyzers.metastasis.tracking import PRIOR_ROW_NAMES, annotate, compare, result_rows, summary
 from radnode.analyzers.preprocessing import run_preprocessing
 from radnode.analyzers.registry import METASTASIS
 from radnode.analyzers.runtime import ModelError, ModelRef, ModelStore, SessionCache, resample_to_spacing
+from radnode.model.lesion_rows import metastasis_segments
 from radnode.uids import patient_key_of
 
 log = structlog.get_logger(__name__)
 
 VERSION = "0.1.0"
 APPLICATION = METASTASIS.name
-#: SNOMED CT "Metastatic malignant neoplasm to brain" (finding type of every lesion segment).
-METASTASIS_CODE = ("94225005", "Metastatic malignant neoplasm to brain")
 
 
 class MetastasisOptions(BaseModel):
@@ -168,11 +166,8 @@ class MetastasisAnalyzer:
         lesions = measure_lesions(label_image, confidences, frame)
         key = patient_key_of(inputs.series["t1c"].files[0]) or inputs.study_instance_uid
         tracks, comparison = compare(lesions, [], key, APPLICATION)
-        measurements = summary_measurements(lesions) + lesion_rows(lesions, tracks, comparison)
-        segments = tuple(
-            Segment(value=les.index, name=f"Lesion {les.index}", property_type=METASTASIS_CODE)
-            for les in lesions
-        )
+        measurements = result_rows(lesions, tracks, comparison)
+        segments = metastasis_segments(len(lesions))
         flags = [] if lesions else ["no metastasis found"]
         extra_summary = {**summary(lesions, tracks, comparison), "frame_metric": round(frame.metric, 4),
                          "brain_volume_ml": round(pre.brain_volume_ml, 1)}

@@ -11,15 +11,14 @@ Lesions are numbered 1..n by size, largest first (the order of the report).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import SimpleITK as sitk
 
-from radnode.analyzers.base import Measurement
 from radnode.analyzers.glioma.lesions import _ellipsoid, max_axial_diameter, physical_points
 from radnode.analyzers.metastasis.frame import BrainFrame, location
-from radnode.model.lesions import RANO_BM_MEASURABLE_MM, Lesion
+from radnode.model.lesions import Lesion
 
 
 def measure_lesions(label_image: sitk.Image, confidences: Mapping[int, float], frame: BrainFrame | None) -> list[Lesion]:
@@ -61,16 +60,3 @@ def renumber_by_size(lesion_map: np.ndarray, confidences: Mapping[int, float]) -
         lut[old] = new
         new_conf[new] = float(confidences.get(old, 0.0))
     return lut[lesion_map], new_conf
-
-
-def summary_measurements(lesions: Sequence[Lesion]) -> list[Measurement]:
-    """Study-level rows: lesion count, total volume, and RANO-BM's sum of longest diameters of measurable lesions."""
-    total = sum(les.volumes_ml["whole_tumor"] for les in lesions)
-    target = sum(les.max_axial_diameter_mm for les in lesions if les.max_axial_diameter_mm >= RANO_BM_MEASURABLE_MM)
-    return [
-        Measurement("lesion_count", float(len(lesions)), "1", None, None),
-        Measurement("total_volume", round(total, 4), "ml", None, None),
-        Measurement("sum_longest_diameters", round(target, 1), "mm", None, None),
-        Measurement("measurable_lesions", float(sum(les.max_axial_diameter_mm >= RANO_BM_MEASURABLE_MM for les in lesions)),
-                    "1", None, None),
-    ]

@@ -28,6 +28,7 @@ from scipy.optimize import linear_sum_assignment
 
 from radnode.analyzers.base import AnalyzerResult, Measurement
 from radnode.analyzers.metastasis.frame import location
+from radnode.model.lesion_rows import COUNT, DIAMETER, TOTAL_VOLUME, TRACK, TREND_KEYS, VOLUME, lesion_row, lesion_rows
 from radnode.model.lesions import (
     Lesion,
     LesionChange,
@@ -43,18 +44,13 @@ from radnode.uids import derive_uid
 MAX_TRACKED = 30
 #: Smallest matching radius (mm): registration error (~2 mm) plus a small lesion's centroid noise.
 MATCH_MIN_MM = 7.0
-#: Per-lesion row keys (``met_<index>_<key>``) the job store keeps and the next exam reads.
-LESION_KEYS = ("track", "frame_x", "frame_y", "frame_z", "diameter", "volume", "confidence", "status")
+#: Rows of the brain-frame centroid this module adds to :mod:`radnode.model.lesion_rows`' per-lesion rows.
+FRAME_KEYS = ("frame_x", "frame_y", "frame_z")
 #: Rows the worker reads back from this patient's earlier exams (``AnalyzerSpec.prior_rows``).
 PRIOR_ROW_NAMES: tuple[str, ...] = (
-    "lesion_count", "total_volume", "sum_longest_diameters",
-    *(f"met_{n}_{k}" for n in range(1, MAX_TRACKED + 1) for k in LESION_KEYS),
+    *TREND_KEYS,
+    *(lesion_row(n, k) for n in range(1, MAX_TRACKED + 1) for k in (TRACK, DIAMETER, VOLUME, *FRAME_KEYS)),
 )
-#: Ordinal stored in the ``met_<n>_status`` row (its code says which).
-STATUS_ORDINAL = {LesionStatus.BASELINE: 0.0, LesionStatus.NEW: 1.0, LesionStatus.ENLARGING: 2.0,
-                  LesionStatus.STABLE: 3.0, LesionStatus.SHRINKING: 4.0, LesionStatus.RESOLVED: 5.0}
-#: Private coding scheme for the status row (the SR uses its own standard codes).
-LOCAL_SCHEME = "99RADNODE"
 
 
 @dataclass(frozen=True)
@@ -87,16 +83,16 @@ def prior_exams(rows: Sequence[tuple[str, Mapping[str, float]]]) -> list[PriorMe
     for date, values in rows:
         lesions = []
         for n in range(1, MAX_TRACKED + 1):
-            if f"met_{n}_frame_x" not in values:
+            if lesion_row(n, "frame_x") not in values:
                 continue
             lesions.append(PriorMet(
-                track=int(values.get(f"met_{n}_track", n)),
-                frame_mm=tuple(float(values[f"met_{n}_frame_{a}"]) for a in "xyz"),  # type: ignore[arg-type]
-                diameter_mm=float(values.get(f"met_{n}_diameter", 0.0)),
-                volume_ml=float(values.get(f"met_{n}_volume", 0.0)),
+                track=int(values.get(lesion_row(n, TRACK), n)),
+                frame_mm=tuple(float(values[lesion_row(n, k)]) for k in FRAME_KEYS),  # type: ignore[arg-type]
+                diameter_mm=float(values.get(lesion_row(n, DIAMETER), 0.0)),
+                volume_ml=float(values.get(lesion_row(n, VOLUME), 0.0)),
             ))
-        out.append(PriorMetExam(fmt_date(date), tuple(lesions), int(values.get("lesion_count", len(lesions))),
-                                float(values.get("total_volume", sum(p.volume_ml for p in lesions)))))
+        out.append(PriorMetExam(fmt_date(date), tuple(lesions), int(values.get(COUNT, len(lesions))),
+                                float(values.get(TOTAL_VOLUME, sum(p.volume_ml for p in lesions)))))
     return out
 
 
@@ -174,24 +170,17 @@ def status_of(index: int, comparison: LesionComparison | None) -> LesionStatus:
     return comparison.changes[index].status if comparison is not None and index in comparison.changes else LesionStatus.BASELINE
 
 
-def lesion_rows(lesions: Sequence[Lesion], tracks: Mapping[int, tuple[int, str]],
+def frame_rows(lesions: Sequence[Lesion]) -> list[Measurement]:
+    """Each tracked lesion's brain-frame centroid (``met_<k>_frame_x|y|z``, mm): what the next exam matches on."""
+    return [Measurement(lesion_row(les.index, k), float(v), "mm", None, f"Lesion {les.index}")
+            for les in lesions if les.index <= MAX_TRACKED and les.brain_frame_mm is not None
+            for k, v in zip(FRAME_KEYS, les.brain_frame_mm)]
+
+
+def result_rows(lesions: Sequence[Lesion], tracks: Mapping[int, tuple[int, str]],
                 comparison: LesionComparison | None) -> list[Measurement]:
-    """The per-lesion rows the job store keeps (and the next exam of this patient reads back)."""
-    rows = []
-    for les in lesions:
-        if les.index > MAX_TRACKED or les.brain_frame_mm is None:
-            continue
-        n, seg = les.index, f"Lesion {les.index}"
-        status = status_of(n, comparison)
-        rows += [
-            Measurement(f"met_{n}_track", float(tracks[n][0]), "1", None, seg),
-            *(Measurement(f"met_{n}_frame_{a}", float(v), "mm", None, seg) for a, v in zip("xyz", les.brain_frame_mm)),
-            Measurement(f"met_{n}_diameter", float(les.max_axial_diameter_mm), "mm", None, seg),
-            Measurement(f"met_{n}_volume", float(les.volumes_ml["whole_tumor"]), "ml", None, seg),
-            Measurement(f"met_{n}_confidence", float(les.confidence or 0.0), "1", None, seg),
-            Measurement(f"met_{n}_status", STATUS_ORDINAL[status], "1", (status.value, LOCAL_SCHEME, status.value), seg),
-        ]
-    return rows
+    """Every row a metastasis result stores: the shared lesion rows and the frame rows."""
+    return lesion_rows(lesions, tracks, comparison) + frame_rows(lesions)
 
 
 def lesion_json(les: Lesion, tracks: Mapping[int, tuple[int, str]], comparison: LesionComparison | None) -> dict:
@@ -244,9 +233,10 @@ def annotate(result: AnalyzerResult, prior_rows: Sequence[tuple[str, Mapping[str
     result.extra["lesion_comparison"] = comparison
     result.extra["summary"] = {**result.extra.get("summary", {}), **summary(lesions, tracks, comparison)}
     keep = [m for m in result.measurements if not m.name.startswith("met_")]
-    rows = lesion_rows(lesions, tracks, comparison)
+    rows = result_rows(lesions, tracks, comparison)
     result.measurements[:] = keep + rows
     if comparison is not None:
-        for r in comparison.resolved:
-            result.flags.append(f"resolved: lesion {r.track}")
+        new = sum(c.status is LesionStatus.NEW for c in comparison.changes.values())
+        if new:
+            result.flags.append(f"{new} new lesion{'s' if new > 1 else ''} since {comparison.prior_date}")
     return rows

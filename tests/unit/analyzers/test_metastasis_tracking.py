@@ -10,16 +10,17 @@ import pytest
 
 from radnode.analyzers.base import AnalyzerResult
 from radnode.analyzers.metastasis.frame import brain_frame, location
-from radnode.analyzers.metastasis.measure import measure_lesions, renumber_by_size, summary_measurements
+from radnode.analyzers.metastasis.measure import measure_lesions, renumber_by_size
 from radnode.analyzers.metastasis.tracking import (
     PRIOR_ROW_NAMES,
     annotate,
     compare,
-    lesion_rows,
     match_radius_mm,
     prior_exams,
+    result_rows,
     tracking_uid,
 )
+from radnode.model.lesion_rows import read_lesion_rows
 from radnode.model.lesions import Lesion, LesionStatus, lesion_status
 from radnode.uids import is_valid_uid
 
@@ -33,7 +34,7 @@ def _lesion(index: int, frame: tuple[float, float, float], diameter: float, volu
 def _rows_of(lesions: list[Lesion], key: str = "p") -> dict[str, float]:
     """The job-store rows one exam leaves (as the worker reads them back)."""
     tracks, comparison = compare(lesions, [], key, "metastasis")
-    return {m.name: m.value for m in summary_measurements(lesions) + lesion_rows(lesions, tracks, comparison)}
+    return {m.name: m.value for m in result_rows(lesions, tracks, comparison)}
 
 
 @pytest.mark.parametrize(("now", "before", "status"), [
@@ -71,11 +72,15 @@ def test_follow_up_names_new_enlarging_stable_shrinking_and_resolved_and_keeps_t
     assert [les["status"] for les in summary["lesions"]] == ["enlarging", "stable", "shrinking", "new"]
     assert summary["resolved"][0]["status"] == "resolved" and summary["resolved"][0]["track"] == 4
     by_name = {m.name: m for m in rows}
-    assert by_name["met_4_track"].value == 5.0 and by_name["met_4_status"].code[0] == "new"
-    assert all(m.name in PRIOR_ROW_NAMES for m in rows)
+    assert by_name["met_4_track"].value == 5.0 and by_name["met_4_status"].code[0] == "129721008"  # SCT new finding
+    assert {"met_1_frame_x", "met_1_diameter", "met_1_track", "met_lesion_count"} <= {m.name for m in rows} & set(PRIOR_ROW_NAMES)
+    stored = read_lesion_rows([{"name": m.name, "value": m.value, "unit": m.unit,
+                                "code": "|".join(m.code) if m.code else None} for m in rows])
+    assert [les["status"] for les in stored["lesions"]] == ["enlarging", "stable", "shrinking", "new"]
+    assert [r["track"] for r in stored["resolved"]] == [4]
     # The third exam matches against the second: the new lesion keeps number 5, lesion 4 stays retired.
     third_rows = [("20250110", _rows_of(baseline)), ("20250410", {m.name: m.value for m in result.measurements}
-                                                     | {"lesion_count": 4.0, "total_volume": 3.17})]
+                                                     | {"met_lesion_count": 4.0, "met_total_volume": 3.17})]
     third = AnalyzerResult(measurements=[], extra={"lesions": [_lesion(1, (-50.5, 0.5, 10.0), 4.0, 0.03)]})
     annotate(third, third_rows, "p", "metastasis")
     assert third.extra["tracking"][1][0] == 5
@@ -131,9 +136,8 @@ def test_lesions_are_measured_and_numbered_by_size() -> None:
     assert big.volumes_ml["whole_tumor"] == pytest.approx(4 / 3 * math.pi * 6**3 / 1000, rel=0.08)
     assert 11.0 <= big.max_axial_diameter_mm <= 13.5 and 3.0 <= small.max_axial_diameter_mm <= 5.5
     assert big.confidence == 0.95 and big.brain_frame_mm is None
-    rows = {m.name: m.value for m in summary_measurements(lesions)}
-    assert rows["lesion_count"] == 2 and rows["measurable_lesions"] == 1
-    assert rows["sum_longest_diameters"] == big.max_axial_diameter_mm
+    rows = {m.name: m.value for m in result_rows(lesions, {1: (1, "1.2"), 2: (2, "1.3")}, None)}
+    assert rows["met_lesion_count"] == 2 and rows["met_sum_diameters"] == big.max_axial_diameter_mm
 
 
 def test_brain_frame_undoes_head_position_to_a_couple_of_millimetres() -> None:
