@@ -46,6 +46,7 @@ MAX_TRACKED = 30
 MATCH_MIN_MM = 7.0
 #: Rows of the brain-frame centroid this module adds to :mod:`radnode.model.lesion_rows`' per-lesion rows.
 FRAME_KEYS = ("frame_x", "frame_y", "frame_z")
+CENTROID_KEYS = ("centroid_x", "centroid_y", "centroid_z")
 #: Rows the worker reads back from this patient's earlier exams (``AnalyzerSpec.prior_rows``).
 PRIOR_ROW_NAMES: tuple[str, ...] = (
     *TREND_KEYS,
@@ -171,10 +172,17 @@ def status_of(index: int, comparison: LesionComparison | None) -> LesionStatus:
 
 
 def frame_rows(lesions: Sequence[Lesion]) -> list[Measurement]:
-    """Each tracked lesion's brain-frame centroid (``met_<k>_frame_x|y|z``, mm): what the next exam matches on."""
-    return [Measurement(lesion_row(les.index, k), float(v), "mm", None, f"Lesion {les.index}")
-            for les in lesions if les.index <= MAX_TRACKED and les.brain_frame_mm is not None
-            for k, v in zip(FRAME_KEYS, les.brain_frame_mm)]
+    """Each tracked lesion's brain-frame centroid (``met_<k>_frame_x|y|z``, mm: what the next exam matches on)
+    and its centroid in this exam's patient coordinates (``met_<k>_centroid_x|y|z``, LPS mm: where to look)."""
+    rows = []
+    for les in lesions:
+        if les.index > MAX_TRACKED:
+            continue
+        seg = f"Lesion {les.index}"
+        rows += [Measurement(lesion_row(les.index, k), float(v), "mm", None, seg) for k, v in zip(CENTROID_KEYS, les.centroid_lps_mm)]
+        if les.brain_frame_mm is not None:
+            rows += [Measurement(lesion_row(les.index, k), float(v), "mm", None, seg) for k, v in zip(FRAME_KEYS, les.brain_frame_mm)]
+    return rows
 
 
 def result_rows(lesions: Sequence[Lesion], tracks: Mapping[int, tuple[int, str]],
