@@ -53,12 +53,6 @@ _HEADER_TAGS = [
     "AccessionNumber",
 ]
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-#: pynetdicom's DUL thread sleeps ``_run_loop_delay`` (1 ms) whenever a loop
-#: found nothing to do, which adds up to ~1 ms before each C-STORE response
-#: leaves and before the next request is read. 0.2 ms gave +8-18% images/s on
-#: one association (bench/ingest.py, BENCHMARKS.md) for ~+3% of a core per
-#: idle association.
-_DUL_POLL_DELAY = 0.0002
 
 
 class RecordSink(Protocol):
@@ -88,12 +82,9 @@ class PeerPolicy:
 def handle_conn_open(event: Event) -> None:
     """Turn Nagle off: without it each small PDU waits ~40 ms for an ACK.
 
-    Also shortens the DUL's idle poll (see ``_DUL_POLL_DELAY``).
+    (The DUL's idle poll is gone altogether: listener/reactor.py.)
     """
-    dul = event.assoc.dul
-    if getattr(dul, "_run_loop_delay", 0) > _DUL_POLL_DELAY:
-        dul._run_loop_delay = _DUL_POLL_DELAY
-    sock = dul.socket
+    sock = event.assoc.dul.socket
     if sock is not None and sock.socket is not None:
         try:
             sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -35,6 +35,8 @@ from typing import Any, Callable
 import structlog
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from radnode.listener.reactor import adopt as event_driven
+
 log = structlog.get_logger(__name__)
 
 P_DATA_TF = 0x04
@@ -249,7 +251,7 @@ class GuardedRequestHandler(RequestHandler):
         assoc = super()._create_association()
         assert assoc.dul.socket is not None  # set by RequestHandler._create_association
         assoc.dul.socket = GuardedSocket.adopt(assoc.dul.socket, self.server.guard)
-        return assoc
+        return event_driven(assoc)  # no sleep-polling between PDUs and DIMSE messages (listener/reactor.py)
 
 
 class GuardedServer(ThreadedAssociationServer):
