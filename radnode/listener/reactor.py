@@ -125,7 +125,7 @@ class EventDrivenDUL(DULServiceProvider):
             return super().receive_pdu(wait=False)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            step = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
+            step = _SAFETY_WAIT if deadline is None else max(0.0, min(_SAFETY_WAIT, deadline - time.monotonic()))
             primitive = super().receive_pdu(wait=True, timeout=step)
             if primitive is not None:
                 return primitive
@@ -135,8 +135,8 @@ class EventDrivenDUL(DULServiceProvider):
                 return super().receive_pdu(wait=False)
 
     def _peer_gone(self) -> bool:
-        sock = self.socket
-        return self.state_machine.current_state == "Sta1" and (sock is None or not sock._is_connected)
+        """Back in Sta1 (idle, no connection) after having left it: the connection ended (PS3.8 9.2)."""
+        return getattr(self, "_left_sta1", False) and self.state_machine.current_state == "Sta1"
 
     def _wait(self) -> None:
         """Block until the socket is readable, a primitive was queued, or a timer may have expired."""
@@ -194,6 +194,8 @@ class EventDrivenDUL(DULServiceProvider):
                     idle = True
                     continue
                 self.state_machine.do_action(event)
+                if self.state_machine.current_state != "Sta1":
+                    self._left_sta1 = True
                 idle = False
         finally:
             self._waker.close()
