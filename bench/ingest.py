@@ -18,8 +18,8 @@ split into four groups, four storescu processes at once). Wall time runs from
 the first sender's start to the last sender's exit. After every run the
 receiver's output is counted; a run that lost instances is flagged.
 
-    python bench/ingest.py                       # 3 rounds, 1000 images, processes 1
-    python bench/ingest.py --processes 1,2 --no-fsync --json
+    python bench/ingest.py                       # 3 rounds, 1000 images, processes 1, fsync on and off
+    python bench/ingest.py --processes 1,2 --fsync on --json
 
 DCMTK binaries are called by absolute path (``/usr/bin``) with
 ``TCP_NODELAY=1`` in their environment (see tests/support/dcmtk.py).
@@ -142,6 +142,29 @@ def send(port: int, groups: list[list[Path]], called_ae: str) -> tuple[float, li
     return wall, errors
 
 
+def process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of *pid* and its live descendants (from /proc; Linux only)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += times.get(p, 0.0)
+        todo.extend(c for c, pp in parents.items() if pp == p)
+    return total
+
+
 def split(files: list[Path], n: int) -> list[list[Path]]:
     return [files[i::n] for i in range(n)] if n > 1 else [files]
 
@@ -170,6 +193,8 @@ class Run:
     errors: list[str] = field(default_factory=list)
     #: radnode only: seconds from the last sender's exit (its association released) to the study's first job.
     start_latency: float | None = None
+    #: CPU seconds (user + system) the receiver's processes used while the senders ran, per image.
+    cpu_per_image: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -183,14 +208,17 @@ def run_storescp(files: list[Path], senders: int, work: Path, rnd: int, fork: bo
     proc = storescp_process(port, out, aet=AE_TITLE, extra_args=extra)
     try:
         wait_listening(port, proc=proc)
+        time.sleep(0.3)  # as for radnode (the readiness probe's connection ends)
+        cpu0 = process_tree_cpu(proc.pid)
         wall, errors = send(port, split(files, senders), AE_TITLE)
+        cpu = None if fork else (process_tree_cpu(proc.pid) - cpu0) / len(files)  # forked children are gone
         time.sleep(0.2 if fork else 0)  # forked children may still be closing their last file
     finally:
         stop(proc)
     received = count_files(out, "*")
     shutil.rmtree(out, ignore_errors=True)
     name = "storescp --fork" if fork else "storescp"
-    return Run(name, senders, rnd, wall, received, len(files), errors)
+    return Run(name, senders, rnd, wall, received, len(files), errors, cpu_per_image=cpu)
 
 
 def radnode_name(processes: int, fsync: bool) -> str:
@@ -218,8 +246,13 @@ def run_radnode(files: list[Path], senders: int, work: Path, rnd: int, processes
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
         try:
             wait_listening(port, sockets=processes, proc=proc)
+            # The readiness probe's connection is torn down within ~50 ms; before that it still counts
+            # against listener.max_associations_per_host (4), which four senders would hit.
+            time.sleep(0.3)
+            cpu0 = process_tree_cpu(proc.pid)
             wall, errors = send(port, split(files, senders), AE_TITLE)
             sent_at = time.time()
+            cpu = (process_tree_cpu(proc.pid) - cpu0) / len(files)
             first_job = _first_job_created(data / "radnode.sqlite3", timeout=60.0)
         finally:
             stop(proc)
@@ -228,7 +261,7 @@ def run_radnode(files: list[Path], senders: int, work: Path, rnd: int, processes
         errors.append(f"radnode exited with {proc.returncode} (log {log_path})")
     shutil.rmtree(data, ignore_errors=True)
     latency = None if first_job is None else max(first_job - sent_at, 0.0)
-    return Run(radnode_name(processes, fsync), senders, rnd, wall, received, len(files), errors, latency)
+    return Run(radnode_name(processes, fsync), senders, rnd, wall, received, len(files), errors, latency, cpu)
 
 
 def _first_job_created(database: Path, timeout: float) -> float | None:
@@ -271,6 +304,7 @@ def summarize(runs: list[Run], mb_total: float, count: int) -> list[dict]:
             "images_per_s": count / med,
             "images_per_s_best": count / min(secs),
             "mb_per_s": mb_total / med,
+            "cpu_ms_per_image": statistics.median(c) * 1e3 if (c := [r.cpu_per_image for r in rs if r.cpu_per_image is not None]) else None,
             "start_latency_median": statistics.median(lat) if (lat := [r.start_latency for r in rs if r.start_latency is not None]) else None,
             "lost_runs": [f"round {r.round}: {r.received}/{r.expected} {'; '.join(r.errors)}" for r in rs if not r.ok],
         })
@@ -291,7 +325,8 @@ def print_table(rows: list[dict], meta: dict) -> None:
     print(f"data: {meta['count']} MR instances 256x256 16-bit Explicit VR LE, {meta['mb']:.1f} MB "
           f"({meta['bytes_per_file']:.0f} bytes/file); {meta['rounds']} rounds, median shown")
     print()
-    hdr = f"{'senders':>7}  {'receiver':<26} {'images/s':>9} {'(best)':>8} {'MB/s':>7} {'ratio':>6} {'start s':>7}  {'s/run (all rounds)':<24} status"
+    hdr = (f"{'senders':>7}  {'receiver':<26} {'images/s':>9} {'(best)':>8} {'MB/s':>7} {'ratio':>6} {'CPU ms':>6} "
+           f"{'start s':>7}  {'s/run (all rounds)':<24} status")
     print(hdr)
     print("-" * len(hdr))
     last = None
@@ -303,11 +338,14 @@ def print_table(rows: list[dict], meta: dict) -> None:
         runs = " ".join(f"{s:.2f}" for s in r["seconds_all"])
         status = "ok" if not r["lost_runs"] else "LOST: " + " / ".join(r["lost_runs"])
         start = f"{r['start_latency_median']:.2f}" if r.get("start_latency_median") is not None else "-"
+        cpu = f"{r['cpu_ms_per_image']:.2f}" if r.get("cpu_ms_per_image") is not None else "-"
         print(f"{r['senders']:>7}  {r['target']:<26} {r['images_per_s']:>9.0f} {r['images_per_s_best']:>8.0f} "
-              f"{r['mb_per_s']:>7.1f} {ratio:>6} {start:>7}  {runs:<24} {status}")
+              f"{r['mb_per_s']:>7.1f} {ratio:>6} {cpu:>6} {start:>7}  {runs:<24} {status}")
     print()
     print("ratio = radnode images/s ÷ storescp images/s with the same number of senders "
           "(storescp --fork when senders > 1). storescp does not fsync.")
+    print("CPU ms = the receiver's CPU (user + system, all its processes) per image while the senders ran "
+          "(not measured for storescp --fork, whose children exit).")
     print("start s = from the last sender's exit (association released) to the study's first job in radnode's store "
           "(completeness by signal; the quiet period is the fallback).")
 
@@ -318,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=1000, help="instances sent per run")
     ap.add_argument("--processes", default="1",
                     help="radnode listener processes; a comma list (e.g. 1,2) measures each")
-    ap.add_argument("--no-fsync", action="store_true",
-                    help="also measure radnode with fsync off (separate rows)")
+    ap.add_argument("--fsync", default="on,off",
+                    help="radnode with fsync on (the default setting), off, or both (separate rows): on,off")
+    ap.add_argument("--no-fsync", action="store_true", help="(kept for old command lines) same as --fsync on,off")
     ap.add_argument("--senders", default="1,4", help="comma list of parallel sender counts")
     ap.add_argument("--no-fork", action="store_true", help="storescp without --fork even with several senders")
     ap.add_argument("--data", type=Path, default=None, help="cache folder for the generated instances")
@@ -336,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     mb = total / 1e6
     processes = [int(p) for p in str(args.processes).split(",") if p]
     senders_list = [int(s) for s in str(args.senders).split(",") if s]
-    configs = [(p, True) for p in processes] + ([(p, False) for p in processes] if args.no_fsync else [])
+    fsyncs = ["on", "off"] if args.no_fsync else [f for f in str(args.fsync).split(",") if f]
+    configs = [(p, f == "on") for f in fsyncs for p in processes]
 
     OUT.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()

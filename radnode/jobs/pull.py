@@ -195,6 +195,7 @@ class _PushedEvent:
     def __init__(self, event: Event, calling_ae: str, called_ae: str) -> None:
         self.request = event.request
         self.file_meta = event.file_meta
+        self.context = event.context  # handle_store reads the transfer syntax from it
         self.assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title=calling_ae, primitive=SimpleNamespace(called_ae_title=called_ae)))
 
 

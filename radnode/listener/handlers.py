@@ -20,11 +20,12 @@ from typing import Any, Callable, Protocol
 
 import structlog
 from pydicom import dcmread
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import evt
-from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
+
+from radnode.listener.filemeta import PREAMBLE, encode_file_meta
+from radnode.listener.header import read_header
 
 from radnode.listener.rawdata import (
     InflatedTooLarge,
@@ -53,12 +54,6 @@ _HEADER_TAGS = [
     "AccessionNumber",
 ]
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-#: pynetdicom's DUL thread sleeps ``_run_loop_delay`` (1 ms) whenever a loop
-#: found nothing to do, which adds up to ~1 ms before each C-STORE response
-#: leaves and before the next request is read. 0.2 ms gave +8-18% images/s on
-#: one association (bench/ingest.py, BENCHMARKS.md) for ~+3% of a core per
-#: idle association.
-_DUL_POLL_DELAY = 0.0002
 
 
 class RecordSink(Protocol):
@@ -88,12 +83,9 @@ class PeerPolicy:
 def handle_conn_open(event: Event) -> None:
     """Turn Nagle off: without it each small PDU waits ~40 ms for an ACK.
 
-    Also shortens the DUL's idle poll (see ``_DUL_POLL_DELAY``).
+    (The DUL's idle poll is gone altogether: listener/reactor.py.)
     """
-    dul = event.assoc.dul
-    if getattr(dul, "_run_loop_delay", 0) > _DUL_POLL_DELAY:
-        dul._run_loop_delay = _DUL_POLL_DELAY
-    sock = dul.socket
+    sock = event.assoc.dul.socket
     if sock is not None and sock.socket is not None:
         try:
             sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -225,14 +217,22 @@ class _Refused(Exception):
         self.context = context
 
 
-def _read_header(data: bytes, raw: bytes, transfer_syntax: str, meta: Any, spool: Spool, limits: StoreLimits) -> Any:
-    """The few header elements the index needs, read without trusting sizes."""
+def _read_header(
+    raw: bytes, transfer_syntax: str, meta_bytes: bytes, meta_values: tuple[str, str, str, str], spool: Spool, limits: StoreLimits
+) -> Any:
+    """The few header elements the index needs, read without trusting sizes.
+
+    The plain walk of ``listener/header.py`` first (no pydicom objects); pydicom for
+    anything it leaves alone (deflated, multi-valued, non-ASCII, malformed).
+    """
+    fields = read_header(raw, transfer_syntax)
+    if fields is not None:
+        return fields
     if transfer_syntax != DeflatedExplicitVRLittleEndian:
-        return dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        return dcmread(BytesIO(b"".join((PREAMBLE, meta_bytes, raw))), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
     # Deflated: inflate in bounded chunks into a scratch file and read that.
-    plain_meta = FileMetaDataset(meta)
-    plain_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    prefix = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(plain_meta)))
+    sop_class, sop_uid, source, receiving = meta_values
+    prefix = PREAMBLE + encode_file_meta(sop_class, sop_uid, ExplicitVRLittleEndian, source, receiving)
     scratch = spool.incoming / f"{uuid.uuid4().hex}.inflate"
     try:
         inflate_bounded(raw, limits.max_instance_bytes, scratch, prefix)
@@ -293,10 +293,7 @@ def _store(
     if len(raw) > limits.max_instance_bytes:
         raise _Refused(StoreStatus.TOO_LARGE, "data set larger than listener.max_instance_bytes", limit=limits.max_instance_bytes)
 
-    meta = event.file_meta  # built by pynetdicom from the command and the accepted context
-    meta.SourceApplicationEntityTitle = calling
-    meta.ReceivingApplicationEntityTitle = called
-    transfer_syntax = str(meta.TransferSyntaxUID)
+    transfer_syntax = str(event.context.transfer_syntax)  # the accepted presentation context's
     try:
         raw, dropped = strip_meta_groups(raw, transfer_syntax)
     except MalformedDataSet as exc:
@@ -314,9 +311,10 @@ def _store(
         check_nesting(raw, transfer_syntax, limits.max_nesting_depth)
     except NestingTooDeep as exc:
         raise _Refused(StoreStatus.NESTING_TOO_DEEP, str(exc), sop_uid=sop_uid) from exc
-    data = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), raw))
+    meta_bytes = encode_file_meta(sop_class, sop_uid, transfer_syntax, calling, called)
+    data = b"".join((PREAMBLE, meta_bytes, raw))
     try:
-        header = _read_header(data, raw, transfer_syntax, meta, spool, limits)
+        header = _read_header(raw, transfer_syntax, meta_bytes, (sop_class, sop_uid, calling, called), spool, limits)
         study_uid = str(header.get("StudyInstanceUID", "") or "")
         series_uid = str(header.get("SeriesInstanceUID", "") or "")
         ds_sop_uid = str(header.get("SOPInstanceUID", "") or "")

@@ -2,7 +2,9 @@
 
 Layout: ``<spool>/<study uid>/<series uid>/<sop instance uid>.dcm``. Each file
 is written to ``<spool>/.incoming/`` first, fsync'ed, renamed into place, and
-its directory fsync'ed — only then may the SCP acknowledge it. Rename over an
+its directory fsync'ed — only then may the SCP acknowledge it. Instances of
+concurrent associations go through these steps together (``groupsync.py``:
+one round of fsyncs, one directory fsync per folder). Rename over an
 existing file makes a duplicate SOP Instance UID replace the earlier copy
 atomically. Path components are UIDs that were checked against the DICOM UID
 grammar, so no peer can name a file outside the spool.
@@ -23,6 +25,7 @@ import os
 import uuid
 from pathlib import Path
 
+from radnode.listener.groupsync import GroupSync, Pending, fsync_dir
 from radnode.uids import is_valid_uid
 
 INCOMING = ".incoming"
@@ -51,6 +54,8 @@ class Spool:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.claims = self.root / CLAIMS
         self.claims.mkdir(exist_ok=True)
+        #: Instances written by concurrent associations share their directory fsyncs (groupsync.py).
+        self.group = GroupSync()
 
     def _claim_path(self, sop_uid: str) -> Path:
         return self.claims / hashlib.sha1(sop_uid.encode()).hexdigest()[:2] / sop_uid
@@ -93,27 +98,30 @@ class Spool:
         final = self.root / relative
         created = self.claim(relative)
         tmp = self.incoming / f"{uuid.uuid4().hex}.part"
+        fd = -1
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
             parent = final.parent
             if not parent.is_dir():
                 parent.mkdir(parents=True, exist_ok=True)
                 if self.fsync:
-                    _fsync_dir(parent.parent)
-                    _fsync_dir(parent.parent.parent)
-            os.replace(tmp, final)
+                    fsync_dir(parent.parent)
+                    fsync_dir(parent.parent.parent)
             if self.fsync:
-                _fsync_dir(parent)
+                # fsync(file), rename, fsync(dir) — in a round shared with concurrent writers.
+                owned, fd = fd, -1
+                self.group.commit(Pending(owned, tmp, final))
+            else:
+                os.close(fd)
+                fd = -1
+                os.replace(tmp, final)
         except BaseException:
+            if fd >= 0:
+                os.close(fd)
             try:
                 tmp.unlink()
             except FileNotFoundError:
@@ -157,9 +165,3 @@ class Spool:
         return made
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

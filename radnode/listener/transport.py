@@ -33,7 +33,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import structlog
+from pynetdicom import evt
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from radnode.listener.reactor import adopt as event_driven
 
 log = structlog.get_logger(__name__)
 
@@ -229,6 +232,7 @@ class GuardedRequestHandler(RequestHandler):
 
     def handle(self) -> None:
         host = str(self.client_address[0])
+        released = False
         try:
             sock = self.request
             guard = self.server.guard
@@ -241,15 +245,23 @@ class GuardedRequestHandler(RequestHandler):
                     self.server.notify_refused(host, "TLS handshake failed")
                     _close(sock)
                     return
-            super().handle()
+            assoc = self._create_association()
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            # From pending to live atomically: verify_request counts both under this lock, and a
+            # connection counted in neither or in both would let a 5th peer in or refuse a 4th.
+            with self.server._pending_lock:
+                assoc.start()
+                self.server.release_pending(host, locked=True)
+                released = True
         finally:
-            self.server.release_pending(host)
+            if not released:
+                self.server.release_pending(host)
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         assert assoc.dul.socket is not None  # set by RequestHandler._create_association
         assoc.dul.socket = GuardedSocket.adopt(assoc.dul.socket, self.server.guard)
-        return assoc
+        return event_driven(assoc)  # no sleep-polling between PDUs and DIMSE messages (listener/reactor.py)
 
 
 class GuardedServer(ThreadedAssociationServer):
@@ -300,11 +312,14 @@ class GuardedServer(ThreadedAssociationServer):
             return False
         return True
 
-    def release_pending(self, host: str) -> None:
-        with self._pending_lock:
-            self._pending[host] -= 1
-            if self._pending[host] <= 0:
-                del self._pending[host]
+    def release_pending(self, host: str, *, locked: bool = False) -> None:
+        if not locked:
+            with self._pending_lock:
+                self.release_pending(host, locked=True)
+            return
+        self._pending[host] -= 1
+        if self._pending[host] <= 0:
+            del self._pending[host]
 
     def notify_refused(self, host: str, reason: str) -> None:
         if self.on_refused is not None:
