@@ -205,8 +205,13 @@ def sample_batch(rng: np.random.Generator, batch: int, seed_base: int) -> tuple[
 # Model
 # --------------------------------------------------------------------------
 
-def build_model(base: int = 12, levels: int = 4):  # -> torch.nn.Module
-    """3D U-Net: instance norm + LeakyReLU, strided-conv down, transposed-conv up."""
+def build_model(base: int = 12, levels: int = 4, in_channels: int = len(CHANNELS),
+                classes: int = 4):  # -> torch.nn.Module
+    """3D U-Net: instance norm + LeakyReLU, strided-conv down, transposed-conv up.
+
+    *in_channels* and *classes* let other demo models (metastasis: T1c in,
+    background/lesion out) share this network instead of copying it.
+    """
     import torch
     from torch import nn
 
@@ -221,11 +226,11 @@ def build_model(base: int = 12, levels: int = 4):  # -> torch.nn.Module
         def __init__(self) -> None:
             super().__init__()
             ch = [base * 2**i for i in range(levels)]
-            self.enc = nn.ModuleList([block(4, ch[0])] + [block(ch[i - 1], ch[i]) for i in range(1, levels)])
+            self.enc = nn.ModuleList([block(in_channels, ch[0])] + [block(ch[i - 1], ch[i]) for i in range(1, levels)])
             self.down = nn.ModuleList([nn.Conv3d(ch[i], ch[i], 2, stride=2) for i in range(levels - 1)])
             self.up = nn.ModuleList([nn.ConvTranspose3d(ch[i + 1], ch[i], 2, stride=2) for i in range(levels - 1)])
             self.dec = nn.ModuleList([block(2 * ch[i], ch[i]) for i in range(levels - 1)])
-            self.head = nn.Conv3d(ch[0], 4, 1)
+            self.head = nn.Conv3d(ch[0], classes, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             skips = []
@@ -348,18 +353,19 @@ def train(out: Path, minutes: float, seed: int, base: int, batch: int) -> dict:
             "batch": batch}
 
 
-def export(model, out: Path) -> Path:  # type: ignore[no-untyped-def]
-    """ONNX (opset 17, dynamic spatial axes); checked against torch with onnxruntime."""
+def export(model, out: Path, in_channels: int = len(CHANNELS),  # type: ignore[no-untyped-def]
+           check_shape: tuple[int, int, int] = (80, 96, 80)) -> Path:
+    """ONNX (opset 17, dynamic spatial axes); checked against torch with onnxruntime on *check_shape*."""
     import onnxruntime as ort
     import torch
 
     path = out / "model.onnx"
-    dummy = torch.randn(1, 4, 64, 64, 64)
+    dummy = torch.randn(1, in_channels, 64, 64, 64)
     torch.onnx.export(model, dummy, str(path), dynamo=False, opset_version=17, input_names=["input"],
                       output_names=["logits"],
                       dynamic_axes={"input": {2: "D", 3: "H", 4: "W"}, "logits": {2: "D", 3: "H", 4: "W"}})
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1, 4, 80, 96, 80)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((1, in_channels, *check_shape)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     got = sess.run(None, {"input": x})[0]

@@ -150,6 +150,41 @@ class CTSpec(BaseModel):
         return len(self.windows) * (2 * self.context_slices + 1)
 
 
+class LesionCandidateSpec(BaseModel):
+    """The ``lesions:`` block of a lesion-detection model: how its probability map becomes lesions.
+
+    Typed and closed because these numbers trade missed metastases against
+    false ones: they are a calibration of one model, chosen on validation
+    studies it was not trained on (the manifest's comment says which), and a
+    misspelt key silently falling back to a default would change what a
+    radiologist is shown. Read by :mod:`radnode.analyzers.metastasis.candidates`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: A candidate needs at least one voxel with P(lesion) ≥ this (hysteresis seed).
+    seed_threshold: float = Field(gt=0.0, lt=1.0)
+    #: A candidate grows from its seeds into 26-connected voxels with P(lesion) ≥ this
+    #: (its extent: volume, centroid); at most ``seed_threshold``.
+    grow_threshold: float = Field(gt=0.0, lt=1.0)
+    #: Candidates smaller than this (mm³, after growing) are dropped; 0 keeps every size.
+    min_volume_mm3: float = Field(default=0.0, ge=0.0, le=1.0e6)
+    #: Candidates whose highest probability (their confidence) is below this are dropped.
+    min_confidence: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: Tubular candidates (vessels) are dropped when the ratio of the two largest principal
+    #: axes (standard deviations of the voxel positions, mm) exceeds this; ``None`` = no shape test.
+    max_elongation: float | None = Field(default=None, ge=1.0, le=100.0)
+    #: The shape test applies to candidates of at least this many mm³ (below, a shape is noise).
+    elongation_min_volume_mm3: float = Field(default=20.0, ge=0.0, le=1.0e6)
+
+    @model_validator(mode="after")
+    def _order(self) -> "LesionCandidateSpec":
+        if self.grow_threshold > self.seed_threshold:
+            raise ValueError(f"grow_threshold ({self.grow_threshold}) must not exceed seed_threshold "
+                             f"({self.seed_threshold}): a candidate grows from its seeds into lower probabilities")
+        return self
+
+
 class ModelManifest(BaseModel):
     """What ``manifest.yaml`` says about a model; unknown keys are rejected.
 
@@ -185,6 +220,9 @@ class ModelManifest(BaseModel):
     foreground_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     #: Slice models (task ``slice-classification-segmentation``): grid, neighbours, windows, outputs.
     ct: CTSpec | None = None
+    #: Lesion-detection segmentation models (e.g. metastasis): hysteresis thresholds, minimum
+    #: size and confidence, shape test that turn the probability map into lesion candidates.
+    lesions: LesionCandidateSpec | None = None
     intended_use: str = ""
     demo: bool = False
     license: str = ""
@@ -281,6 +319,8 @@ class ModelManifest(BaseModel):
                                  "and ct.in_plane_size")
         elif self.ct is not None:
             raise ValueError(f"ct: only read for task {SLICE_TASK} (this model's task is {self.task})")
+        if self.lesions is not None and self.task != "segmentation":
+            raise ValueError(f"lesions: only read for segmentation models (this model's task is {self.task})")
         return self
 
     @property
@@ -311,7 +351,8 @@ def _format_validation_error(exc: ValidationError) -> str:
         where = format_loc(loc)
         msg = error_message(err)
         if err.get("type") == "extra_forbidden":
-            owner = LabelSpec if loc and loc[0] == "labels" else CTSpec if loc and loc[0] == "ct" else ModelManifest
+            owners = {"labels": LabelSpec, "ct": CTSpec, "lesions": LesionCandidateSpec}
+            owner = owners.get(str(loc[0]), ModelManifest) if loc else ModelManifest
             allowed = ", ".join(owner.model_fields)
             problems.append(f"unknown key {where!r} (allowed keys: {allowed})")
         elif err.get("type") == "missing":

@@ -65,6 +65,7 @@ def test_the_wheel_carries_every_file_the_package_reads_at_run_time(tmp_path: Pa
     for required in ("radnode/web/templates/login.html", "radnode/web/static/app.css", "radnode/web/static/app.js",
                      "radnode/routing/default_routing.yaml", "radnode/store/migrations/script.py.mako",
                      "radnode/models/glioma-demo-unet/model.onnx", "radnode/models/glioma-demo-unet/manifest.yaml",
+                     "radnode/models/metastasis-demo/model.onnx", "radnode/models/metastasis-demo/manifest.yaml",
                      "radnode/routing/models/series_classifier.json"):
         assert required in data, required
     missing = sorted(data - names)
