@@ -42,6 +42,7 @@ BUILTIN_APPLICATIONS: dict[str, ApplicationRoles] = {a.name: a for a in (GLIOMA,
 BUILTINS: dict[str, str] = {
     "glioma": "radnode.analyzers.glioma.analyzer:GliomaAnalyzer",
     "hemorrhage": "radnode.analyzers.hemorrhage.analyzer:HemorrhageAnalyzer",
+    "metastasis": "radnode.analyzers.metastasis.analyzer:MetastasisAnalyzer",
 }
 
 

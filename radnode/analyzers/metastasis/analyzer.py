@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import SimpleITK as sitk
 import structlog
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from radnode.analyzers.base import (
     AnalyzerError,
@@ -35,7 +35,7 @@ from radnode.analyzers.base import (
     ModelInfo,
     Progress,
 )
-from radnode.analyzers.metastasis.candidates import CandidateRule, find_candidates
+from radnode.analyzers.metastasis.candidates import find_candidates, rule_from_manifest
 from radnode.analyzers.metastasis.frame import brain_frame
 from radnode.analyzers.metastasis.measure import measure_lesions, renumber_by_size
 from radnode.analyzers.metastasis.tracking import PRIOR_ROW_NAMES, annotate, compare, result_rows, summary
@@ -61,6 +61,9 @@ class MetastasisOptions(BaseModel):
     model: str | None = None
     #: Also write the lesion probability map on the model grid (benchmarks only).
     save_probabilities: bool = False
+    #: Overlap of neighbouring sliding windows (fraction of the patch): 0.5 blends every voxel from
+    #: up to eight windows; lower is faster (BENCHMARKS.md gives both).
+    overlap: float = Field(default=0.5, ge=0.0, le=0.75)
 
 
 def _read_oriented(path: Path, orientation: str | None, spacing: tuple[float, float, float]) -> sitk.Image:
@@ -68,6 +71,14 @@ def _read_oriented(path: Path, orientation: str | None, spacing: tuple[float, fl
     if orientation:
         image = sitk.DICOMOrient(image, orientation)  # axis permutation/flip only
     return resample_to_spacing(image, spacing)
+
+
+def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The bounding box of *mask* grown by *margin* voxels, clipped to the array."""
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - margin, 0)
+    hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 class MetastasisAnalyzer:
@@ -119,7 +130,7 @@ class MetastasisAnalyzer:
         missing = [r for r in manifest.inputs if r not in inputs.series]
         if missing:
             raise AnalyzerError(f"model {manifest.name} {manifest.version} needs inputs {manifest.inputs}; missing {missing}")
-        rule = CandidateRule.from_manifest(manifest)
+        rule = rule_from_manifest(manifest)
         # FLAIR (optional) is registered onto T1c even when the model reads T1c alone: the oedema it shows
         # is in the work folder for a reader, and a site's model that takes FLAIR gets it on the same grid.
         roles = [r for r in ("t1c", "flair") if r in inputs.series] + [r for r in manifest.inputs if r not in ("t1c", "flair")]
@@ -136,8 +147,15 @@ class MetastasisAnalyzer:
                     for r in manifest.inputs]
         grid = _read_oriented(pre.brain_mask, manifest.orientation, spacing)  # type: ignore[arg-type]
         brain = sitk.GetArrayFromImage(grid) > 0.5
-        probs = model.predict_volume(np.stack(channels).astype(np.float32))
-        lesion_prob = np.where(brain, 1.0 - probs[0], 0.0).astype(np.float32)
+        if not brain.any():
+            raise AnalyzerError("brain extraction found no brain in the T1c series")
+        # Only the brain's bounding box (plus the model's receptive margin) goes through the sliding
+        # window: a 1 mm field of view is ~40 % air and scalp, and windows are the analysis' main cost.
+        box = _box(brain, margin=8)
+        probs = model.predict_volume(np.stack([c[box] for c in channels]).astype(np.float32), overlap=opts.overlap)
+        lesion_prob = np.zeros(brain.shape, np.float32)
+        lesion_prob[box] = 1.0 - probs[0]
+        lesion_prob[~brain] = 0.0
         del probs
         timings["infer"] = time.perf_counter() - t0
 
