@@ -71,7 +71,7 @@ TRAIN_ANATOMIES: tuple[str, ...] = tuple(anatomy_names("mni152", 10))
 TRAIN_SEEDS_PER_HEAD = 10
 #: Validation (threshold choice): a training head, seeds never trained on.
 VALIDATION_ANATOMY = "mni152"
-VALIDATION_SEEDS = tuple(range(800_000, 800_010))
+VALIDATION_SEEDS = tuple(range(800_000, 800_030))
 #: Held out: a head never used in training, and its own seeds.
 HELDOUT_ANATOMY = "colin27"
 HELDOUT_SEEDS = tuple(range(900_000, 900_020))
@@ -444,17 +444,30 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--smoke", action="store_true", help="2 validation and 1 held-out study (a pipeline check)")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="skip training: keep OUT/model.onnx and take the training facts from this summary JSON "
+                         "(written by an earlier run), then choose thresholds and evaluate again")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    folders = build_cache(args.cache, train_jobs(), processes=2)
-    val_folders = build_cache(args.cache, validation_jobs(), processes=1)
-    info = train(args.minutes, args.seed, args.base, args.batch, folders)
-    import torch
+    val_folders = build_cache(args.cache, validation_jobs(), processes=2)
+    if args.reuse is None:
+        folders = build_cache(args.cache, train_jobs(), processes=2)
+        info = train(args.minutes, args.seed, args.base, args.batch, folders)
+        import torch
 
-    torch.save(info["model"].state_dict(), args.out / "model.pt")
-    path = export(info["model"], args.out, in_channels=1, check_shape=(64, 80, 64))
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    write_manifest(args.out, info, sha, None)
+        torch.save(info["model"].state_dict(), args.out / "model.pt")
+        path = export(info["model"], args.out, in_channels=1, check_shape=(64, 80, 64))
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        write_manifest(args.out, info, sha, None)
+    else:
+        prior = json.loads(args.reuse.read_text())
+        info = {k: prior[k] for k in ("steps", "minutes", "params", "final_loss", "cases")}
+        info.update(seed=prior.get("seed", args.seed), base=prior.get("base", args.base),
+                    batch=prior.get("batch", args.batch))
+        path = args.out / "model.onnx"
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        if sha != prior["sha256"]:
+            raise SystemExit(f"{path} is not the model {args.reuse} describes (sha256 {sha})")
     model = open_model(args.out)
     t0 = time.perf_counter()
     probs = []
@@ -471,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     info["heldout_seconds"] = float(np.mean([c.seconds for c in held]))
     write_manifest(args.out, info, sha, rule)
     write_card(args.out, info, path.stat().st_size, sha, rule)
-    summary = {k: info[k] for k in ("steps", "minutes", "params", "final_loss", "cases")}
+    summary = {k: info[k] for k in ("steps", "minutes", "params", "final_loss", "cases", "seed", "base", "batch")}
     summary.update(rule=rule.model_dump(), validation=val_summary, heldout=info["heldout"],
                    heldout_seconds=info["heldout_seconds"], sha256=sha)
     (Path("/tmp") / "metastasis_train_summary.json").write_text(json.dumps(summary, indent=2))
