@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="skip training: keep OUT/model.onnx and take the training facts from this summary JSON "
                          "(written by an earlier run), then choose thresholds and evaluate again")
     args = ap.parse_args(argv)
+    from radnode.logconfig import configure_logging
+
+    configure_logging("info", "console")
     args.out.mkdir(parents=True, exist_ok=True)
     val_folders = build_cache(args.cache, validation_jobs(), processes=2)
     if args.reuse is None:
