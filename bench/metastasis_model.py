@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cases", type=int, default=len(HELDOUT_SEEDS))
     ap.add_argument("--model", type=Path, default=MODEL)
     args = ap.parse_args(argv)
+    from radnode.logconfig import configure_logging
+
+    configure_logging("warning", "console")  # stdout is the JSON
     ref = ModelStore([args.model], builtin_dir=None).find(application="metastasis")
     model = SessionCache(providers=(CPU_PROVIDER,), threads=2).get_model(ref)
     rule = rule_from_manifest(model.manifest)

@@ -444,10 +444,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--smoke", action="store_true", help="2 validation and 1 held-out study (a pipeline check)")
+    ap.add_argument("--summary", type=Path, default=Path("/tmp/metastasis_train_summary.json"),
+                    help="where the run's figures go (JSON; --reuse reads it); not inside the model folder")
     ap.add_argument("--reuse", type=Path, default=None,
                     help="skip training: keep OUT/model.onnx and take the training facts from this summary JSON "
                          "(written by an earlier run), then choose thresholds and evaluate again")
     args = ap.parse_args(argv)
+    from radnode.logconfig import configure_logging
+
+    configure_logging("info", "console")
     args.out.mkdir(parents=True, exist_ok=True)
     val_folders = build_cache(args.cache, validation_jobs(), processes=2)
     if args.reuse is None:
@@ -487,9 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     summary = {k: info[k] for k in ("steps", "minutes", "params", "final_loss", "cases", "seed", "base", "batch")}
     summary.update(rule=rule.model_dump(), validation=val_summary, heldout=info["heldout"],
                    heldout_seconds=info["heldout_seconds"], sha256=sha)
-    (Path("/tmp") / "metastasis_train_summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("metastasis.train.done", **{k: summary[k] for k in ("steps", "minutes", "sha256")})
-    print(json.dumps(summary, indent=2), flush=True)
+    args.summary.write_text(json.dumps(summary, indent=2))
+    log.info("metastasis.train.done", summary=str(args.summary), heldout=info["heldout"],
+             **{k: summary[k] for k in ("steps", "minutes", "sha256")})
 
 
 if __name__ == "__main__":
