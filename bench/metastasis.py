@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/met-bench"))
     args = parser.parse_args(argv)
 
+    from radnode.logconfig import configure_logging
+
+    configure_logging("warning", "console")  # stdout is the JSON
     from radnode.analyzers.metastasis.analyzer import MetastasisAnalyzer
     from radnode.synth.metastasis import generate_metastasis_study
 

@@ -66,6 +66,16 @@ def elongation(points_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) 
     return float(np.sqrt((ev[0] + floor) / (ev[1] + floor)))
 
 
+def flatness(points_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> float:
+    """sqrt(λ2/λ3) of the covariance of voxel positions in mm: ~1 for blobs and tubes, large for plates."""
+    if len(points_zyx) < 4:
+        return 1.0
+    pts = points_zyx * np.asarray(spacing_zyx, dtype=np.float64)
+    ev = np.sort(np.linalg.eigvalsh(np.cov(pts, rowvar=False)))[::-1]
+    floor = min(spacing_zyx) ** 2 / 12.0
+    return float(np.sqrt((ev[1] + floor) / (ev[2] + floor)))
+
+
 def find_candidates(
     probability: np.ndarray,
     brain: np.ndarray | None,
@@ -81,7 +91,9 @@ def find_candidates(
     ``seed_threshold``; it is kept when its volume reaches ``min_volume_mm3``,
     its confidence (max P) reaches ``min_confidence`` and, when
     ``max_elongation`` is set and it has at least ``elongation_min_volume_mm3``,
-    its elongation does not exceed that. Equal volumes sort by confidence.
+    its elongation does not exceed that (and likewise its flatness
+    ``max_flatness``); with ``min_depth_mm`` it must reach that depth inside
+    *brain* (distance to the mask's outside). Equal volumes sort by confidence.
     """
     prob = np.asarray(probability, dtype=np.float32)
     if prob.ndim != 3:
@@ -104,6 +116,8 @@ def find_candidates(
     size = np.bincount(comps.ravel(), minlength=n + 1)[1:]
     keep = (peak >= rule.seed_threshold) & (peak >= rule.min_confidence) & (size * voxel_mm3 >= rule.min_volume_mm3)
     objects = ndimage.find_objects(comps)
+    depth = (ndimage.distance_transform_edt(brain, sampling=spacing_zyx)
+             if rule.min_depth_mm is not None and brain is not None and keep.any() else None)
     kept: list[tuple[int, float, int, tuple[float, float, float], float]] = []
     dropped_shape = 0
     for i in np.flatnonzero(keep):
@@ -115,6 +129,13 @@ def find_candidates(
         vol = float(size[i]) * voxel_mm3
         if (rule.max_elongation is not None and vol >= rule.elongation_min_volume_mm3
                 and elong > rule.max_elongation):
+            dropped_shape += 1
+            continue
+        if (rule.max_flatness is not None and vol >= rule.elongation_min_volume_mm3
+                and flatness(pts, spacing_zyx) > rule.max_flatness):
+            dropped_shape += 1
+            continue
+        if depth is not None and float(depth[sl][local].max()) < rule.min_depth_mm:  # type: ignore[operator]
             dropped_shape += 1
             continue
         w = prob[sl][local].astype(np.float64)

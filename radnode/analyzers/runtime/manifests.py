@@ -176,6 +176,12 @@ class LesionCandidateSpec(BaseModel):
     max_elongation: float | None = Field(default=None, ge=1.0, le=100.0)
     #: The shape test applies to candidates of at least this many mm³ (below, a shape is noise).
     elongation_min_volume_mm3: float = Field(default=20.0, ge=0.0, le=1.0e6)
+    #: Plate-like candidates (dural enhancement along the inner table) are dropped when the ratio of
+    #: the second to the smallest principal axis exceeds this (same volume floor); ``None`` = no test.
+    max_flatness: float | None = Field(default=None, ge=1.0, le=100.0)
+    #: A candidate must reach at least this depth (mm) inside the brain mask: enhancement confined
+    #: to the mask's outer rim is dura, a vessel on the surface or the mask's own edge; ``None`` = no test.
+    min_depth_mm: float | None = Field(default=None, ge=0.0, le=50.0)
 
     @model_validator(mode="after")
     def _order(self) -> "LesionCandidateSpec":

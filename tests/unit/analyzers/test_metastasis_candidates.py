@@ -22,6 +22,7 @@ from radnode.analyzers.metastasis.candidates import (
     CandidateRule,
     elongation,
     find_candidates,
+    flatness,
     rule_from_manifest,
 )
 from radnode.analyzers.runtime import ModelError, read_manifest
@@ -118,6 +119,27 @@ def test_a_tube_is_rejected_by_shape_and_a_ball_is_not() -> None:
     # A small component is too few voxels to have a shape: kept whatever its axes.
     _, cands = find_candidates(prob, None, SP, rule(max_elongation=3.0, elongation_min_volume_mm3=1000.0))
     assert len(cands) == 2
+
+
+def test_a_plate_along_the_surface_is_rejected_by_shape_and_depth_and_a_deep_ball_is_not() -> None:
+    """Dural enhancement: a thin sheet just inside the brain mask's edge; a metastasis: a ball deeper in."""
+    shape = (48, 48, 48)
+    brain = ball(shape, (24, 24, 24), 20.0)
+    prob = np.zeros(shape, np.float32)
+    plate = np.zeros(shape, bool)
+    plate[5:7, 16:32, 16:32] = True  # 2 × 16 × 16 mm at 1–3 mm depth
+    plate &= brain
+    lesion = ball(shape, (30, 24, 24), 2.5)  # a 5 mm ball ~14 mm deep
+    prob[plate] = 0.95
+    prob[lesion] = 0.95
+    pts = np.argwhere(plate)
+    assert flatness(pts, SP) > 4.0 and flatness(np.argwhere(lesion), SP) < 1.3
+    _, kept_all = find_candidates(prob, brain, SP, rule())
+    assert len(kept_all) == 2
+    _, by_shape = find_candidates(prob, brain, SP, rule(max_flatness=3.0))
+    _, by_depth = find_candidates(prob, brain, SP, rule(min_depth_mm=6.0))
+    for cands in (by_shape, by_depth):
+        assert len(cands) == 1 and np.allclose(cands[0].centroid_zyx, (30, 24, 24), atol=0.01)
 
 
 def test_outside_the_brain_is_ignored() -> None:
