@@ -163,3 +163,17 @@ def wait_first_job_finished(sessions, logs: list[Path], timeout: float,  # type:
 
 
 TERMINAL = {s.value for s in (JobState.DONE, JobState.FAILED, JobState.NEEDS_INPUT, JobState.CANCELLED)}
+
+
+def result_files(pacs, orthanc_study: str, out: Path) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """The first instance of each result series (SEG, SR, DOC, OT by modality) of *orthanc_study*, downloaded to *out*."""
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    for sid in pacs.get(f"/studies/{orthanc_study}")["Series"]:
+        series = pacs.get(f"/series/{sid}")
+        modality = series["MainDicomTags"].get("Modality", "")
+        if modality in ("SEG", "SR", "DOC", "OT") and modality not in files:
+            path = out / f"{modality}.dcm"
+            path.write_bytes(pacs.instance_file(series["Instances"][0]))
+            files[modality] = path
+    return files

@@ -19,7 +19,7 @@ from radnode.store import jobs as jobstore
 from radnode.store.db import open_store
 from radnode.synth.hemorrhage import generate_hemorrhage_study
 from tests.conftest import wait_for_port
-from tests.integration.jobs_support import AMQP, pacs_node_env, settings_from_env, start_radnode, wait_first_job_finished
+from tests.integration.jobs_support import result_files, AMQP, pacs_node_env, settings_from_env, start_radnode, wait_first_job_finished
 from tests.support.delivery_servers import WebhookServer
 from tests.support.rabbit import delete_topology, shared_broker_reachable
 from tests.support.require import unavailable
@@ -42,19 +42,6 @@ def _rules(tmp_path: Path, hook_url: str) -> Path:
         "    notify: [stroke_chat]\n"
     )
     return path
-
-
-def _result_files(pacs, orthanc_study: str, tmp_path: Path) -> dict[str, Path]:  # type: ignore[no-untyped-def]
-    """The first instance of each result series (by modality) of *orthanc_study*, downloaded."""
-    out: dict[str, Path] = {}
-    for sid in pacs.get(f"/studies/{orthanc_study}")["Series"]:
-        series = pacs.get(f"/series/{sid}")
-        modality = series["MainDicomTags"].get("Modality", "")
-        if modality in ("SEG", "SR", "DOC", "OT") and modality not in out:
-            path = tmp_path / f"{modality}.dcm"
-            path.write_bytes(pacs.instance_file(series["Instances"][0]))
-            out[modality] = path
-    return out
 
 
 @pytest.mark.slow
@@ -93,7 +80,7 @@ def test_head_ct_through_orthanc_and_rabbitmq_is_triaged(orthanc_factory, tmp_pa
         assert job.critical, job.findings
         present = {f["name"] for f in job.findings if f["present"]}
         assert any("ntraparenchymal" in n for n in present), present
-        files = _result_files(pacs, orthanc_study, tmp_path / "bleed")
+        files = result_files(pacs, orthanc_study, tmp_path / "bleed")
         assert set(files) == {"SEG", "SR", "DOC", "OT"}, files
         for path in files.values():
             assert dciodvfy(path) == [], path
@@ -114,7 +101,7 @@ def test_head_ct_through_orthanc_and_rabbitmq_is_triaged(orthanc_factory, tmp_pa
         # The normal head: not critical, no notification, its SR still in the PACS.
         job, orthanc_study, _ = jobs["normal"]
         assert not job.critical and not any(f["present"] for f in job.findings), job.findings
-        files = _result_files(pacs, orthanc_study, tmp_path / "normal")
+        files = result_files(pacs, orthanc_study, tmp_path / "normal")
         assert "SR" in files and "SEG" not in files, files
         assert dciodvfy(files["SR"]) == []
         assert len(hook.posts) == 1

@@ -26,7 +26,7 @@ from radnode.store.db import open_store
 from radnode.synth.metastasis import generate_metastasis_study
 from radnode.web.auth import add_user
 from tests.conftest import wait_for_port
-from tests.integration.jobs_support import pacs_node_env, settings_from_env, start_radnode, wait_first_job_finished
+from tests.integration.jobs_support import result_files, pacs_node_env, settings_from_env, start_radnode, wait_first_job_finished
 from tests.support.require import unavailable
 
 #: A patient (Colin27, never seen by the demo model) with lesions of 20, 8.5 and 7.5 mm; at follow-up
@@ -50,20 +50,6 @@ def _rules(tmp_path: Path) -> Path:
         "    destinations: [return_to_sender]\n"
     )
     return path
-
-
-def _results(pacs, orthanc_study: str, out: Path) -> dict[str, Path]:  # type: ignore[no-untyped-def]
-    """The first instance of each result series of *orthanc_study* (SEG, SR, DOC; OT = the first secondary capture)."""
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
-    for sid in pacs.get(f"/studies/{orthanc_study}")["Series"]:
-        series = pacs.get(f"/series/{sid}")
-        modality = series["MainDicomTags"].get("Modality", "")
-        if modality in ("SEG", "SR", "DOC", "OT") and modality not in files:
-            path = out / f"{modality}.dcm"
-            path.write_bytes(pacs.instance_file(series["Instances"][0]))
-            files[modality] = path
-    return files
 
 
 def _jobs_show(env: dict[str, str], job_id: str) -> dict:
@@ -111,7 +97,7 @@ def test_follow_up_exam_is_matched_lesion_by_lesion_through_orthanc(orthanc_fact
             job = wait_first_job_finished(sessions, [log], 400, study_uid=study.study.study_instance_uid)
             assert job.state == "done", job.error
             assert job.application == "metastasis"
-            done[name] = (job, orthanc_study, _results(pacs, orthanc_study, tmp_path / f"{name}-results"))
+            done[name] = (job, orthanc_study, result_files(pacs, orthanc_study, tmp_path / f"{name}-results"))
 
         for name, (_, _, files) in done.items():
             assert set(files) == {"SEG", "SR", "DOC", "OT"}, (name, files)

@@ -51,7 +51,7 @@ from radnode.analyzers.hemorrhage.measure import ABC2, abc2, label_volumes, larg
 from radnode.analyzers.hemorrhage.preprocessing import WINDOWS, CTPreprocessResult, run_ct_preprocessing
 from radnode.analyzers.hemorrhage.subtypes import ANY, DISPLAY, HEMORRHAGE_TYPE, LABELS, SUBTYPES, Output, layout_of
 from radnode.analyzers.registry import HEMORRHAGE
-from radnode.analyzers.runtime import ModelError, ModelRef, ModelStore, SessionCache
+from radnode.analyzers.model_backed import ModelBackedAnalyzer
 from radnode.model.analysis import ImageRef, KeySlice, SliceCurves
 
 log = structlog.get_logger(__name__)
@@ -99,51 +99,31 @@ def _window_name(centre: float, width: float) -> str:
     return f"{centre:g}/{width:g}"
 
 
-class HemorrhageAnalyzer:
+class HemorrhageAnalyzer(ModelBackedAnalyzer):
     """Implements the analyzer protocol for application ``hemorrhage``.
 
-    Unlike glioma it is set up even when no hemorrhage model is installed (a
-    node serving every application must still start); its jobs then fail with
-    the model store's message naming the folders searched.
+    Unlike glioma it is set up even when no hemorrhage model is installed (see
+    :mod:`radnode.analyzers.model_backed`).
     """
 
-    def __init__(self, store: ModelStore | None = None, cache: SessionCache | None = None) -> None:
-        self.store = store or ModelStore()
-        self.cache = cache or SessionCache()
-        self.model_ref: ModelRef | None
-        try:
-            self.model_ref = self.store.find(application="hemorrhage")
-        except ModelError as exc:
-            self.model_ref = None
-            log.warning("no hemorrhage model installed; hemorrhage jobs will fail until one is", error=str(exc))
-        manifest = self.model_ref.manifest if self.model_ref is not None else None
-        self.spec = AnalyzerSpec(
+    application = "hemorrhage"
+
+    def describe(self, model: ModelInfo | None) -> AnalyzerSpec:
+        return AnalyzerSpec(
             name="hemorrhage",
             version=VERSION,
             description="Intracranial haemorrhage on head CT: six labels per slice and study, segmentation and volumes by subtype",
             required_roles=ROLES,
             options=HemorrhageOptions,
-            model=ModelInfo(name=manifest.name, version=manifest.version, demo=manifest.demo,
-                            intended_use=manifest.intended_use) if manifest is not None else None,
+            model=model,
             outputs=("seg", "sr", "pdf", "secondary_capture"),
         )
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "HemorrhageAnalyzer":
-        if settings is None:
-            return cls()
-        return cls(ModelStore(settings.analyzers.model_dirs), SessionCache.from_settings(settings.analyzers))
-
-    def _ref(self, name: str | None) -> ModelRef:
-        if name is None and self.model_ref is not None:
-            return self.model_ref
-        return self.store.find(name=name, application="hemorrhage")  # ModelError: an AnalyzerError
 
     def run(self, inputs: AnalyzerInputs, workdir: Path, progress: Progress) -> AnalyzerResult:
         opts = inputs.options
         assert isinstance(opts, HemorrhageOptions)
         timings: dict[str, float] = {}
-        model = self.cache.get_model(self._ref(opts.model))  # fails fast (sha256, graph) before the preprocessing
+        model = self.cache.get_model(self.model_ref_for(opts.model))  # fails fast (sha256, graph) before the preprocessing
         manifest = model.manifest
         layout = layout_of(manifest)
         ct = manifest.ct

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
@@ -41,7 +41,8 @@ from radnode.analyzers.metastasis.measure import measure_lesions, renumber_by_si
 from radnode.analyzers.metastasis.tracking import PRIOR_ROW_NAMES, annotate, compare, result_rows, summary
 from radnode.analyzers.preprocessing import run_preprocessing
 from radnode.analyzers.registry import METASTASIS
-from radnode.analyzers.runtime import ModelError, ModelRef, ModelStore, SessionCache, resample_to_spacing
+from radnode.analyzers.model_backed import ModelBackedAnalyzer
+from radnode.analyzers.runtime import resample_to_spacing
 from radnode.model.lesion_rows import metastasis_segments
 from radnode.uids import patient_key_of
 
@@ -81,39 +82,23 @@ def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
-class MetastasisAnalyzer:
+class MetastasisAnalyzer(ModelBackedAnalyzer):
     """Implements the analyzer protocol (and the follow-up protocol) for application ``metastasis``."""
 
-    def __init__(self, store: ModelStore | None = None, cache: SessionCache | None = None) -> None:
-        self.store = store or ModelStore()
-        self.cache = cache or SessionCache()
-        self.model_ref = self._find(None)
-        manifest = self.model_ref.manifest
-        assert manifest is not None
-        self.spec = AnalyzerSpec(
+    application = APPLICATION
+
+    def describe(self, model: ModelInfo | None) -> AnalyzerSpec:
+        return AnalyzerSpec(
             name=APPLICATION,
             version=VERSION,
             description="Brain metastasis detection and segmentation, lesion by lesion, tracked across exams",
             required_roles=METASTASIS.required,
             optional_roles=METASTASIS.optional,
             options=MetastasisOptions,
-            model=ModelInfo(name=manifest.name, version=manifest.version, demo=manifest.demo,
-                            intended_use=manifest.intended_use),
+            model=model,
             outputs=("seg", "sr", "pdf", "secondary_capture"),
             prior_rows=PRIOR_ROW_NAMES,
         )
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "MetastasisAnalyzer":
-        if settings is None:
-            return cls()
-        return cls(ModelStore(settings.analyzers.model_dirs), SessionCache.from_settings(settings.analyzers))
-
-    def _find(self, name: str | None) -> ModelRef:
-        try:
-            return self.store.find(name=name, application=APPLICATION)
-        except ModelError as exc:
-            raise AnalyzerError(str(exc)) from exc
 
     def follow_up(self, result: AnalyzerResult, prior_rows: Sequence[tuple[str, Mapping[str, float]]],
                   patient_key: str) -> list[Measurement]:
@@ -124,8 +109,7 @@ class MetastasisAnalyzer:
         opts = inputs.options
         assert isinstance(opts, MetastasisOptions)
         timings: dict[str, float] = {}
-        ref = self._find(opts.model) if opts.model else self.model_ref
-        model = self.cache.get_model(ref)  # fails fast (sha256, graph) before preprocessing
+        model = self.cache.get_model(self.model_ref_for(opts.model))  # fails fast (sha256, graph) before preprocessing
         manifest = model.manifest
         missing = [r for r in manifest.inputs if r not in inputs.series]
         if missing:
