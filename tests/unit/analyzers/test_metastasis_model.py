@@ -11,16 +11,16 @@ finds a lesion at all.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from radnode.analyzers.metastasis.candidates import find_candidates, rule_from_manifest
-from radnode.analyzers.runtime import CPU_PROVIDER, ModelStore, SessionCache
+from radnode.analyzers.runtime import BUILTIN_MODEL_DIR, CPU_PROVIDER, ModelStore, SessionCache
 
-MODEL = Path(__file__).resolve().parents[3] / "radnode" / "models" / "metastasis-demo"
+#: The shipped model as installed (the wheel's copy when the tests run against the installed package).
+MODEL = BUILTIN_MODEL_DIR / "metastasis-demo"
 
 
 @pytest.fixture(scope="module")

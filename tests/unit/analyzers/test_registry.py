@@ -27,7 +27,7 @@ def _registry(tmp_path: Path) -> Registry:
 def test_installed_and_declared_applications_are_told_apart(tmp_path: Path) -> None:
     reg = _registry(tmp_path)
     # Only applications with an analyzer are "known" (runnable) ...
-    assert reg.known_applications() == frozenset(reg.names()) == {"glioma", "hemorrhage", "count-test"}
+    assert reg.known_applications() == frozenset(reg.names()) == {"glioma", "hemorrhage", "metastasis", "count-test"}
     # ... while routing and pulls may also name the declared built-ins.
     assert reg.declared_applications() == {"glioma", "count-test", "metastasis", "hemorrhage"}
     assert DEFAULT_APPLICATIONS == frozenset(BUILTIN_APPLICATIONS) == {"glioma", "metastasis", "hemorrhage"}
@@ -55,9 +55,12 @@ def test_one_option_check_and_one_wording(tmp_path: Path) -> None:
     with pytest.raises(OptionsError) as again:
         parse_options(reg.get("glioma").spec, {"brain_extraction": "magic", "bogus": 1})
     assert str(again.value) == message
-    # A declared application without an analyzer has nothing to check (its job records that).
-    assert reg.check_options("metastasis", {"anything": 1}) is None
-    assert reg.options_model("metastasis").model_fields == {}
+    # Every built-in application checks its options the same way.
+    with pytest.raises(OptionsError, match="invalid options for metastasis: anything: Extra inputs are not permitted"):
+        reg.check_options("metastasis", {"anything": 1})
+    # An application routing may name without an analyzer has nothing to check (its job records that).
+    assert reg.check_options("not-installed", {"anything": 1}) is None
+    assert reg.options_model("not-installed").model_fields == {}
 
 
 def test_validation_errors_are_worded_once() -> None:
