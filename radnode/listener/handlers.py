@@ -25,7 +25,7 @@ from pynetdicom import evt
 from pynetdicom.events import Event
 
 from radnode.listener.filemeta import PREAMBLE, encode_file_meta
-from radnode.listener.header import read_header
+from radnode.listener.header import WANTED, read_header
 
 from radnode.listener.rawdata import (
     InflatedTooLarge,
@@ -43,16 +43,8 @@ from radnode.uids import is_valid_uid
 
 log = structlog.get_logger(__name__)
 
-_HEADER_TAGS = [
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "Modality",
-    "SeriesNumber",
-    "SeriesDescription",
-    "AccessionNumber",
-]
+#: The header elements the index needs (pydicom's fallback reads the same ones as listener/header.py).
+_HEADER_TAGS = [keyword for keyword, _ in WANTED.values()]
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 

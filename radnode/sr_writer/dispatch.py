@@ -34,13 +34,6 @@ log = structlog.get_logger(__name__)
 TREND_KEYS = ("whole_tumor", "enhancing")
 
 
-def _prior_row_names(spec: AnalyzerSpec, result: AnalyzerResult) -> tuple[str, ...]:
-    """The rows to read from the patient's earlier jobs: the analyzer's, plus a metastasis result's trend rows."""
-    names = tuple(spec.prior_rows or TREND_KEYS)
-    if result.extra.get("response_criteria") == "RANO-BM":
-        names += tuple(k for k in MET_TREND_KEYS if k not in names)
-    return names
-
 #: Destination kinds that take the result package rather than DICOM files.
 MESSAGE_KINDS = frozenset({"email", "hl7", "fhir", "webhook"})
 
@@ -111,7 +104,7 @@ class DicomResultWriter:
             return []  # the analyzer declares no DICOM outputs (e.g. measurements only)
         with self.sessions() as session:
             row = jobstore.get_job(session, job.job_id)
-            priors = jobstore.prior_measurements(session, row, _prior_row_names(spec, result))
+            priors = jobstore.prior_measurements(session, row, spec.prior_rows or TREND_KEYS)
             accession = row.accession
             previous: dict[str, Any] = json.loads(row.sends_json or "{}")
         try:

@@ -282,6 +282,7 @@ def write_results(
             segments = ()
         with _step("key images"):
             frames = source_frames(sources)
+            volume = None
             if key_slices or slice_curves is not None:  # slice-based results: key slices in windows, the strip
                 key_images = render_slice_figures(frames, label_map.array, label_map.segments, key_slices, slice_curves)
             else:
@@ -294,9 +295,10 @@ def write_results(
                 key_images += [render_bidimensional(vol_img, lab_img, label_map.segments, les) for les in measured]
         if metastases and lesions:
             with _step("lesion thumbnails"):
-                frames = source_frames(sources)
+                if volume is None:  # the key images above read it unless the result is slice-based
+                    volume = sorted_volume(frames).astype(np.float32)
                 _, dr, dc = slice_spacing(frames)
-                thumbnails = render_lesion_thumbnails(sorted_volume(frames).astype(np.float32), label_map.array, lesions, tracking, (dr, dc))
+                thumbnails = render_lesion_thumbnails(volume, label_map.array, lesions, tracking, (dr, dc))
                 for index, thumb in thumbnails.items():
                     png = out_dir / thumbnail_file(index)
                     png.write_bytes(thumb.png)
@@ -324,7 +326,7 @@ def write_results(
             model=model,
             branding=branding,
             application=application,
-            segments=segments if label_map is not None and segments else (label_map.segments if label_map is not None else ()),
+            segments=segments or (label_map.segments if label_map is not None else ()),
             measurements=measurements,
             findings=result.findings,
             key_images=key_images,

@@ -19,7 +19,6 @@ at least 2 mm of change).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +27,8 @@ from scipy.optimize import linear_sum_assignment
 
 from radnode.analyzers.base import AnalyzerResult, Measurement
 from radnode.analyzers.metastasis.frame import location
-from radnode.model.lesion_rows import COUNT, DIAMETER, TOTAL_VOLUME, TRACK, TREND_KEYS, VOLUME, lesion_row, lesion_rows
+from radnode.analyzers.glioma.followup import fmt_date, tracking_uid
+from radnode.model.lesion_rows import COUNT, DIAMETER, TOTAL_VOLUME, TRACK, TREND_KEYS, VOLUME, lesion_row, lesion_rows, status_of
 from radnode.model.lesions import (
     Lesion,
     LesionChange,
@@ -38,7 +38,6 @@ from radnode.model.lesions import (
     lesion_status,
     pct_change,
 )
-from radnode.uids import derive_uid
 
 #: Most lesions an exam keeps tracking rows for (more are reported, not tracked).
 MAX_TRACKED = 30
@@ -70,12 +69,6 @@ class PriorMetExam:
     lesions: tuple[PriorMet, ...]
     count: int
     total_volume_ml: float
-
-
-def fmt_date(value: object) -> str:
-    """``YYYYMMDD`` (DICOM DA) or ``YYYY-MM-DD`` → ``YYYY-MM-DD``."""
-    text = str(value or "").strip()
-    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if re.fullmatch(r"\d{8}", text) else text
 
 
 def prior_exams(rows: Sequence[tuple[str, Mapping[str, float]]]) -> list[PriorMetExam]:
@@ -116,11 +109,6 @@ def match(lesions: Sequence[Lesion], prior: Sequence[PriorMet]) -> dict[int, Pri
     cost = np.where(dist <= radius, dist, big)
     rows, cols = linear_sum_assignment(cost)
     return {cur[r].index: prior[c] for r, c in zip(rows, cols) if cost[r, c] < big}
-
-
-def tracking_uid(patient_key: str, application: str, track: int) -> str:
-    """The Tracking UID of a patient's lesion *track*: the same in every exam's SR."""
-    return derive_uid("radnode-lesion-track", patient_key, application, str(int(track)))
 
 
 def _round(v: float | None) -> float | None:
@@ -167,10 +155,6 @@ def _location_text(frame_mm: tuple[float, float, float]) -> str:
     return region if hemisphere == "midline" else f"{hemisphere} {region}"
 
 
-def status_of(index: int, comparison: LesionComparison | None) -> LesionStatus:
-    return comparison.changes[index].status if comparison is not None and index in comparison.changes else LesionStatus.BASELINE
-
-
 def frame_rows(lesions: Sequence[Lesion]) -> list[Measurement]:
     """Each tracked lesion's brain-frame centroid (``met_<k>_frame_x|y|z``, mm: what the next exam matches on)
     and its centroid in this exam's patient coordinates (``met_<k>_centroid_x|y|z``, LPS mm: where to look)."""
@@ -193,7 +177,7 @@ def result_rows(lesions: Sequence[Lesion], tracks: Mapping[int, tuple[int, str]]
 
 def lesion_json(les: Lesion, tracks: Mapping[int, tuple[int, str]], comparison: LesionComparison | None) -> dict:
     """One lesion as ``radnode analyze metastasis --json`` prints it."""
-    status = status_of(les.index, comparison)
+    status = status_of(les, comparison)
     item = {
         "id": les.index,
         "track": tracks[les.index][0],
