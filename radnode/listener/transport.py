@@ -36,6 +36,7 @@ import structlog
 from pynetdicom import evt
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from radnode.listener.faststore import install as serve_stores_on_dul_thread
 from radnode.listener.reactor import adopt as event_driven
 
 log = structlog.get_logger(__name__)
@@ -261,7 +262,9 @@ class GuardedRequestHandler(RequestHandler):
         assoc = super()._create_association()
         assert assoc.dul.socket is not None  # set by RequestHandler._create_association
         assoc.dul.socket = GuardedSocket.adopt(assoc.dul.socket, self.server.guard)
-        return event_driven(assoc)  # no sleep-polling between PDUs and DIMSE messages (listener/reactor.py)
+        assoc = event_driven(assoc)  # no sleep-polling between PDUs and DIMSE messages (listener/reactor.py)
+        serve_stores_on_dul_thread(assoc)  # plain C-STOREs without pynetdicom's DIMSE round trip (listener/faststore.py)
+        return assoc
 
 
 class GuardedServer(ThreadedAssociationServer):
