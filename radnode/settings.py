@@ -137,7 +137,21 @@ class ListenerSettings(_Section):
         default=1, ge=1, le=64, description="Listener processes sharing the port (SO_REUSEPORT)."
     )
     fsync: bool = Field(
-        default=True, description="fsync every instance before acknowledging it (safe default)."
+        default=True, description="Make every instance durable before acknowledging it (safe default)."
+    )
+    journal: bool = Field(
+        default=True,
+        description=(
+            "With fsync: the durable fast path. An instance is acknowledged once it is synced into a write-ahead "
+            "journal in spool/.journal/ (one write + fdatasync into a pre-written file); the spool files are "
+            "flushed in the background and rewritten from the journal after a crash. false: fsync each file "
+            "and its folder before acknowledging."
+        ),
+    )
+    journal_segment_mib: int = Field(
+        default=64, ge=1, le=4096,
+        description="Size of each of the journal's two segments per listener process (MiB, written once with zeros); "
+        "larger instances than a quarter of it are fsync'ed on their own.",
     )
     network_timeout: float = Field(default=60.0, gt=0)
     assembly_interval: float = Field(default=1.0, gt=0, description="How often study completeness is checked.")

@@ -20,6 +20,9 @@ from tests.support.ports import free_port
 
 pytest_plugins = ["tests.support.fixtures"]
 
+#: Journal segment size of the suite's listeners (MiB; the default, 64, would fill the disk with test folders).
+TEST_JOURNAL_MIB = 4
+
 # Objects radnode writes must be valid; tests read them under strict checks.
 pydicom.config.settings.reading_validation_mode = pydicom.config.WARN
 
@@ -71,7 +74,8 @@ def make_settings(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     def _make(**overrides) -> Settings:  # type: ignore[no-untyped-def]
         base = dict(data_dir=tmp_path / "data", port=free_port(), quiet_seconds=1.0)
-        listener = {"assembly_interval": 0.2, **overrides.pop("listener", {})}
+        # Small journal segments: every listener of the suite writes its two segments full of zeros once.
+        listener = {"assembly_interval": 0.2, "journal_segment_mib": TEST_JOURNAL_MIB, **overrides.pop("listener", {})}
         base.update(overrides)
         return Settings(listener=listener, **base)
 
@@ -100,6 +104,7 @@ class ListenerProcess:
             "RADNODE_PORT": str(port),
             "RADNODE_QUIET_SECONDS": "1",
             "RADNODE_LISTENER__ASSEMBLY_INTERVAL": "0.2",
+            "RADNODE_LISTENER__JOURNAL_SEGMENT_MIB": str(TEST_JOURNAL_MIB),
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -205,22 +205,22 @@ def _store_pushed(event: Event, spool: Any, sink: Any, quiet_seconds_for: Callab
     return handle_store(_PushedEvent(event, calling_ae, called_ae), spool, sink, quiet_seconds_for)  # type: ignore[arg-type]
 
 
-def _get_handler(settings: Settings, sessions: sessionmaker[Session], peer: DicomPeer) -> tuple[Callable[[Event], int], Any]:
-    """The C-STORE handler for a C-GET: the listener's own spool and index writer.
+def _get_handler(settings: Settings, sessions: sessionmaker[Session], peer: DicomPeer) -> tuple[Callable[[Event], int], Any, Any]:
+    """The C-STORE handler for a C-GET: the listener's own spool and index writer (and the spool, to close).
 
     Its instances go through the listener's ``handle_store``, so a running
     listener's assembler completes the study exactly like a pushed one.
     """
     from radnode.listener.index_writer import IndexWriter
-    from radnode.listener.spool import Spool
+    from radnode.listener.service import open_spool
 
-    spool = Spool(settings.spool_dir, fsync=settings.listener.fsync)
+    spool = open_spool(settings)  # its own journal slot while the retrieve runs
     writer = IndexWriter(sessions)
 
     def handler(event: Event) -> int:
         return _store_pushed(event, spool, writer, settings.quiet_seconds_for, peer.ae_title, settings.ae_title)
 
-    return handler, writer
+    return handler, writer, spool
 
 
 def retrieve_study(
@@ -235,15 +235,17 @@ def retrieve_study(
 
     The C-GET path needs *sessions* for the index.
     """
-    handler, writer = None, None
+    handler, writer, spool = None, None, None
     if peer.retrieve == "get":
         if sessions is None:
             raise ValueError("C-GET needs the index sessions")
-        handler, writer = _get_handler(settings, sessions, peer)
+        handler, writer, spool = _get_handler(settings, sessions, peer)
     try:
         return retrieve_study_from(Remote.for_peer(peer), settings.ae_title, study_uid, method=peer.retrieve,
                                    on_progress=on_progress, timeout=timeout, store_handler=handler)
     finally:
+        if spool is not None:
+            spool.close()
         if writer is not None:
             writer.flush()
             writer.close()

@@ -1,7 +1,10 @@
 """Group commit for the spool: instances that arrive together share their directory fsyncs.
 
-Each C-STORE may be acknowledged only once its file is durable: the file's
-data fsync'ed, then renamed into place, then the directory fsync'ed. On
+This is the spool's slow durable path: for an instance too big for the
+write-ahead journal (``journal.py``), for a spool opened without one, and
+when the journal failed. Each C-STORE may be acknowledged only once its file
+is durable: the file's data fsync'ed, then renamed into place, then the
+directory fsync'ed — all three done when ``commit`` returns. On
 this class of disk one fsync costs 1-5 ms, far more than everything else
 radnode does per image (BENCHMARKS.md), and each association sends its next
 image only after the answer, so per-association batching is impossible.

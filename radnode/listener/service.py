@@ -36,11 +36,24 @@ def _child_main(settings: Settings, log_level: str, log_format: str) -> None:
     engine = make_engine(settings.database_url)
     writer = IndexWriter(make_sessionmaker(engine))
     audit = AuditQueue(make_sessionmaker(engine))
-    ae, _server = start_scp(settings, Spool(settings.spool_dir, fsync=settings.listener.fsync), writer, reuse_port=True, audit=audit)
+    spool = open_spool(settings)
+    ae, _server = start_scp(settings, spool, writer, reuse_port=True, audit=audit)
     stop.wait()
     ae.shutdown()
+    spool.close()
     writer.close()
     audit.close()
+
+
+def open_spool(settings: Settings) -> Spool:
+    """The spool as the listener settings want it (fsync, journal); replays the journal after a crash."""
+    listener = settings.listener
+    return Spool(
+        settings.spool_dir,
+        fsync=listener.fsync,
+        journal=listener.journal,
+        segment_size=listener.journal_segment_mib * 1024 * 1024,
+    )
 
 
 class ListenerService:
@@ -56,7 +69,8 @@ class ListenerService:
         # A process that already opened the store (serve, listen) shares it.
         self._owns_store = store is None
         self.engine, self.sessions = store if store is not None else open_store(settings)
-        self.spool = Spool(settings.spool_dir, fsync=settings.listener.fsync)
+        # Replays the journal of a crashed run, so reconcile (start) sees every acknowledged instance.
+        self.spool = open_spool(settings)
         self.assembler = Assembler(self.sessions, sink or LogSink(), settings.listener.assembly_interval)
         self._writer: IndexWriter | None = None
         self.audit: AuditQueue | None = None
@@ -91,6 +105,7 @@ class ListenerService:
             self._ae.shutdown()
         for proc in self._children:
             proc.join(timeout=15)
+        self.spool.close()
         if self._writer is not None:
             self._writer.close()
         if self.audit is not None:

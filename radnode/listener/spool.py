@@ -1,13 +1,25 @@
 """Durable, atomic storage of received instances.
 
 Layout: ``<spool>/<study uid>/<series uid>/<sop instance uid>.dcm``. Each file
-is written to ``<spool>/.incoming/`` first, fsync'ed, renamed into place, and
-its directory fsync'ed — only then may the SCP acknowledge it. Instances of
-concurrent associations go through these steps together (``groupsync.py``:
-one round of fsyncs, one directory fsync per folder). Rename over an
-existing file makes a duplicate SOP Instance UID replace the earlier copy
+is written to ``<spool>/.incoming/`` first and renamed into place; rename over
+an existing file makes a duplicate SOP Instance UID replace the earlier copy
 atomically. Path components are UIDs that were checked against the DICOM UID
 grammar, so no peer can name a file outside the spool.
+
+What is durable when ``write`` returns (the SCP acknowledges only then):
+
+* ``fsync=True`` with the journal (the default, ``journal.py``): the instance's
+  path and bytes are a synced record in ``<spool>/.journal/`` (one pwrite +
+  one fdatasync, shared by concurrent associations). The file itself is
+  renamed into place without fsync; a background checkpoint flushes it
+  (``syncfs``) within about half a second, and after a crash the journal
+  writes it again when the next ``Spool`` is opened — before the index is
+  reconciled with the spool.
+* ``fsync=True`` for an instance too big for the journal (over a quarter of a
+  segment), or without the journal: the file is fsync'ed, renamed, and its
+  directory fsync'ed (``groupsync.py``: concurrent associations share one
+  round of fsyncs and one directory fsync per folder).
+* ``fsync=False``: nothing; the kernel writes the file back when it likes.
 
 One SOP Instance UID has one place: ``<spool>/.sop/<xx>/<sop uid>`` is a
 symbolic link to the instance's path, created atomically before the first
@@ -20,13 +32,19 @@ with the index written live.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import uuid
 from pathlib import Path
 
+import structlog
+
 from radnode.listener.groupsync import GroupSync, Pending, fsync_dir
+from radnode.listener.journal import DEFAULT_SEGMENT_SIZE, JOURNAL, Journal
 from radnode.uids import is_valid_uid
+
+log = structlog.get_logger(__name__)
 
 INCOMING = ".incoming"
 CLAIMS = ".sop"
@@ -47,7 +65,10 @@ class DuplicateInstanceError(FileExistsError):
 class Spool:
     """Writes instances atomically under one root folder."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, fsync: bool = True, journal: bool = True, segment_size: int = DEFAULT_SEGMENT_SIZE
+    ) -> None:
+        """Open the spool; with *fsync* and *journal*, replay what a crash left in the journal first."""
         self.root = root.resolve()
         self.fsync = fsync
         self.incoming = self.root / INCOMING
@@ -56,6 +77,24 @@ class Spool:
         self.claims.mkdir(exist_ok=True)
         #: Instances written by concurrent associations share their directory fsyncs (groupsync.py).
         self.group = GroupSync()
+        #: The durable fast path (journal.py); None: every instance is fsync'ed on its own.
+        self.journal: Journal | None = self._open_journal(segment_size) if fsync and journal else None
+
+    def _open_journal(self, segment_size: int) -> Journal | None:
+        try:
+            return Journal(self.root, incoming=self.incoming, segment_size=segment_size)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise  # any other failure, of a replay especially, must not go unnoticed
+            # A full disk: segments could not be created (or records not replayed; they stay in
+            # their slot for the next start). The error names no file: paths hold UIDs.
+            log.warning("no room for the spool journal; each instance is fsync'ed on its own", error=errno.errorcode[exc.errno])
+            return None
+
+    def close(self) -> None:
+        """Checkpoint and release the journal; later writes fsync each file (still durable)."""
+        if self.journal is not None:
+            self.journal.close()
 
     def _claim_path(self, sop_uid: str) -> Path:
         return self.claims / hashlib.sha1(sop_uid.encode()).hexdigest()[:2] / sop_uid
@@ -106,11 +145,20 @@ class Spool:
                 written = os.write(fd, view)
                 view = view[written:]
             parent = final.parent
-            if not parent.is_dir():
+            made = not parent.is_dir()
+            if made:
                 parent.mkdir(parents=True, exist_ok=True)
-                if self.fsync:
-                    fsync_dir(parent.parent)
-                    fsync_dir(parent.parent.parent)
+            if self.journal is not None:
+                os.close(fd)
+                fd = -1
+                # Durable once journaled; the file is placed (no fsync) before the segment can be checkpointed.
+                if self.journal.append(relative.as_posix(), data, then=lambda: os.replace(tmp, final)):
+                    return final
+                fd = os.open(tmp, os.O_WRONLY)  # too big for the journal (or it failed): fsync the file
+            if self.fsync and (made or self.journal is not None):
+                # New folders must be durable too (with the journal, an earlier instance may have made them unsynced).
+                fsync_dir(parent.parent)
+                fsync_dir(parent.parent.parent)
             if self.fsync:
                 # fsync(file), rename, fsync(dir) — in a round shared with concurrent writers.
                 owned, fd = fd, -1
@@ -142,7 +190,7 @@ class Spool:
     def iter_instances(self):  # type: ignore[no-untyped-def]
         """Every stored instance file (for reconciliation after a crash)."""
         for study in self.root.iterdir():
-            if study.name in (INCOMING, CLAIMS) or not study.is_dir():
+            if study.name in (INCOMING, CLAIMS, JOURNAL) or not study.is_dir():
                 continue
             yield from study.glob("*/*.dcm")
 

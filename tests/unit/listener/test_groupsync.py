@@ -74,7 +74,7 @@ def test_concurrent_instances_share_rounds_and_none_is_acked_before_durable(tmp_
 
 
 def test_a_failed_fsync_is_reported_to_its_writer_and_nothing_is_placed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", journal=False)  # the per-file fsync path (test_journal.py: the journal's)
 
     def broken(fd: int) -> None:
         raise OSError(5, "I/O error")
