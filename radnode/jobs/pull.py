@@ -214,7 +214,7 @@ def _get_handler(settings: Settings, sessions: sessionmaker[Session], peer: Dico
     from radnode.listener.index_writer import IndexWriter
     from radnode.listener.service import open_spool
 
-    spool = open_spool(settings)  # its own journal slot while the retrieve runs
+    spool = open_spool(settings, journal=False)  # per-file fsyncs: a retrieve takes no journal slot
     writer = IndexWriter(sessions)
 
     def handler(event: Event) -> int:

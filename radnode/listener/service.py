@@ -45,13 +45,17 @@ def _child_main(settings: Settings, log_level: str, log_format: str) -> None:
     audit.close()
 
 
-def open_spool(settings: Settings) -> Spool:
-    """The spool as the listener settings want it (fsync, journal); replays the journal after a crash."""
+def open_spool(settings: Settings, *, journal: bool = True) -> Spool:
+    """The spool as the listener settings want it (fsync, journal); replays the journal after a crash.
+
+    ``journal=False`` (a C-GET retrieve's short-lived spool): every instance is fsync'ed on its own,
+    so a retrieve never claims a journal slot (128 MiB of segments) of its own.
+    """
     listener = settings.listener
     return Spool(
         settings.spool_dir,
         fsync=listener.fsync,
-        journal=listener.journal,
+        journal=listener.journal and journal,
         segment_size=listener.journal_segment_mib * 1024 * 1024,
     )
 
