@@ -23,6 +23,13 @@ receiver's output is counted; a run that lost instances is flagged.
 
 DCMTK binaries are called by absolute path (``/usr/bin``) with
 ``TCP_NODELAY=1`` in their environment (see tests/support/dcmtk.py).
+
+Every run's received files stay on disk until the benchmark ends. Deleting a
+run's files just before the next run made that run's inode allocations slow
+(ext4 without a journal, as here, skips inodes deleted in the last minute,
+scanning them one by one) — a cost a receiving node does not meet in service,
+and one that hit radnode (two new inodes per image: the file and its SOP
+claim) harder than storescp (one).
 """
 
 from __future__ import annotations
@@ -216,7 +223,8 @@ def run_storescp(files: list[Path], senders: int, work: Path, rnd: int, fork: bo
     finally:
         stop(proc)
     received = count_files(out, "*")
-    shutil.rmtree(out, ignore_errors=True)
+    # Kept until the end of the benchmark (see main): deleting a run's files just before the next run
+    # makes that run's inode allocations scan the recently deleted inodes.
     name = "storescp --fork" if fork else "storescp"
     return Run(name, senders, rnd, wall, received, len(files), errors, cpu_per_image=cpu)
 
@@ -259,7 +267,6 @@ def run_radnode(files: list[Path], senders: int, work: Path, rnd: int, processes
     received = count_files(data / "spool", "*.dcm") if (data / "spool").exists() else count_files(data, "*.dcm")
     if proc.returncode not in (0, -signal.SIGTERM):
         errors.append(f"radnode exited with {proc.returncode} (log {log_path})")
-    shutil.rmtree(data, ignore_errors=True)
     latency = None if first_job is None else max(first_job - sent_at, 0.0)
     return Run(radnode_name(processes, fsync), senders, rnd, wall, received, len(files), errors, latency, cpu)
 

@@ -117,7 +117,9 @@ def main() -> int:
             service.stop()
     n = len(files)
     print(f"{n} images, fsync={'off' if args.no_fsync else 'on'}: {n / wall:.0f} images/s, {wall / n * 1e3:.2f} ms/image wall")
-    print(f"listener CPU: {(r1.ru_utime - r0.ru_utime) / n * 1e3:.2f} ms user + {(r1.ru_stime - r0.ru_stime) / n * 1e3:.2f} ms sys per image")
+    print(f"listener CPU: {(r1.ru_utime - r0.ru_utime) / n * 1e3:.2f} ms user + {(r1.ru_stime - r0.ru_stime) / n * 1e3:.2f} ms sys per image"
+          f" ({(r1.ru_minflt - r0.ru_minflt) / n:.0f} minor page faults, {(r1.ru_nvcsw - r0.ru_nvcsw) / n:.1f} voluntary"
+          f" + {(r1.ru_nivcsw - r0.ru_nivcsw) / n:.1f} involuntary context switches per image)")
     for label, xs in TIMES.items():
         print(f"  {label:<24} median {statistics.median(xs) * 1e3:6.3f} ms  mean {statistics.mean(xs) * 1e3:6.3f} ms  (n={len(xs)})")
     if profs:

@@ -331,7 +331,7 @@ def _store(
     try:
         spool.write(relative, data)
     except DuplicateInstanceError as exc:
-        raise _Refused(DUPLICATE_ELSEWHERE, "SOP Instance UID already stored in another study or series", sop_uid=sop_uid, stored_as=exc.existing) from exc
+        raise _Refused(DUPLICATE_ELSEWHERE, "SOP Instance UID already stored in another study or series", sop_uid=sop_uid, stored_under=exc.existing) from exc
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             log.error("c-store refused: no space left in spool", sop_uid=sop_uid)

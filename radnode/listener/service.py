@@ -5,6 +5,7 @@ study assembly. ``radnode listen`` and ``radnode serve`` both use this.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import signal
 import threading
@@ -38,6 +39,7 @@ def _child_main(settings: Settings, log_level: str, log_format: str) -> None:
     audit = AuditQueue(make_sessionmaker(engine))
     spool = open_spool(settings)
     ae, _server = start_scp(settings, spool, writer, reuse_port=True, audit=audit)
+    settle_heap()
     stop.wait()
     ae.shutdown()
     spool.close()
@@ -58,6 +60,19 @@ def open_spool(settings: Settings, *, journal: bool = True) -> Spool:
         journal=listener.journal and journal,
         segment_size=listener.journal_segment_mib * 1024 * 1024,
     )
+
+
+def settle_heap() -> None:
+    """Move every object alive now (modules, dictionaries, settings) out of the garbage collector's sight.
+
+    Why: per instance the receive path allocates a few hundred short-lived
+    objects, so the collector runs often, and each full collection walked the
+    whole heap of imported libraries (pydicom's dictionaries, SQLAlchemy,
+    pynetdicom): ~10 % of the listener's CPU per image in a profile (issue 18).
+    Frozen objects are never collected, which is what start-up objects are.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class ListenerService:
@@ -97,6 +112,7 @@ class ListenerService:
                 proc.start()
                 self._children.append(proc)
         self.assembler.start()
+        settle_heap()
 
     def flush(self) -> None:
         if self._writer is not None:

@@ -22,8 +22,9 @@ What is durable when ``write`` returns (the SCP acknowledges only then):
 * ``fsync=False``: nothing; the kernel writes the file back when it likes.
 
 One SOP Instance UID has one place: ``<spool>/.sop/<xx>/<sop uid>`` is a
-symbolic link to the instance's path, created atomically before the first
-copy is written. The same UID sent again for the same study and series
+symbolic link naming the instance's study and series (a digest of their
+folder, short enough to live in the inode), created atomically before the
+first copy is written. The same UID sent again for the same study and series
 replaces the earlier copy (counted once); sent for another study or series
 it is refused (``DuplicateInstanceError`` → 0xA900), so the spool never
 holds two files for one UID and an index rebuilt from the spool agrees
@@ -75,6 +76,7 @@ class Spool:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.claims = self.root / CLAIMS
         self.claims.mkdir(exist_ok=True)
+        self._make_claim_folders()
         #: Instances written by concurrent associations share their directory fsyncs (groupsync.py).
         self.group = GroupSync()
         #: The durable fast path (journal.py); None: every instance is fsync'ed on its own.
@@ -99,13 +101,20 @@ class Spool:
     def _claim_path(self, sop_uid: str) -> Path:
         return self.claims / hashlib.sha1(sop_uid.encode()).hexdigest()[:2] / sop_uid
 
-    def claim(self, relative: Path) -> bool:
-        """Reserve the instance's SOP UID for *relative*; True if this call created the claim.
+    def _make_claim_folders(self) -> None:
+        """The 256 ``.sop/<xx>`` folders, made once: a folder made on an instance's path costs a new inode."""
+        if (self.claims / "ff").is_dir():
+            return
+        for i in range(256):
+            (self.claims / f"{i:02x}").mkdir(exist_ok=True)
 
-        Raises DuplicateInstanceError when the UID belongs to another path.
+    def claim(self, relative: Path) -> bool:
+        """Reserve the instance's SOP UID for *relative*'s study and series; True if this call created the claim.
+
+        Raises DuplicateInstanceError when the UID belongs to another study or series.
         """
         link = self._claim_path(relative.stem)
-        target = relative.as_posix()
+        target = claim_target(relative)
         try:
             existing = os.readlink(link)
         except FileNotFoundError:
@@ -198,11 +207,23 @@ class Spool:
     def repair_claims(self) -> int:
         """At start: drop claims whose write never completed (crash), add missing ones.
 
-        A spool from before claims existed gets one per stored instance.
+        A spool from before claims existed gets one per stored instance; a claim
+        from before claims held a digest (it held the instance's path) is rewritten.
         """
+        stored: dict[str, set[str]] = {}
+        for path in self.iter_instances():
+            stored.setdefault(path.stem, set()).add(claim_target(path.relative_to(self.root)))
         for link in self.claims.glob("*/*"):
-            if not (self.root / os.readlink(link)).exists():
-                link.unlink(missing_ok=True)
+            target = os.readlink(link)
+            if target in stored.get(link.name, ()):
+                continue
+            if not target.startswith(_DIGEST) and (self.root / target).is_file():
+                fresh = link.with_name(f"{link.name}.new")
+                fresh.unlink(missing_ok=True)
+                os.symlink(claim_target(Path(target)), fresh)
+                os.replace(fresh, link)
+                continue
+            link.unlink(missing_ok=True)
         made = 0
         for path in self.iter_instances():
             rel = path.relative_to(self.root)
@@ -213,3 +234,15 @@ class Spool:
         return made
 
 
+_DIGEST = "d-"
+
+
+def claim_target(relative: Path) -> str:
+    """What the claim link of the instance at *relative* holds: a digest of its study/series folder.
+
+    Why a digest and not the path: ext4 keeps a link target under 60 bytes in
+    the inode itself, a longer one (two UIDs and a file name: up to ~200
+    bytes) costs a data block for every instance received (issue 18).
+    Equal digests mean the same study and series.
+    """
+    return _DIGEST + hashlib.blake2b(relative.parent.as_posix().encode(), digest_size=20).hexdigest()
