@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import structlog
@@ -221,12 +221,18 @@ class _Context:
 
 @dataclass
 class StoreEvent:
-    """What an ``EVT_C_STORE`` handler reads from pynetdicom's ``Event``, for the fast path."""
+    """What an ``EVT_C_STORE`` handler reads from pynetdicom's ``Event``, for the fast path.
+
+    ``after_response``: work the handler leaves for after the answer is sent
+    (radnode's: placing a journaled file, queuing its index record), run in
+    order on this thread before the next PDU is read — so before a release.
+    """
 
     assoc: Any
     request: _Request
     context: _Context
     event: Any = evt.EVT_C_STORE
+    after_response: list[Callable[[], None]] = field(default_factory=list)
 
 
 def _status_of(value: Any) -> int:
@@ -337,9 +343,15 @@ class FastStoreReceiver:
         except Exception:  # noqa: BLE001 - as pynetdicom: a raising handler answers 0xC211
             log.exception("c-store handler failed", status="0xC211")
             status = HANDLER_FAILED
-        if not assoc.is_established:  # aborted or released while storing: nothing to answer
-            return
-        assoc.dul.socket.send(response_pdu(context_id, encode_response(command, status)))
+        try:
+            if assoc.is_established:  # else aborted or released while storing: nothing to answer
+                assoc.dul.socket.send(response_pdu(context_id, encode_response(command, status)))
+        finally:
+            for work in event.after_response:  # also when the answer could not go: the instance is durable
+                try:
+                    work()
+                except Exception:  # noqa: BLE001 - one failure must not skip the rest
+                    log.exception("c-store follow-up failed")
 
 
 def install(assoc: Any) -> FastStoreReceiver:

@@ -328,8 +328,11 @@ def _store(
     except UnsafeUIDError as exc:
         raise _Refused(StoreStatus.INVALID_UID, _short(exc, 200)) from exc
 
+    # The fast C-STORE path (faststore.py) runs this list after the peer has its answer: the file's
+    # placing (the journal already holds it durably) and the index record wait there.
+    after: list[Callable[[], None]] | None = getattr(event, "after_response", None)
     try:
-        spool.write(relative, data)
+        spool.write(relative, data, defer=after.append if after is not None else None)
     except DuplicateInstanceError as exc:
         raise _Refused(DUPLICATE_ELSEWHERE, "SOP Instance UID already stored in another study or series", sop_uid=sop_uid, stored_under=exc.existing) from exc
     except OSError as exc:
@@ -345,7 +348,7 @@ def _store(
         series_number = int(header.get("SeriesNumber")) if header.get("SeriesNumber") not in (None, "") else None
     except (TypeError, ValueError, OverflowError):
         series_number = None
-    sink.submit(
+    record = (
         InstanceRecord(
             sop_instance_uid=sop_uid,
             study_instance_uid=study_uid,
@@ -364,6 +367,10 @@ def _store(
             quiet_seconds=quiet_seconds_for(called),
         )
     )
+    if after is not None:
+        after.append(lambda: sink.submit(record))
+    else:
+        sink.submit(record)
     return StoreStatus.SUCCESS
 
 

@@ -47,7 +47,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import structlog
@@ -257,6 +257,7 @@ class _Segment:
     pending: int = 0  # records appended whose files are not in place yet
     failed: bool = False  # an fdatasync failed: no record after it may be trusted
     first_at: float | None = None  # when the first record went in (time bound)
+    paths: set[str] = field(default_factory=set)  # spool paths of its records (until checkpointed)
 
     @property
     def empty(self) -> bool:
@@ -467,6 +468,44 @@ class Journal:
             self._settle(entry.segment)
         return True
 
+    def append_unplaced(self, relative: str, data: bytes | memoryview) -> Callable[[bool], None] | None:
+        """As ``append``, for a caller that places the file later (after answering the peer).
+
+        Returns None when the record is not journaled (as ``append``'s False),
+        else the callable to run once the file is placed (``True``) or could
+        not be (``False``: the journal keeps every record for the next start to
+        replay and takes no more). The record's segment is not checkpointed
+        before that call.
+        """
+        path = relative.encode()
+        size = record_size(len(path), len(data))
+        if size > self.max_record or self._broken or self._closed:
+            return None
+        entry = self._write(path, data, size, _body_crc(path, data))
+        if entry is None:
+            return None
+        try:
+            self._make_durable(entry)
+        except BaseException:
+            self._settle(entry.segment)
+            raise
+        segment = entry.segment
+
+        def placed(ok: bool) -> None:
+            if not ok:
+                self.keep_records()
+            self._settle(segment)
+
+        return placed
+
+    def keep_records(self) -> None:
+        """Checkpoint nothing more: every record stays for the next start (a file could not be placed)."""
+        with self._cond:
+            if not self._broken:
+                log.error("journal keeps its records for the next start; instances are fsync'ed one by one from now on")
+            self._broken = True
+            self._cond.notify_all()
+
     def _write(self, path: bytes, data: bytes | memoryview, size: int, body_crc: int) -> _Entry | None:
         with self._cond:
             seg = self._room(size)
@@ -479,6 +518,7 @@ class Journal:
                 seg.tail = seg.size  # a partial record ends the segment: switch at the next append
                 raise
             seg.tail += size
+            seg.paths.add(path.decode())
             seg.pending += 1
             self.appended += 1
             if seg.first_at is None:
@@ -609,10 +649,29 @@ class Journal:
             seg.tail = HEADER_SIZE
             seg.failed = False
             seg.first_at = None
+            seg.paths = set()
             seg.state = _CLEAN
             self.checkpoints += 1
             self._cond.notify_all()
         return True
+
+    def forget(self, relative: str) -> None:
+        """Return once no record for *relative* can be replayed any more (its segments checkpointed).
+
+        Why: an instance written without the journal (too big for it) replaces the
+        file at *relative*; an earlier, journaled copy of the same path must not be
+        replayed over it after a crash. Rare (the same SOP Instance UID sent again,
+        this time larger than a record may be), so a forced checkpoint is fine.
+        """
+        with self._cond:
+            while not (self._broken or self._closed):
+                holding = [s for s in self._segments if relative in s.paths]
+                if not holding:
+                    return
+                active = self._active
+                if active in holding and self._other(active).state == _CLEAN:
+                    self._switch()
+                self._cond.wait(self.max_age)
 
     # -- closing -----------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ import errno
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -138,13 +139,30 @@ class Spool:
                 raise UnsafeUIDError(f"{name} is not a valid DICOM UID: {uid!r:.80}")
         return Path(study_uid) / series_uid / f"{sop_uid}.dcm"
 
-    def write(self, relative: Path, data: bytes) -> Path:
-        """Atomically place *data* at *relative*; return the final path.
+    def write(self, relative: Path, data: bytes, *, defer: Callable[[Callable[[], None]], None] | None = None) -> Path:
+        """Make *data* durable for *relative* and place it there atomically; return the final path.
 
         Raises OSError (e.g. ENOSPC) with nothing left behind on failure.
+
+        *defer* (the fast C-STORE path's "after the response" list): with the
+        journal, ``write`` returns once the record is durable and hands *defer*
+        the placing of the file, which then runs after the peer has its answer
+        — off the one-sender critical path (issue 18). A file that cannot be
+        placed then (disk full) stays in the journal, which the next start
+        replays; from then on every instance takes the per-file path.
         """
         final = self.root / relative
         created = self.claim(relative)
+        if defer is not None and self.journal is not None:
+            try:
+                placed = self.journal.append_unplaced(relative.as_posix(), data)
+            except BaseException:
+                if created:
+                    self.release_claim(relative)
+                raise
+            if placed is not None:
+                defer(lambda: self._place(final, data, placed))
+                return final
         tmp = self.incoming / f"{uuid.uuid4().hex}.part"
         fd = -1
         try:
@@ -164,6 +182,7 @@ class Spool:
                 if self.journal.append(relative.as_posix(), data, then=lambda: os.replace(tmp, final)):
                     return final
                 fd = os.open(tmp, os.O_WRONLY)  # too big for the journal (or it failed): fsync the file
+                self.journal.forget(relative.as_posix())  # an earlier journaled copy must not replay over this one
             if self.fsync and (made or self.journal is not None):
                 # New folders must be durable too (with the journal, an earlier instance may have made them unsynced).
                 fsync_dir(parent.parent)
@@ -187,6 +206,23 @@ class Spool:
                 self.release_claim(relative)
             raise
         return final
+
+    def _place(self, final: Path, data: bytes, placed: Callable[[bool], None]) -> None:
+        """Put a journaled instance's file in place (no fsync: the journal's checkpoint flushes it)."""
+        tmp = self.incoming / f"{uuid.uuid4().hex}.part"
+        ok = False
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "xb") as f:
+                f.write(data)
+            os.replace(tmp, final)
+            ok = True
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.error("journaled instance not placed; the journal keeps it for the next start",
+                      error=errno.errorcode.get(exc.errno or 0, str(exc.errno)))
+        finally:
+            placed(ok)
 
     def clean_incoming(self) -> int:
         """Remove partial files left by a crash; they were never acknowledged."""

@@ -334,3 +334,58 @@ def test_a_closed_spool_still_writes_durably_without_its_journal(tmp_path: Path)
 def test_no_journal_without_fsync(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", fsync=False)
     assert spool.journal is None and not (spool.root / ".journal").exists()
+
+
+def test_a_journaled_copy_never_replays_over_a_later_copy_too_big_for_the_journal(tmp_path: Path) -> None:
+    """Same path twice: first small (journaled), then too big for a record (fsync'ed on its own); then SIGKILL."""
+    root = tmp_path / "spool"
+    rel = "1.2.3/1.2.3.4/1.2.3.4.77.dcm"
+    first, second = (rel, 1, 1_000), (rel, 2, 100_000)
+    assert record_size(len(rel), second[2]) > (SMALL - HEADER_SIZE) // 4
+    out = _crash(root, [{"via": "spool", "records": [first, second]}], segment=SMALL)
+    assert out["checkpoints"] >= 1  # the small copy's segment was checkpointed before the big copy was written
+    spool = Spool(root, segment_size=SMALL)
+    try:
+        assert spool.journal is not None and spool.journal.replayed == 0
+        _assert_stored(root, [second])
+    finally:
+        spool.close()
+
+
+def test_a_file_placed_after_the_answer_that_cannot_be_placed_stays_in_the_journal(tmp_path: Path) -> None:
+    """The fast C-STORE path places files after answering; one that fails is replayed at the next start."""
+    root = tmp_path / "spool"
+    spool = Spool(root, segment_size=ROOMY)
+    rel = spool.relative_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    (root / "1.2.3").mkdir()
+    (root / "1.2.3" / "1.2.3.4").write_bytes(b"a file where the series folder goes")
+    later: list = []  # type: ignore[type-arg]
+    assert spool.write(rel, b"payload", defer=later.append) == root / rel  # durable: answered
+    assert len(later) == 1 and not (root / rel).exists()
+    later[0]()  # placing fails (the folder cannot be made)
+    assert spool.journal is not None and spool.journal.append("1.2.3/1.2.3.9/1.2.3.9.1.dcm", b"x") is False
+    other = spool.relative_path("1.2.3", "1.2.3.8", "1.2.3.8.1")
+    assert spool.write(other, b"next", defer=later.append).read_bytes() == b"next"  # per-file path, at once
+    spool.close()  # a journal that keeps its records does not checkpoint them away
+    (root / "1.2.3" / "1.2.3.4").unlink()
+    again = Spool(root, segment_size=ROOMY)
+    try:
+        assert again.journal is not None and again.journal.replayed == 1
+        assert (root / rel).read_bytes() == b"payload"
+    finally:
+        again.close()
+
+
+def test_deferred_placing_survives_many_writes_across_segment_switches(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", segment_size=SMALL)
+    records = _records(120, size=9_000)
+    later: list = []  # type: ignore[type-arg]
+    for rel, seed, size in records:
+        spool.write(Path(rel), _data(seed, size), defer=later.append)
+        if len(later) >= 3:  # placed a little behind, as after each answer
+            later.pop(0)()
+    for work in later:
+        work()
+    assert spool.journal is not None and spool.journal.checkpoints >= 2
+    spool.close()
+    _assert_stored(spool.root, records)
