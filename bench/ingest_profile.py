@@ -8,7 +8,7 @@ wall time per image next to the time spent in each wrapped stage and the
 process CPU per image. py-spy is not available on the benchmark machines;
 this is the cheap substitute (BENCHMARKS.md, "What limits throughput").
 
-    python bench/ingest_profile.py --count 300 [--no-fsync] [--cprofile]
+    python bench/ingest_profile.py --count 300 [--no-fsync] [--senders 4] [--cprofile]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--no-fsync", action="store_true")
+    ap.add_argument("--senders", type=int, default=1, help="parallel storescu associations (files split among them)")
     ap.add_argument("--cprofile", action="store_true", help="cProfile the association thread's handler")
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--threads", action="store_true", help="cProfile the DUL and association threads (tottime)")
@@ -109,10 +110,15 @@ def main() -> int:
             time.sleep(0.3)
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
-            res = dcmtk.storescu("127.0.0.1", settings.port, files, "RADNODE")
+            from concurrent.futures import ThreadPoolExecutor
+
+            parts = [files[i :: args.senders] for i in range(args.senders)]
+            with ThreadPoolExecutor(args.senders) as pool:
+                results = list(pool.map(lambda part: dcmtk.storescu("127.0.0.1", settings.port, part, "RADNODE"), parts))
             wall = time.perf_counter() - t0
             r1 = resource.getrusage(resource.RUSAGE_SELF)
-            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+            for res in results:
+                assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
         finally:
             service.stop()
     n = len(files)
