@@ -270,7 +270,7 @@ class FastStoreReceiver:
 
     def _forward(self, context_id: int, pdv: bytes) -> None:
         single = P_DATA()
-        single.presentation_data_value_list = [[context_id, pdv]]
+        single.presentation_data_value_list = [(context_id, pdv)]
         self._fallback(single)
         if self._assoc.dimse.message is None:  # pynetdicom completed (or dropped) the message
             self._mode = None

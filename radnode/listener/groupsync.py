@@ -26,8 +26,46 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+
+class _Settled(Protocol):
+    done: bool
+    error: BaseException | None
+
+
+T = TypeVar("T", bound=_Settled)
+
+
+class Rounds(Generic[T]):
+    """Leader/follower batching: whoever finds the round free runs *run* on everything queued so far.
+
+    No thread and no timer; ``wait`` returns once a round holding the item has
+    run (which set its ``done``) and raises the ``error`` that round gave it.
+    Used for the spool's fsync rounds (below) and the journal's fdatasyncs.
+    """
+
+    def __init__(self, run: Callable[[list[T]], None]) -> None:
+        self._run = run
+        self._round = threading.Lock()  # held by the thread running a round
+        self._queue_lock = threading.Lock()
+        self._queue: list[T] = []
+
+    def add(self, item: T) -> None:
+        with self._queue_lock:
+            self._queue.append(item)
+
+    def wait(self, item: T) -> None:
+        with self._round:
+            if not item.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._run(batch)
+        if item.error is not None:
+            raise item.error
 
 
 @dataclass(eq=False)
@@ -46,9 +84,7 @@ class GroupSync:
     """Makes ``Pending`` instances durable in rounds (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._round = threading.Lock()  # held by the thread running a round
-        self._queue_lock = threading.Lock()
-        self._queue: list[Pending] = []
+        self._rounds: Rounds[Pending] = Rounds(self._run)
         #: Statistics for the benchmark: rounds run and instances they made durable.
         self.rounds = 0
         self.instances = 0
@@ -58,15 +94,8 @@ class GroupSync:
 
         The caller keeps ownership of nothing: ``item.fd`` is closed here either way.
         """
-        with self._queue_lock:
-            self._queue.append(item)
-        with self._round:
-            if not item.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._run(batch)
-        if item.error is not None:
-            raise item.error
+        self._rounds.add(item)
+        self._rounds.wait(item)
 
     def _run(self, batch: list[Pending]) -> None:
         self.rounds += 1

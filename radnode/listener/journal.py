@@ -52,6 +52,8 @@ from pathlib import Path, PurePosixPath
 
 import structlog
 
+from radnode.listener.groupsync import Rounds, fsync_dir
+
 log = structlog.get_logger(__name__)
 
 JOURNAL = ".journal"
@@ -152,13 +154,6 @@ def _pwrite_all(fd: int, buffers: list[bytes | memoryview], offset: int) -> None
         if views and written:
             views[0] = views[0][written:]
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mkdir_durable(path: Path) -> None:
@@ -273,7 +268,7 @@ class _Entry:
 
     segment: _Segment
     done: bool = False
-    error: OSError | None = None
+    error: BaseException | None = None
 
 
 @dataclass
@@ -315,8 +310,8 @@ class Journal:
         self.max_record = (segment_size - HEADER_SIZE) // 4
         self.max_age = max_age
         self._cond = threading.Condition(threading.Lock())  # guards the segments' state
-        self._sync = threading.Lock()  # held by the thread running an fdatasync round
-        self._unsynced: list[_Entry] = []
+        #: fdatasync rounds shared by concurrent appends (the spool's group commit pattern).
+        self._rounds: Rounds[_Entry] = Rounds(self._sync_round)
         self._broken = False
         self._closed = False
         #: Statistics: fdatasync rounds, records appended, checkpoints done.
@@ -525,7 +520,7 @@ class Journal:
                 seg.first_at = time.monotonic()
                 self._cond.notify_all()  # the checkpointer starts the time bound
             entry = _Entry(seg)
-            self._unsynced.append(entry)
+            self._rounds.add(entry)
             return entry
 
     def _room(self, size: int) -> _Segment | None:
@@ -562,13 +557,7 @@ class Journal:
 
     def _make_durable(self, entry: _Entry) -> None:
         """Return once *entry*'s record is synced, syncing everything appended so far if nobody is."""
-        with self._sync:
-            if not entry.done:
-                with self._cond:
-                    batch, self._unsynced = self._unsynced, []
-                self._sync_round(batch)
-        if entry.error is not None:
-            raise entry.error
+        self._rounds.wait(entry)
 
     def _sync_round(self, batch: list[_Entry]) -> None:
         self.rounds += 1

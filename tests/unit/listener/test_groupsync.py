@@ -12,6 +12,7 @@ import pytest
 from radnode.listener import groupsync
 from radnode.listener.groupsync import GroupSync, Pending
 from radnode.listener.spool import Spool
+from tests.support.spoolcheck import failed_sync_leaves_nothing
 
 
 @pytest.fixture
@@ -75,15 +76,4 @@ def test_concurrent_instances_share_rounds_and_none_is_acked_before_durable(tmp_
 
 def test_a_failed_fsync_is_reported_to_its_writer_and_nothing_is_placed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spool = Spool(tmp_path / "spool", journal=False)  # the per-file fsync path (test_journal.py: the journal's)
-
-    def broken(fd: int) -> None:
-        raise OSError(5, "I/O error")
-
-    monkeypatch.setattr(groupsync.os, "fsync", broken)
-    rel = spool.relative_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
-    with pytest.raises(OSError):
-        spool.write(rel, b"data")
-    assert not (spool.root / rel).exists()
-    assert not list(spool.incoming.iterdir())
-    monkeypatch.undo()
-    assert spool.write(rel, b"data").read_bytes() == b"data"  # the claim was released
+    failed_sync_leaves_nothing(spool, monkeypatch, groupsync.os, "fsync")

@@ -20,6 +20,7 @@ import pytest
 from radnode.listener import journal as journal_mod
 from radnode.listener.journal import HEADER_SIZE, Journal, read_records, record_size
 from radnode.listener.spool import Spool
+from tests.support.spoolcheck import failed_sync_leaves_nothing, in_four_threads
 
 ROOT = Path(__file__).resolve().parents[3]
 SMALL = 256 * 1024  # segments that fill up: switches and checkpoints
@@ -254,21 +255,11 @@ def test_concurrent_appends_from_four_threads_are_all_durable(tmp_path: Path) ->
     root = tmp_path / "spool"
     j = _open(root, segment=8 * 1024 * 1024, max_age=3600.0)
     records = _records(200, size=5000)
-    errors: list[BaseException] = []
 
-    def run(part: list[tuple[str, int, int]]) -> None:
-        try:
-            for rel, seed, size in part:
-                assert j.append(rel, _data(seed, size))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def append(record: tuple[str, int, int]) -> None:
+        assert j.append(record[0], _data(record[1], record[2]))
 
-    threads = [threading.Thread(target=run, args=(records[i::4],)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    in_four_threads(records, append)
     assert j.appended == 200 and j.rounds <= 200
     # Every record is in the active segment, whole and valid, before any checkpoint.
     active = j._active  # noqa: SLF001
@@ -284,21 +275,7 @@ def test_concurrent_appends_from_four_threads_are_all_durable(tmp_path: Path) ->
 def test_concurrent_spool_writes_from_four_threads_across_switches(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", segment_size=SMALL)
     records = _records(400)
-    errors: list[BaseException] = []
-
-    def run(part: list[tuple[str, int, int]]) -> None:
-        try:
-            for rel, seed, size in part:
-                spool.write(Path(rel), _data(seed, size))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(records[i::4],)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    in_four_threads(records, lambda r: spool.write(Path(r[0]), _data(r[1], r[2])))
     assert spool.journal is not None and spool.journal.appended == 400 and spool.journal.checkpoints >= 5
     spool.close()
     _assert_stored(spool.root, records)
@@ -306,19 +283,8 @@ def test_concurrent_spool_writes_from_four_threads_across_switches(tmp_path: Pat
 
 def test_a_failed_journal_sync_leaves_nothing_behind_and_releases_the_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spool = Spool(tmp_path / "spool", segment_size=SMALL)
-
-    def broken(fd: int) -> None:
-        raise OSError(5, "I/O error")
-
-    monkeypatch.setattr(journal_mod.os, "fdatasync", broken)
-    rel = spool.relative_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
-    with pytest.raises(OSError):
-        spool.write(rel, b"data")
-    assert not (spool.root / rel).exists()
-    assert not list(spool.incoming.iterdir())
-    monkeypatch.undo()
-    # The failed segment takes no more records: the next one goes to the other segment.
-    assert spool.write(rel, b"data").read_bytes() == b"data"  # the claim was released
+    failed_sync_leaves_nothing(spool, monkeypatch, journal_mod.os, "fdatasync")
+    # The failed segment took no more records: the second write went to the other segment.
     assert spool.journal is not None and spool.journal.appended == 2
     spool.close()
 
