@@ -186,26 +186,40 @@ def _nilearn_dir() -> Path | None:
 
 
 @lru_cache(maxsize=1)
+def mni152_brain_mask() -> sitk.Image:
+    """nilearn's MNI152 2009a brain mask (GM + WM > 0.2, closed, holes filled) as float32 on its grid, LPS.
+
+    One definition for every user: template brain extraction (when Colin27 is
+    not installed) and the metastasis brain frame register to it. Cached; do
+    not modify the returned image.
+    """
+    d = _nilearn_dir()
+    if d is None:
+        raise AnalyzerError("nilearn's MNI152 template files are missing (install nilearn)")
+    gm = sitk.ReadImage(str(d / _NILEARN_FILES[1]), sitk.sitkFloat32)
+    wm = sitk.ReadImage(str(d / _NILEARN_FILES[2]), sitk.sitkFloat32)
+    return _closed_mask(sitk.GetArrayFromImage(gm) + sitk.GetArrayFromImage(wm) > 0.2, gm)
+
+
+def _closed_mask(mask: np.ndarray, grid: sitk.Image) -> sitk.Image:
+    filled = ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=2))
+    image = sitk.GetImageFromArray(filled.astype(np.float32))
+    image.CopyInformation(grid)
+    return image
+
+
+@lru_cache(maxsize=1)
 def _template() -> tuple[sitk.Image, sitk.Image, str]:
     """(template T1, brain mask, name). Colin27 with skull when installed (better MI with a head), else MNI 2009a."""
     if (_MRICRON / "ch2.nii.gz").is_file() and (_MRICRON / "ch2bet.nii.gz").is_file():
         t1 = sitk.ReadImage(str(_MRICRON / "ch2.nii.gz"), sitk.sitkFloat32)
         bet = sitk.ReadImage(str(_MRICRON / "ch2bet.nii.gz"), sitk.sitkFloat32)
-        mask = sitk.GetArrayFromImage(bet) > 0
-        name = "colin27"
-    else:
-        d = _nilearn_dir()
-        if d is None:
-            raise AnalyzerError("no brain template available (install nilearn or mricron-data)")
-        t1 = sitk.ReadImage(str(d / _NILEARN_FILES[0]), sitk.sitkFloat32)
-        gm = sitk.GetArrayFromImage(sitk.ReadImage(str(d / _NILEARN_FILES[1]), sitk.sitkFloat32))
-        wm = sitk.GetArrayFromImage(sitk.ReadImage(str(d / _NILEARN_FILES[2]), sitk.sitkFloat32))
-        mask = (gm + wm) > 0.2
-        name = "mni152_2009a"
-    mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=2))
-    m = sitk.GetImageFromArray(mask.astype(np.float32))
-    m.CopyInformation(t1)
-    return t1, m, name
+        return t1, _closed_mask(sitk.GetArrayFromImage(bet) > 0, t1), "colin27"
+    d = _nilearn_dir()
+    if d is None:
+        raise AnalyzerError("no brain template available (install nilearn or mricron-data)")
+    t1 = sitk.ReadImage(str(d / _NILEARN_FILES[0]), sitk.sitkFloat32)
+    return t1, mni152_brain_mask(), "mni152_2009a"
 
 
 def _template_mask(image: sitk.Image) -> sitk.Image:

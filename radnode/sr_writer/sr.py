@@ -87,33 +87,30 @@ from pydicom.sr.coding import Code
 
 from radnode.model.analysis import Finding, ImageRef, Measurement, Segment
 from radnode.model.lesions import FollowUp, Lesion, LesionComparison
+from radnode.sr_writer.concepts import (
+    AREA,
+    BRAIN,
+    DIAMETER,
+    FRACTIONAL_CHANGE,
+    LATERALITY,
+    LESION,
+    LOCAL_SCHEME,
+    LONG_AXIS,
+    MAXIMUM,
+    MORPHOLOGICALLY_ABNORMAL,
+    NEOPLASM,
+    PERPENDICULAR_AXIS,
+    PROBABILITY,
+    REGION_SITES,
+    TOTAL,
+    VOLUME,
+    unit_code,
+)
 from radnode.sr_writer.provenance import OutputProvenance
 from radnode.sr_writer.seg import check_segments, segment_numbers, sort_sources
 from radnode.sr_writer.sr_metastasis import metastasis_groups
 
 log = structlog.get_logger(__name__)
-
-#: Private coding scheme for finding names that have no standard code
-#: ("99" prefix: PS3.3 8.2 local schemes).
-LOCAL_SCHEME = "99RADNODE"
-
-VOLUME = hd.sr.CodedConcept("118565006", "SCT", "Volume")
-DIAMETER = hd.sr.CodedConcept("81827009", "SCT", "Diameter")
-MAXIMUM = hd.sr.CodedConcept("56851009", "SCT", "Maximum")
-PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
-AREA = hd.sr.CodedConcept("42798000", "SCT", "Area")
-TOTAL = hd.sr.CodedConcept("255619001", "SCT", "Total")
-
-_UNITS: dict[str, hd.sr.CodedConcept] = {
-    "ml": hd.sr.CodedConcept("ml", "UCUM", "milliliter"),
-    "mm": hd.sr.CodedConcept("mm", "UCUM", "millimeter"),
-    "mm3": hd.sr.CodedConcept("mm3", "UCUM", "cubic millimeter"),
-    "mm2": hd.sr.CodedConcept("mm2", "UCUM", "square millimeter"),
-    "cm3": hd.sr.CodedConcept("cm3", "UCUM", "cubic centimeter"),
-    "%": hd.sr.CodedConcept("%", "UCUM", "percent"),
-    "1": hd.sr.CodedConcept("1", "UCUM", "no units"),
-    "{probability}": hd.sr.CodedConcept("{probability}", "UCUM", "probability"),
-}
 
 _PROCEDURES = {
     "MR": hd.sr.CodedConcept("113091000", "SCT", "Magnetic resonance imaging"),
@@ -126,13 +123,6 @@ IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
 
 
 
-BRAIN = hd.sr.CodedConcept("12738006", "SCT", "Brain")
-NEOPLASM = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
-LESION = hd.sr.CodedConcept("52988006", "SCT", "Lesion")
-MORPHOLOGICALLY_ABNORMAL = hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure")
-LONG_AXIS = hd.sr.CodedConcept("103339001", "SCT", "Long Axis")
-PERPENDICULAR_AXIS = hd.sr.CodedConcept("131189007", "SCT", "Perpendicular Axis")
-FRACTIONAL_CHANGE = hd.sr.CodedConcept("125314", "DCM", "Fractional Change")
 CURRENT_RESPONSE = hd.sr.CodedConcept("112048", "DCM", "Current Response")
 RANO_METHOD = hd.sr.CodedConcept("C114879", "NCIt", "RANO")
 #: RANO product-rule category → DICOM target-lesion response codes (CID 6144/6145 family).
@@ -142,30 +132,9 @@ RESPONSE_CODES: dict[str, hd.sr.CodedConcept] = {
     "PD": hd.sr.CodedConcept("112043", "DCM", "Target Lesion Progressive Disease"),
     "SD": hd.sr.CodedConcept("112044", "DCM", "Target Lesion Stable Disease"),
 }
-#: Coarse lobe names (radnode.analyzers.glioma.lesions) → SNOMED CT body structures.
-REGION_SITES: dict[str, hd.sr.CodedConcept] = {
-    "frontal": hd.sr.CodedConcept("83251001", "SCT", "Frontal lobe"),
-    "parietal": hd.sr.CodedConcept("16630005", "SCT", "Parietal lobe"),
-    "temporal": hd.sr.CodedConcept("78277001", "SCT", "Temporal lobe"),
-    "occipital": hd.sr.CodedConcept("31065004", "SCT", "Occipital lobe"),
-    "posterior fossa": hd.sr.CodedConcept("113305005", "SCT", "Cerebellum"),
-}
-LATERALITY: dict[str, hd.sr.CodedConcept] = {
-    "left": hd.sr.CodedConcept("7771000", "SCT", "Left"),
-    "right": hd.sr.CodedConcept("24028007", "SCT", "Right"),
-    "midline": hd.sr.CodedConcept("51440002", "SCT", "Right and left"),
-}
 #: Region unions (no single SEG segment) → finding type.
 UNION_FINDINGS: dict[str, hd.sr.CodedConcept] = {"whole tumor": LESION, "whole tumour": LESION,
                                                   "tumor core": NEOPLASM, "tumour core": NEOPLASM}
-
-
-def unit_code(unit: str) -> hd.sr.CodedConcept:
-    """UCUM code for a radnode unit string ("mL" → ``ml``)."""
-    if not isinstance(unit, str) or not unit.strip():
-        raise ValueError("unit: must be a non-empty UCUM string")
-    key = unit.strip()
-    return _UNITS.get(key.lower() if key.lower() in ("ml", "mm", "mm2", "mm3", "cm3") else key, hd.sr.CodedConcept(key, "UCUM", key))
 
 
 def local_code(name: str) -> hd.sr.CodedConcept:

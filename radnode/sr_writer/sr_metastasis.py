@@ -57,34 +57,25 @@ from radnode.model.lesion_rows import (
     status_of,
 )
 from radnode.model.lesions import Lesion, LesionComparison, LesionStatus, ResolvedLesion
+from radnode.sr_writer.concepts import (
+    BRAIN,
+    LATERALITY,
+    LOCAL_SCHEME,
+    LONG_AXIS,
+    MORPHOLOGICALLY_ABNORMAL,
+    TOTAL,
+    UNITS,
+    VOLUME,
+)
 from radnode.sr_writer.provenance import OutputProvenance
 
-LOCAL_SCHEME = "99RADNODE"
-
 METASTASIS = hd.sr.CodedConcept(METASTASIS_TYPE[0], "SCT", METASTASIS_TYPE[1])
-MORPHOLOGICALLY_ABNORMAL = hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure")
-BRAIN = hd.sr.CodedConcept("12738006", "SCT", "Brain")
-VOLUME = hd.sr.CodedConcept("118565006", "SCT", "Volume")
-LONG_AXIS = hd.sr.CodedConcept("103339001", "SCT", "Long Axis")
-TOTAL = hd.sr.CodedConcept("255619001", "SCT", "Total")
 NUMBER_OF_LESIONS = hd.sr.CodedConcept("246206008", "SCT", "Number of lesions")
 CERTAINTY = hd.sr.CodedConcept("111012", "DCM", "Certainty of Finding")
 DESCRIPTION_OF_CHANGE = hd.sr.CodedConcept("111021", "DCM", "Description of Change")
 DEEP = hd.sr.CodedConcept("795002", "SCT", "Deep")
 DIAMETER_CHANGE = hd.sr.CodedConcept("DIAMCHG", LOCAL_SCHEME, "Longest diameter change from prior exam")
 VOLUME_CHANGE = hd.sr.CodedConcept("VOLCHG", LOCAL_SCHEME, "Volume change from prior exam")
-
-_UNITS = {
-    "ml": hd.sr.CodedConcept("ml", "UCUM", "milliliter"),
-    "mm": hd.sr.CodedConcept("mm", "UCUM", "millimeter"),
-    "%": hd.sr.CodedConcept("%", "UCUM", "percent"),
-    "1": hd.sr.CodedConcept("1", "UCUM", "no units"),
-}
-_LATERALITY = {
-    "left": hd.sr.CodedConcept("7771000", "SCT", "Left"),
-    "right": hd.sr.CodedConcept("24028007", "SCT", "Right"),
-    "midline": hd.sr.CodedConcept("51440002", "SCT", "Right and left"),
-}
 
 
 def status_concept(status: LesionStatus) -> hd.sr.CodedConcept:
@@ -96,7 +87,7 @@ def finding_site(hemisphere: str, region: str) -> hd.sr.FindingSite:
     """The region's SNOMED structure, its laterality, and "Deep" for deep grey matter."""
     code, meaning = site_of(region)
     deep = DEEP if region.strip().lower() == "deep grey matter" else None
-    return hd.sr.FindingSite(hd.sr.CodedConcept(code, "SCT", meaning), laterality=_LATERALITY.get(hemisphere),
+    return hd.sr.FindingSite(hd.sr.CodedConcept(code, "SCT", meaning), laterality=LATERALITY.get(hemisphere),
                              topographical_modifier=deep)
 
 
@@ -122,20 +113,20 @@ def lesion_group(lesion: Lesion, track: tuple[int, str], comparison: LesionCompa
     """TID 1411 (TID 1501 when the SEG has no segment for it) for one current lesion."""
     number, uid = track
     items = [
-        hd.sr.Measurement(name=VOLUME, value=float(lesion.volumes_ml["whole_tumor"]), unit=_UNITS["ml"]),
-        hd.sr.Measurement(name=LONG_AXIS, value=float(lesion.max_axial_diameter_mm), unit=_UNITS["mm"]),
+        hd.sr.Measurement(name=VOLUME, value=float(lesion.volumes_ml["whole_tumor"]), unit=UNITS["ml"]),
+        hd.sr.Measurement(name=LONG_AXIS, value=float(lesion.max_axial_diameter_mm), unit=UNITS["mm"]),
     ]
     if lesion.confidence is not None:
-        items.append(hd.sr.Measurement(name=CERTAINTY, value=float(lesion.confidence), unit=_UNITS["1"]))
+        items.append(hd.sr.Measurement(name=CERTAINTY, value=float(lesion.confidence), unit=UNITS["1"]))
     evaluations = None
     status = status_of(lesion, comparison)
     if status is not LesionStatus.BASELINE:
         evaluations = [hd.sr.QualitativeEvaluation(name=DESCRIPTION_OF_CHANGE, value=status_concept(status))]
         change = comparison.changes.get(lesion.index) if comparison is not None else None
         if change is not None and change.diameter_change_pct is not None:
-            items.append(hd.sr.Measurement(name=DIAMETER_CHANGE, value=float(change.diameter_change_pct), unit=_UNITS["%"]))
+            items.append(hd.sr.Measurement(name=DIAMETER_CHANGE, value=float(change.diameter_change_pct), unit=UNITS["%"]))
         if change is not None and change.volume_change_pct is not None:
-            items.append(hd.sr.Measurement(name=VOLUME_CHANGE, value=float(change.volume_change_pct), unit=_UNITS["%"]))
+            items.append(hd.sr.Measurement(name=VOLUME_CHANGE, value=float(change.volume_change_pct), unit=UNITS["%"]))
     common: dict[str, Any] = {
         "tracking_identifier": hd.sr.TrackingIdentifier(uid=uid, identifier=f"Lesion {number}"),
         "finding_type": METASTASIS,
@@ -175,9 +166,9 @@ def study_group(lesions: Sequence[Lesion], provenance: OutputProvenance,
         finding_sites=[hd.sr.FindingSite(BRAIN)],
         algorithm_id=algorithm,
         measurements=[
-            hd.sr.Measurement(name=NUMBER_OF_LESIONS, value=float(len(lesions)), unit=_UNITS["1"]),
-            hd.sr.Measurement(name=VOLUME, value=round(total_ml, 3), unit=_UNITS["ml"], derivation=TOTAL),
-            hd.sr.Measurement(name=LONG_AXIS, value=round(sum_mm, 2), unit=_UNITS["mm"], derivation=TOTAL),
+            hd.sr.Measurement(name=NUMBER_OF_LESIONS, value=float(len(lesions)), unit=UNITS["1"]),
+            hd.sr.Measurement(name=VOLUME, value=round(total_ml, 3), unit=UNITS["ml"], derivation=TOTAL),
+            hd.sr.Measurement(name=LONG_AXIS, value=round(sum_mm, 2), unit=UNITS["mm"], derivation=TOTAL),
         ],
     )
 

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from radnode.analyzers.base import AnalyzerError
+from radnode.analyzers.brain_extraction import mni152_brain_mask
 
 #: The reference brain (nilearn's copy of MNI152 2009a; grey + white matter probability > 0.2).
-_NILEARN_FILES = ("mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz", "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")
 #: Working resolution of the registration (mm).
 FRAME_MM = 3.0
 #: Within this distance (mm) of the mid-sagittal plane a lesion is "midline".
@@ -41,19 +39,7 @@ MIDLINE_MM = 4.0
 @lru_cache(maxsize=1)
 def reference_mask() -> sitk.Image:
     """MNI152 2009a brain mask at :data:`FRAME_MM` (float, smoothed), LPS physical space."""
-    try:
-        import nilearn.datasets
-    except ImportError as exc:  # a declared dependency; say what is missing rather than fail obscurely
-        raise AnalyzerError("nilearn is not installed: the brain frame needs its MNI152 template") from exc
-    d = Path(nilearn.datasets.__file__).parent / "data"
-    if not all((d / f).is_file() for f in _NILEARN_FILES):
-        raise AnalyzerError(f"nilearn's MNI152 template files are missing under {d}")
-    gm, wm = (sitk.ReadImage(str(d / f), sitk.sitkFloat32) for f in _NILEARN_FILES)
-    mask = sitk.GetArrayFromImage(gm) + sitk.GetArrayFromImage(wm) > 0.2
-    mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=2))
-    image = sitk.GetImageFromArray(mask.astype(np.float32))
-    image.CopyInformation(gm)
-    return _smooth_at(image, FRAME_MM)
+    return _smooth_at(mni152_brain_mask(), FRAME_MM)
 
 
 def _smooth_at(mask: sitk.Image, mm: float) -> sitk.Image:
