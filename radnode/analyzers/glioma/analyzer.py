@@ -44,8 +44,8 @@ from radnode.analyzers.runtime import (
     ModelRef,
     ModelStore,
     SessionCache,
+    read_model_grid,
     resample_like,
-    resample_to_spacing,
 )
 
 log = structlog.get_logger(__name__)
@@ -160,11 +160,7 @@ class GliomaAnalyzer:
         t0 = time.perf_counter()
         spacing = tuple(float(s) for s in manifest.spacing_mm)  # type: ignore[union-attr]
         def model_grid(path: Path) -> sitk.Image:
-            """The 1 mm image in the model's axis orientation and spacing."""
-            image = sitk.ReadImage(str(path), sitk.sitkFloat32)
-            if manifest.orientation:
-                image = sitk.DICOMOrient(image, manifest.orientation)  # axis permutation/flip only
-            return resample_to_spacing(image, spacing)
+            return read_model_grid(path, manifest.orientation, spacing)
 
         channels = []
         for role in manifest.inputs:

@@ -42,7 +42,7 @@ from radnode.analyzers.metastasis.tracking import PRIOR_ROW_NAMES, annotate, com
 from radnode.analyzers.preprocessing import run_preprocessing
 from radnode.analyzers.registry import METASTASIS
 from radnode.analyzers.model_backed import ModelBackedAnalyzer
-from radnode.analyzers.runtime import resample_to_spacing
+from radnode.analyzers.runtime import bounding_box, read_model_grid
 from radnode.model.lesion_rows import metastasis_segments
 from radnode.uids import patient_key_of
 
@@ -65,21 +65,6 @@ class MetastasisOptions(BaseModel):
     #: Overlap of neighbouring sliding windows (fraction of the patch): 0.5 blends every voxel from
     #: up to eight windows; lower is faster (BENCHMARKS.md gives both).
     overlap: float = Field(default=0.5, ge=0.0, le=0.75)
-
-
-def _read_oriented(path: Path, orientation: str | None, spacing: tuple[float, float, float]) -> sitk.Image:
-    image = sitk.ReadImage(str(path), sitk.sitkFloat32)
-    if orientation:
-        image = sitk.DICOMOrient(image, orientation)  # axis permutation/flip only
-    return resample_to_spacing(image, spacing)
-
-
-def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """The bounding box of *mask* grown by *margin* voxels, clipped to the array."""
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 class MetastasisAnalyzer(ModelBackedAnalyzer):
@@ -127,15 +112,15 @@ class MetastasisAnalyzer(ModelBackedAnalyzer):
         progress("inferring")
         t0 = time.perf_counter()
         spacing = tuple(float(s) for s in manifest.spacing_mm)  # type: ignore[union-attr]
-        channels = [sitk.GetArrayFromImage(_read_oriented(pre.images[r], manifest.orientation, spacing))  # type: ignore[arg-type]
+        channels = [sitk.GetArrayFromImage(read_model_grid(pre.images[r], manifest.orientation, spacing))  # type: ignore[arg-type]
                     for r in manifest.inputs]
-        grid = _read_oriented(pre.brain_mask, manifest.orientation, spacing)  # type: ignore[arg-type]
+        grid = read_model_grid(pre.brain_mask, manifest.orientation, spacing)  # type: ignore[arg-type]
         brain = sitk.GetArrayFromImage(grid) > 0.5
         if not brain.any():
             raise AnalyzerError("brain extraction found no brain in the T1c series")
         # Only the brain's bounding box (plus the model's receptive margin) goes through the sliding
         # window: a 1 mm field of view is ~40 % air and scalp, and windows are the analysis' main cost.
-        box = _box(brain, margin=8)
+        box = bounding_box(brain, margin=8)
         probs = model.predict_volume(np.stack([c[box] for c in channels]).astype(np.float32), overlap=opts.overlap)
         lesion_prob = np.zeros(brain.shape, np.float32)
         lesion_prob[box] = 1.0 - probs[0]

@@ -24,6 +24,7 @@ import numpy as np
 import structlog
 from scipy import ndimage
 
+from radnode.analyzers.runtime import bounding_box
 from radnode.synth.glioma import load_template
 from radnode.synth.metastasis import MetCase, _sites, synthesize_metastasis_case
 
@@ -52,10 +53,7 @@ class Prepared:
 
 def brain_box(brain: np.ndarray, margin: int = MARGIN) -> tuple[slice, slice, slice]:
     """Bounding box of the brain plus *margin* voxels, clipped to the grid."""
-    idx = np.argwhere(brain)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, brain.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+    return bounding_box(brain, margin)  # type: ignore[return-value]
 
 
 def prepare_case(case: MetCase, anatomy: str) -> Prepared:

@@ -48,6 +48,8 @@ from radnode.analyzers.runtime.manifests import (
     version_key,
 )
 from radnode.analyzers.runtime.resampling import (
+    bounding_box,
+    read_model_grid,
     resample_like,
     resample_to_spacing,
 )
@@ -85,6 +87,8 @@ __all__ = [
     "gaussian_importance",
     "load",
     "read_manifest",
+    "bounding_box",
+    "read_model_grid",
     "resample_like",
     "resample_to_spacing",
     "select_providers",

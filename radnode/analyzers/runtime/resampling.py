@@ -54,3 +54,22 @@ def resample_like(image: Any, reference: Any, interpolator: int | None = None, d
     if interpolator is None:
         interpolator = sitk.sitkNearestNeighbor
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, default_value, image.GetPixelID())
+
+
+def read_model_grid(path: Any, orientation: str | None, spacing_xyz: Sequence[float]) -> Any:
+    """A preprocessed image read onto the model's grid: its axis orientation (a manifest's
+    ``orientation``, permutation/flip only) and *spacing_xyz*; float32."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    if orientation:
+        image = sitk.DICOMOrient(image, orientation)
+    return resample_to_spacing(image, spacing_xyz)
+
+
+def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The bounding box of *mask* grown by *margin* voxels, clipped to the array (the part a model needs to see)."""
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - margin, 0)
+    hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
