@@ -225,7 +225,8 @@ class StoreEvent:
 
     ``after_response``: work the handler leaves for after the answer is sent
     (radnode's: placing a journaled file, queuing its index record), run in
-    order on this thread before the next PDU is read — so before a release.
+    order on this thread before the next PDU is read — so before a release;
+    a step that raises ends the list (the later ones depend on it).
     """
 
     assoc: Any
@@ -270,7 +271,7 @@ class FastStoreReceiver:
 
     def _forward(self, context_id: int, pdv: bytes) -> None:
         single = P_DATA()
-        single.presentation_data_value_list = [(context_id, pdv)]
+        single.presentation_data_value_list = [[context_id, pdv]]  # type: ignore[list-item]  # pynetdicom checks for lists
         self._fallback(single)
         if self._assoc.dimse.message is None:  # pynetdicom completed (or dropped) the message
             self._mode = None
@@ -350,8 +351,9 @@ class FastStoreReceiver:
             for work in event.after_response:  # also when the answer could not go: the instance is durable
                 try:
                     work()
-                except Exception:  # noqa: BLE001 - one failure must not skip the rest
-                    log.exception("c-store follow-up failed")
+                except Exception:  # noqa: BLE001 - later steps depend on earlier ones (no index record without its file)
+                    log.exception("c-store follow-up failed; the rest of it is left to the next start")
+                    break
 
 
 def install(assoc: Any) -> FastStoreReceiver:

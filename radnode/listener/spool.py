@@ -208,7 +208,11 @@ class Spool:
         return final
 
     def _place(self, final: Path, data: bytes, placed: Callable[[bool], None]) -> None:
-        """Put a journaled instance's file in place (no fsync: the journal's checkpoint flushes it)."""
+        """Put a journaled instance's file in place (no fsync: the journal's checkpoint flushes it).
+
+        Raises the OSError when it cannot; the record then stays in the journal, and the next
+        start writes the file and indexes it (``reconcile``).
+        """
         tmp = self.incoming / f"{uuid.uuid4().hex}.part"
         ok = False
         try:
@@ -221,6 +225,7 @@ class Spool:
             tmp.unlink(missing_ok=True)
             log.error("journaled instance not placed; the journal keeps it for the next start",
                       error=errno.errorcode.get(exc.errno or 0, str(exc.errno)))
+            raise  # the caller's later steps (its index record) must not run for a file that is not there
         finally:
             placed(ok)
 

@@ -328,7 +328,8 @@ def test_a_file_placed_after_the_answer_that_cannot_be_placed_stays_in_the_journ
     later: list = []  # type: ignore[type-arg]
     assert spool.write(rel, b"payload", defer=later.append) == root / rel  # durable: answered
     assert len(later) == 1 and not (root / rel).exists()
-    later[0]()  # placing fails (the folder cannot be made)
+    with pytest.raises(OSError):
+        later[0]()  # placing fails (the folder cannot be made)
     assert spool.journal is not None and spool.journal.append("1.2.3/1.2.3.9/1.2.3.9.1.dcm", b"x") is False
     other = spool.relative_path("1.2.3", "1.2.3.8", "1.2.3.8.1")
     assert spool.write(other, b"next", defer=later.append).read_bytes() == b"next"  # per-file path, at once
