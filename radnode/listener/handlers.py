@@ -348,24 +348,22 @@ def _store(
         series_number = int(header.get("SeriesNumber")) if header.get("SeriesNumber") not in (None, "") else None
     except (TypeError, ValueError, OverflowError):
         series_number = None
-    record = (
-        InstanceRecord(
-            sop_instance_uid=sop_uid,
-            study_instance_uid=study_uid,
-            series_instance_uid=series_uid,
-            sop_class_uid=sop_class,
-            transfer_syntax_uid=transfer_syntax,
-            modality=str(header.get("Modality", "") or "")[:16],
-            series_number=series_number,
-            series_description=str(header.get("SeriesDescription", "") or "")[:64],
-            accession=str(header.get("AccessionNumber", "") or "")[:16],
-            calling_ae=calling,
-            called_ae=called,
-            received_at=time.time(),
-            size=len(data),
-            path=relative.as_posix(),
-            quiet_seconds=quiet_seconds_for(called),
-        )
+    record = InstanceRecord(
+        sop_instance_uid=sop_uid,
+        study_instance_uid=study_uid,
+        series_instance_uid=series_uid,
+        sop_class_uid=sop_class,
+        transfer_syntax_uid=transfer_syntax,
+        modality=str(header.get("Modality", "") or "")[:16],
+        series_number=series_number,
+        series_description=str(header.get("SeriesDescription", "") or "")[:64],
+        accession=str(header.get("AccessionNumber", "") or "")[:16],
+        calling_ae=calling,
+        called_ae=called,
+        received_at=time.time(),
+        size=len(data),
+        path=relative.as_posix(),
+        quiet_seconds=quiet_seconds_for(called),
     )
     if after is not None:
         after.append(lambda: sink.submit(record))

@@ -447,20 +447,14 @@ class Journal:
         runs once the record is durable; the segment is not checkpointed before
         it returned. Raises OSError when the record could not be made durable.
         """
-        path = relative.encode()
-        size = record_size(len(path), len(data))
-        if size > self.max_record or self._broken or self._closed:
-            return False
-        body_crc = _body_crc(path, data)
-        entry = self._write(path, data, size, body_crc)
-        if entry is None:
+        placed = self.append_unplaced(relative, data)
+        if placed is None:
             return False
         try:
-            self._make_durable(entry)
             if then is not None:
                 then()
         finally:
-            self._settle(entry.segment)
+            placed(True)  # settles the segment (a failing *then* raises; its record stays replayable)
         return True
 
     def append_unplaced(self, relative: str, data: bytes | memoryview) -> Callable[[bool], None] | None:

@@ -251,9 +251,10 @@ class Spool:
         A spool from before claims existed gets one per stored instance; a claim
         from before claims held a digest (it held the instance's path) is rewritten.
         """
+        instances = [path.relative_to(self.root) for path in self.iter_instances()]  # one walk of the spool
         stored: dict[str, set[str]] = {}
-        for path in self.iter_instances():
-            stored.setdefault(path.stem, set()).add(claim_target(path.relative_to(self.root)))
+        for rel in instances:
+            stored.setdefault(rel.stem, set()).add(claim_target(rel))
         for link in self.claims.glob("*/*"):
             target = os.readlink(link)
             if target in stored.get(link.name, ()):
@@ -266,8 +267,7 @@ class Spool:
                 continue
             link.unlink(missing_ok=True)
         made = 0
-        for path in self.iter_instances():
-            rel = path.relative_to(self.root)
+        for rel in instances:
             try:
                 made += self.claim(rel)
             except DuplicateInstanceError:
