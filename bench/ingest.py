@@ -109,6 +109,19 @@ def wait_listening(port: int, sockets: int = 1, timeout: float = 60.0, proc: sub
     raise TimeoutError(f"port {port} not listening with {sockets} socket(s) after {timeout} s")
 
 
+def wait_serving(log_path: Path, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    """Wait until radnode logs that all its listener processes serve (they share one listening socket,
+    so the port answers as soon as the first one binds it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"receiver exited early with {proc.returncode}")
+        if "dicom listener serving" in log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"radnode did not report serving after {timeout} s (log {log_path})")
+
+
 def _listen_count(port: int) -> int:
     n = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -245,7 +258,7 @@ def run_radnode(files: list[Path], senders: int, work: Path, rnd: int, processes
         "RADNODE_LISTENER__HOST": "127.0.0.1",
         "RADNODE_LISTENER__PROCESSES": str(processes),
         "RADNODE_LISTENER__FSYNC": "true" if fsync else "false",
-        "RADNODE_LOGGING__LEVEL": "warning",
+        "RADNODE_LOGGING__LEVEL": "info",  # "dicom listener serving" says every listener process serves
     })
     exe = shutil.which("radnode")
     cmd = [exe, "listen"] if exe else [sys.executable, "-c", "from radnode.cli import main; main()", "listen"]
@@ -253,7 +266,8 @@ def run_radnode(files: list[Path], senders: int, work: Path, rnd: int, processes
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
         try:
-            wait_listening(port, sockets=processes, proc=proc)
+            wait_listening(port, proc=proc)
+            wait_serving(log_path, proc=proc)
             # The readiness probe's connection is torn down within ~50 ms; before that it still counts
             # against listener.max_associations_per_host (4), which four senders would hit.
             time.sleep(0.3)

@@ -83,9 +83,10 @@ def listen(obj: _Ctx) -> None:
     from radnode.listener.service import ListenerService
     from radnode.routing.setup import build_router
     from radnode.analyzers.registry import Registry
-    from radnode.composition import broker_for, make_outbox, wait_for_signal
+    from radnode.composition import StopSignal, broker_for, make_outbox
     from radnode.store.db import open_store
 
+    stopping = StopSignal()
     settings = obj.settings()
     engine, sessions = open_store(settings)
     registry = Registry.from_settings(settings)
@@ -100,7 +101,7 @@ def listen(obj: _Ctx) -> None:
         outbox.start()
     service.start()
     try:
-        wait_for_signal()
+        stopping.wait()
     finally:
         service.stop()
         if outbox is not None:
@@ -119,13 +120,14 @@ def serve(obj: _Ctx) -> None:
     With no broker URL set, jobs go through the embedded queue and the
     SQLite job store: nothing else to install.
     """
-    from radnode.composition import Node, wait_for_signal
+    from radnode.composition import Node, StopSignal
 
+    stopping = StopSignal()
     settings = obj.settings()
     node = Node(settings, with_web=settings.web.in_serve)
     node.start()
     try:
-        wait_for_signal()
+        stopping.wait()
     finally:
         node.stop()
 
@@ -144,10 +146,11 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     running job up to the shutdown deadline; an unfinished job is redelivered.
     """
     from radnode.analyzers.registry import Registry
-    from radnode.composition import WorkerPool, bounce_poller, broker_for, make_outbox, wait_for_signal
+    from radnode.composition import StopSignal, WorkerPool, bounce_poller, broker_for, make_outbox
     from radnode.store.db import open_store
     from radnode.sr_writer.dispatch import DicomResultWriter
 
+    stopping = StopSignal()
     settings = obj.settings()
     engine, sessions = open_store(settings)
     registry = Registry.from_settings(settings)
@@ -170,7 +173,7 @@ def worker(obj: _Ctx, apps: str | None, concurrency: int | None) -> None:
     if bounces is not None:
         bounces.start()
     try:
-        wait_for_signal()
+        stopping.wait()
     finally:
         if bounces is not None:
             bounces.stop()

@@ -131,13 +131,25 @@ def prune_workdirs(settings: Settings) -> list[Path]:
     return cleanup_workdirs(settings.work_dir, settings.analyzers.keep_workdirs_days)
 
 
-def wait_for_signal() -> None:
-    """Block until SIGTERM or SIGINT."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(1.0):
-        pass
+class StopSignal:
+    """SIGTERM and SIGINT, caught from the moment this is made (before a command starts its stages).
+
+    Why: starting can take seconds (extra listener processes import radnode
+    afresh); a SIGTERM in that window used to kill the command with the
+    default action, skipping every clean-up. Now it is remembered, the start
+    completes, and ``wait`` returns at once, so the command stops cleanly.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+
+    def wait(self) -> None:
+        """Block until a signal came (or return at once if one already did)."""
+        while not self._stop.wait(1.0):
+            pass
+
 
 
 def recover_interrupted(sessions: sessionmaker[Session], embedded: bool) -> None:

@@ -104,6 +104,10 @@ class PeerTls(_Section):
     verify_hostname: bool = False
 
 
+#: Most listener processes ``listener.processes: auto`` starts (each imports radnode: ~100 MB).
+AUTO_PROCESSES_MAX = 8
+
+
 class ListenerSettings(_Section):
     """The DICOM SCP (C-ECHO, C-STORE)."""
 
@@ -133,8 +137,13 @@ class ListenerSettings(_Section):
     )
     max_nesting_depth: int = Field(default=32, ge=1, le=512, description="Deepest sequence nesting accepted (else 0xC213).")
     tls: TlsFiles | None = Field(default=None, description="DICOM TLS on the listener port (cert_file, key_file, ca_file, require_client_cert).")
-    processes: int = Field(
-        default=1, ge=1, le=64, description="Listener processes sharing the port (SO_REUSEPORT)."
+    processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        default="auto",
+        description=(
+            "Listener processes accepting on the port, each association served whole by the least busy one "
+            "(Python serves one process's associations with one interpreter lock). 'auto': one per CPU core "
+            "this process may use, at most 8."
+        ),
     )
     fsync: bool = Field(
         default=True, description="Make every instance durable before acknowledging it (safe default)."
@@ -154,6 +163,17 @@ class ListenerSettings(_Section):
         "larger instances than a quarter of it are fsync'ed on their own.",
     )
     network_timeout: float = Field(default=60.0, gt=0)
+
+    def process_count(self) -> int:
+        """``processes`` as a number ('auto': the CPU cores this process may run on, 1 to 8)."""
+        if self.processes != "auto":
+            return self.processes
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, AUTO_PROCESSES_MAX))
+
     assembly_interval: float = Field(default=1.0, gt=0, description="How often study completeness is checked.")
 
 

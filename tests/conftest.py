@@ -75,7 +75,12 @@ def make_settings(tmp_path: Path):  # type: ignore[no-untyped-def]
     def _make(**overrides) -> Settings:  # type: ignore[no-untyped-def]
         base = dict(data_dir=tmp_path / "data", port=free_port(), quiet_seconds=1.0)
         # Small journal segments: every listener of the suite writes its two segments full of zeros once.
-        listener = {"assembly_interval": 0.2, "journal_segment_mib": TEST_JOURNAL_MIB, **overrides.pop("listener", {})}
+        # One process: an in-process listener per test would otherwise spawn one more per core ("auto");
+        # the default is exercised by the `radnode listen`/`serve` subprocess tests and the process tests.
+        listener = {
+            "assembly_interval": 0.2, "journal_segment_mib": TEST_JOURNAL_MIB, "processes": 1,
+            **overrides.pop("listener", {}),
+        }
         base.update(overrides)
         return Settings(listener=listener, **base)
 

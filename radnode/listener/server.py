@@ -1,6 +1,7 @@
 """The DICOM SCP: an AE with every storage SOP class and transfer syntax,
-handlers bound with their dependencies, and a server socket that can be
-shared by several listener processes (SO_REUSEPORT) to use every core.
+handlers bound with their dependencies, and a server socket that several
+listener processes can share to use every core (listener/balance.py spreads
+the connections over them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from radnode.listener.handlers import (
     handle_store,
     store_limits,
 )
+from radnode.listener.balance import AcceptBalance
 from radnode.listener.spool import Spool
 from radnode.listener.transport import Guard, GuardedServer
 from radnode.settings import Settings
@@ -98,8 +100,15 @@ def start_scp(
     *,
     reuse_port: bool = False,
     audit: Any = None,
+    shared_socket: Any = None,
+    balance: AcceptBalance | None = None,
 ) -> tuple[AE, Any]:
-    """Start the SCP in background threads; return the AE and its server."""
+    """Start the SCP in background threads; return the AE and its server.
+
+    With several listener processes, the first one passes *balance* (its slot in
+    the shared connection counts) and binds the port; the others pass the same
+    and the first one's listening socket as *shared_socket*.
+    """
     ae = build_ae(settings)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, handle_conn_open),
@@ -120,7 +129,10 @@ def start_scp(
 
             audit.submit(AuditEntry(actor="?", action="dicom:refused", detail=reason, source=host))
 
-    server_class = type("RadnodeServer", (GuardedServer,), {"reuse_port": reuse_port, "guard": guard, "on_refused": staticmethod(on_refused)})
+    server_class = type("RadnodeServer", (GuardedServer,), {
+        "reuse_port": reuse_port, "guard": guard, "on_refused": staticmethod(on_refused),
+        "shared_socket": shared_socket, "balance": balance,
+    })
     server = ae.make_server(
         (settings.listener.host, settings.port),
         ae_title=settings.ae_title,
@@ -130,6 +142,8 @@ def start_scp(
     )
     thread = threading.Thread(target=server.serve_forever, name="radnode-scp", daemon=True)
     thread.start()
+    if balance is not None:
+        balance.serving()
     ae._servers.append(server)  # so ae.shutdown() stops it
     log.info("dicom listener started", ae_title=settings.ae_title, port=settings.port, host=settings.listener.host, tls=guard.tls_context is not None)
     return ae, server

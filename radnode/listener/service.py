@@ -1,12 +1,15 @@
 """The listener stage as a restartable service: reconcile the spool with the
-index, start the SCP (in one or several processes sharing the port), and run
-study assembly. ``radnode listen`` and ``radnode serve`` both use this.
+index, start the SCP (in one or several processes accepting from one listening
+socket, connections spread evenly: listener/balance.py), and run study assembly.
+``radnode listen`` and ``radnode serve`` both use this.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
+import os
 import signal
 import threading
 from typing import Any
@@ -17,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.audit import AuditQueue
 from radnode.listener.assembly import Assembler, LogSink, StudySink
+from radnode.listener.balance import AcceptBalance, new_counts
 from radnode.listener.index_writer import IndexWriter, reconcile
 from radnode.listener.server import start_scp
 from radnode.listener.spool import Spool
@@ -25,10 +29,22 @@ from radnode.store.db import make_engine, make_sessionmaker, open_store
 
 log = structlog.get_logger(__name__)
 
+#: How long start() waits for the extra listener processes to serve (each imports radnode afresh).
+CHILD_START_TIMEOUT = 60.0
+#: Pause before an extra listener process that died is started again.
+RESTART_PAUSE = 1.0
+#: prctl option: the signal a process gets when its parent (thread) ends.
+PR_SET_PDEATHSIG = 1
 
-def _child_main(settings: Settings, log_level: str, log_format: str) -> None:
-    """Entry point of an extra listener process (spawned, shares the port)."""
+
+def _child_main(
+    settings: Settings, log_level: str, log_format: str, listening: Any, counts: Any, slot: int, ready: Any,
+    parent: int,
+) -> None:
+    """Entry point of an extra listener process (spawned; accepts from the first process's socket)."""
     from radnode.logconfig import configure_logging
+
+    _die_with(parent)
 
     configure_logging(log_level, log_format)
     stop = threading.Event()
@@ -38,13 +54,33 @@ def _child_main(settings: Settings, log_level: str, log_format: str) -> None:
     writer = IndexWriter(make_sessionmaker(engine))
     audit = AuditQueue(make_sessionmaker(engine))
     spool = open_spool(settings)
-    ae, _server = start_scp(settings, spool, writer, reuse_port=True, audit=audit)
+    balance = AcceptBalance(counts, slot)
+    ae, _server = start_scp(settings, spool, writer, audit=audit, shared_socket=listening, balance=balance)
     settle_heap()
+    ready.set()
     stop.wait()
+    balance.withdraw()
     ae.shutdown()
     spool.close()
     writer.close()
     audit.close()
+
+
+def _die_with(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this process when the listener process that started it dies.
+
+    Why: a node killed outright (SIGKILL, OOM) must not leave a process behind that keeps accepting
+    on the port, or a restarted node could neither bind it nor own every connection. What a killed
+    process acknowledged is in its journal slot, replayed at the next start. (The signal follows
+    the thread that spawned the process: ``start`` and the supervisor live as long as the service.)
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
 
 
 def open_spool(settings: Settings, *, journal: bool = True) -> Spool:
@@ -94,36 +130,80 @@ class ListenerService:
         self._writer: IndexWriter | None = None
         self.audit: AuditQueue | None = None
         self._ae: Any = None
-        self._children: list[multiprocessing.process.BaseProcess] = []
+        self._ctx = multiprocessing.get_context("spawn")
+        #: Extra listener processes by their slot in the shared connection counts (listener/balance.py).
+        self._children: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._ready: dict[int, Any] = {}
+        self._counts: Any = None
+        self._listening: Any = None
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         reconcile(self.spool, self.sessions, self.settings.quiet_seconds_for)
         self._writer = IndexWriter(self.sessions, on_release=self.assembler.kick)
         self.audit = AuditQueue(self.sessions)
-        extra = self.settings.listener.processes - 1
-        self._ae, _ = start_scp(self.settings, self.spool, self._writer, reuse_port=extra > 0, audit=self.audit)
-        if extra:
-            ctx = multiprocessing.get_context("spawn")
-            lvl, fmt = self.settings.logging.level, self.settings.logging.format
-            for _ in range(extra):
-                proc = ctx.Process(
-                    target=_child_main, args=(self.settings, lvl, fmt), daemon=True
-                )
-                proc.start()
-                self._children.append(proc)
+        processes = self.settings.listener.process_count()
+        counts = new_counts(self._ctx, processes) if processes > 1 else None
+        balance = AcceptBalance(counts, 0) if counts is not None else None
+        self._ae, server = start_scp(self.settings, self.spool, self._writer, audit=self.audit, balance=balance)
+        if counts is not None:
+            self._counts, self._listening = counts, server.socket
+            readiness = [self._spawn(slot) for slot in range(1, processes)]
+            # Until a process is ready the others take its share; waiting here means "started" is all of them.
+            if not all(ready.wait(CHILD_START_TIMEOUT) for ready in readiness):
+                log.warning("listener processes slow to start", processes=processes, timeout_s=CHILD_START_TIMEOUT)
+            threading.Thread(target=self._supervise, name="radnode-listener-supervisor", daemon=True).start()
         self.assembler.start()
         settle_heap()
+        log.info("dicom listener serving", processes=processes)
+
+    def _spawn(self, slot: int) -> Any:
+        """Start the extra listener process of *slot*; return the event it sets once it serves."""
+        ready = self._ctx.Event()
+        lvl, fmt = self.settings.logging.level, self.settings.logging.format
+        proc = self._ctx.Process(
+            target=_child_main,
+            args=(self.settings, lvl, fmt, self._listening, self._counts, slot, ready, os.getpid()),
+            daemon=True,
+        )
+        proc.start()
+        self._children[slot] = proc
+        self._ready[slot] = ready  # held: the child unpickles it after start() returns
+        return ready
+
+    def _supervise(self) -> None:
+        """Restart an extra listener process that died; meanwhile the others take its share.
+
+        Its associations were aborted with it; what it acknowledged is in its journal slot and
+        spool, which the replacement (or the next start) replays.
+        """
+        from multiprocessing.connection import wait
+
+        while not self._stopping.is_set():
+            by_sentinel = {proc.sentinel: slot for slot, proc in self._children.items()}
+            for sentinel in wait(list(by_sentinel), timeout=1.0):
+                slot = by_sentinel[sentinel]  # type: ignore[index]
+                if self._stopping.is_set():
+                    return
+                proc = self._children[slot]
+                AcceptBalance(self._counts, slot).withdraw()
+                log.error("listener process died; restarting it", slot=slot, exitcode=proc.exitcode)
+                self._stopping.wait(RESTART_PAUSE)  # a process that dies at once is not restarted in a tight loop
+                if not self._stopping.is_set():
+                    self._spawn(slot)
 
     def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()
 
     def stop(self) -> None:
-        for proc in self._children:
+        self._stopping.set()
+        children = list(self._children.values())
+        for proc in children:
             proc.terminate()
         if self._ae is not None:
             self._ae.shutdown()
-        for proc in self._children:
+        for proc in children:
             proc.join(timeout=15)
         self.spool.close()
         if self._writer is not None:

@@ -36,6 +36,7 @@ import structlog
 from pynetdicom import evt
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from radnode.listener.balance import AcceptBalance
 from radnode.listener.faststore import install as serve_stores_on_dul_thread
 from radnode.listener.reactor import adopt as event_driven
 
@@ -234,6 +235,7 @@ class GuardedRequestHandler(RequestHandler):
     def handle(self) -> None:
         host = str(self.client_address[0])
         released = False
+        started = False
         try:
             sock = self.request
             guard = self.server.guard
@@ -250,13 +252,19 @@ class GuardedRequestHandler(RequestHandler):
             evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
             # From pending to live atomically: verify_request counts both under this lock, and a
             # connection counted in neither or in both would let a 5th peer in or refuse a 4th.
+            balance = self.server.balance
+            if balance is not None:
+                assoc.run = _counted(assoc.run, balance)  # type: ignore[method-assign]  # the count drops when it ends
             with self.server._pending_lock:
                 assoc.start()
+                started = True
                 self.server.release_pending(host, locked=True)
                 released = True
         finally:
             if not released:
                 self.server.release_pending(host)
+            if not started and self.server.balance is not None:
+                self.server.balance.closed()
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
@@ -274,6 +282,10 @@ class GuardedServer(ThreadedAssociationServer):
     reuse_port = False
     #: Called with (host, reason) for each refused connection (audit).
     on_refused: Callable[[str, str], None] | None = None
+    #: A listening socket another listener process made (several processes, one port): adopted, not bound.
+    shared_socket: socket.socket | None = None
+    #: With several listener processes: who takes the next connection (listener/balance.py).
+    balance: AcceptBalance | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._pending: collections.Counter[str] = collections.Counter()
@@ -282,18 +294,42 @@ class GuardedServer(ThreadedAssociationServer):
         self.RequestHandlerClass = GuardedRequestHandler
 
     def server_bind(self) -> None:
-        if self.reuse_port and self.socket is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.shared_socket is not None:
+            assert self.socket is not None
+            self.socket.close()  # the unbound socket TCPServer made
+            self.socket = self.shared_socket
+            self.server_address = self.socket.getsockname()
+        else:
+            if self.reuse_port and self.socket is not None:
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            super().server_bind()
+        if self.balance is not None:
+            # Several processes accept from this socket: the one that loses a race must not block in accept.
+            assert self.socket is not None
+            self.socket.setblocking(False)
+
+    def server_activate(self) -> None:
+        if self.shared_socket is None:
+            super().server_activate()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         assert self.socket is not None
-        client, address = self.socket.accept()
-        client.settimeout(self.guard.network_timeout)  # sends too: a peer that never reads
-        if self.ssl_context:
-            # The handshake runs in the connection's thread (GuardedRequestHandler),
-            # never in the accept loop, where one silent peer would stop every accept.
-            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        balance = self.balance
+        if balance is not None and not balance.may_accept():
+            raise BlockingIOError("a less busy listener process takes this connection")
+        client, address = self.socket.accept()  # BlockingIOError (an OSError) when another process won
+        if balance is not None:
+            balance.opened()
+        try:
+            client.settimeout(self.guard.network_timeout)  # sends too: a peer that never reads
+            if self.ssl_context:
+                # The handshake runs in the connection's thread (GuardedRequestHandler),
+                # never in the accept loop, where one silent peer would stop every accept.
+                client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            self._uncount()
+            _close(client)
+            raise
         return client, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
@@ -301,6 +337,7 @@ class GuardedServer(ThreadedAssociationServer):
         if not self.guard.host_allowed(host):
             log.warning("connection refused", reason="source address not allowed", host=host)
             self.notify_refused(host, "source address not allowed")
+            self._uncount()
             return False
         with self._pending_lock:
             live = sum(1 for a in self.active_associations if _assoc_host(a) == host)
@@ -312,8 +349,13 @@ class GuardedServer(ThreadedAssociationServer):
                 refused = False
         if refused:
             self.notify_refused(host, "too many connections from this address")
+            self._uncount()
             return False
         return True
+
+    def _uncount(self) -> None:
+        if self.balance is not None:
+            self.balance.closed()
 
     def release_pending(self, host: str, *, locked: bool = False) -> None:
         if not locked:
@@ -334,6 +376,18 @@ class GuardedServer(ThreadedAssociationServer):
     def connections_from(self, host: str) -> int:
         """Open associations from *host* (for tests and metrics)."""
         return sum(1 for a in self.active_associations if _assoc_host(a) == host)
+
+
+def _counted(run: Callable[[], None], balance: AcceptBalance) -> Callable[[], None]:
+    """*run* (an association thread's body) that tells *balance* when it ends, however it ends."""
+
+    def counted_run() -> None:
+        try:
+            run()
+        finally:
+            balance.closed()
+
+    return counted_run
 
 
 def _assoc_host(assoc: Any) -> str | None:
