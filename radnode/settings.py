@@ -436,14 +436,17 @@ class Settings(BaseSettings):
         """The main AE title plus the extra ones, main first."""
         return [CalledAE(ae_title=self.ae_title), *self.listener.extra_called_aes]
 
+    # The two lookups below run per received instance: they read the extra titles directly (the main
+    # title carries no overrides) rather than building CalledAE models through called_aes() each time.
+
     def complete_on_release_for(self, called_ae: str) -> bool:
-        for called in self.called_aes():
+        for called in self.listener.extra_called_aes:
             if called.ae_title == called_ae and called.complete_on_release is not None:
                 return called.complete_on_release
         return self.complete_on_release
 
     def quiet_seconds_for(self, called_ae: str) -> float:
-        for called in self.called_aes():
+        for called in self.listener.extra_called_aes:
             if called.ae_title == called_ae and called.quiet_seconds is not None:
                 return called.quiet_seconds
         return self.quiet_seconds

@@ -36,6 +36,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import itertools
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,10 @@ class Spool:
         self._make_claim_folders()
         #: Instances written by concurrent associations share their directory fsyncs (groupsync.py).
         self.group = GroupSync()
+        # Partial-file names: random per Spool (several listener processes share .incoming), then a count
+        # (a uuid4 per instance cost a getrandom call and a UUID object on the receive path).
+        self._part_prefix = uuid.uuid4().hex[:16]
+        self._part_numbers = itertools.count()
         #: The durable fast path (journal.py); None: every instance is fsync'ed on its own.
         self.journal: Journal | None = self._open_journal(segment_size) if fsync and journal else None
 
@@ -102,6 +107,10 @@ class Spool:
     def _claim_path(self, sop_uid: str) -> Path:
         return self.claims / hashlib.sha1(sop_uid.encode()).hexdigest()[:2] / sop_uid
 
+    def _part_path(self) -> Path:
+        """A fresh name in ``.incoming`` for a file being written (never reused in this process)."""
+        return self.incoming / f"{self._part_prefix}-{next(self._part_numbers)}.part"
+
     def _make_claim_folders(self) -> None:
         """The 256 ``.sop/<xx>`` folders, made once: a folder made on an instance's path costs a new inode."""
         if (self.claims / "ff").is_dir():
@@ -119,9 +128,8 @@ class Spool:
         try:
             existing = os.readlink(link)
         except FileNotFoundError:
-            link.parent.mkdir(exist_ok=True)
             try:
-                os.symlink(target, link)
+                _symlink_in(link, target)
                 return True
             except FileExistsError:
                 existing = os.readlink(link)
@@ -163,7 +171,7 @@ class Spool:
             if placed is not None:
                 defer(lambda: self._place(final, data, placed))
                 return final
-        tmp = self.incoming / f"{uuid.uuid4().hex}.part"
+        tmp = self._part_path()
         fd = -1
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -213,13 +221,16 @@ class Spool:
         Raises the OSError when it cannot; the record then stays in the journal, and the next
         start writes the file and indexes it (``reconcile``).
         """
-        tmp = self.incoming / f"{uuid.uuid4().hex}.part"
+        tmp = self._part_path()
         ok = False
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "xb") as f:
                 f.write(data)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:  # the series' first instance: its folder is made once, not tried per image
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
             ok = True
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -287,3 +298,12 @@ def claim_target(relative: Path) -> str:
     Equal digests mean the same study and series.
     """
     return _DIGEST + hashlib.blake2b(relative.parent.as_posix().encode(), digest_size=20).hexdigest()
+
+
+def _symlink_in(link: Path, target: str) -> None:
+    """``os.symlink``, making *link*'s folder if it is missing (the claim folders are made once, at start)."""
+    try:
+        os.symlink(target, link)
+    except FileNotFoundError:
+        link.parent.mkdir(exist_ok=True)
+        os.symlink(target, link)
