@@ -87,7 +87,8 @@ class GuardedSocket(AssociationSocket):
     """
 
     guard: Guard
-    _pending: bytes
+    _pending: bytes | bytearray
+    _timeout_now: float
     _msg_bytes: int
     _msg_truncated: bool
     _cmd_bytes: int
@@ -101,6 +102,8 @@ class GuardedSocket(AssociationSocket):
         new.__dict__.update(sock.__dict__)
         new.guard = guard
         new._pending = b""
+        #: The timeout set on the socket now (the connection's code sets network_timeout first).
+        new._timeout_now = guard.network_timeout
         new._msg_bytes = 0
         new._msg_truncated = False
         new._cmd_bytes = 0
@@ -109,7 +112,7 @@ class GuardedSocket(AssociationSocket):
 
     # -- reading --------------------------------------------------------
 
-    def _read_exact(self, n: int, deadline: float) -> bytes:
+    def _read_exact(self, n: int, deadline: float) -> bytearray:
         sock = self.socket
         assert sock is not None
         buf = bytearray(n)
@@ -118,18 +121,31 @@ class GuardedSocket(AssociationSocket):
         try:
             got = self._fill(sock, view, n, deadline)
         finally:
-            sock.settimeout(self.guard.network_timeout)  # sends use the plain timeout
-        del view
-        return bytes(buf[:got])
+            if self._timeout_now != self.guard.network_timeout:
+                sock.settimeout(self.guard.network_timeout)  # sends use the plain timeout
+                self._timeout_now = self.guard.network_timeout
+            del view
+        if got < n:
+            del buf[got:]
+        return buf
 
-    @staticmethod
-    def _fill(sock: socket.socket, view: memoryview, n: int, deadline: float) -> int:
+    def _fill(self, sock: socket.socket, view: memoryview, n: int, deadline: float) -> int:
+        """Read *n* bytes into *view* by *deadline* (at most ``_deadline_slack`` late).
+
+        The socket's timeout is shortened only once the deadline is at least the slack nearer than
+        the timeout already set: a settimeout per recv was a system call each (ioctl), about a dozen
+        per image, each letting another thread take the interpreter lock (issue 18).
+        """
+        timeout_now = self._timeout_now
+        slack = min(1.0, self.guard.network_timeout / 10)
         got = 0
         while got < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ReadDeadline(f"peer sent {got} of {n} bytes within the network timeout")
-            sock.settimeout(remaining)
+            if remaining < timeout_now - slack:
+                sock.settimeout(remaining)
+                self._timeout_now = timeout_now = remaining
             try:
                 k = sock.recv_into(view[got:], min(n - got, 1 << 20))
             except socket.timeout as exc:
@@ -141,21 +157,24 @@ class GuardedSocket(AssociationSocket):
 
     def recv(self, nr_bytes: int) -> bytearray:  # type: ignore[override]
         if self._pending:
+            if nr_bytes >= len(self._pending):  # the DUL's body read: the whole PDU body, no copy
+                out, self._pending = self._pending, b""
+                return out if isinstance(out, bytearray) else bytearray(out)
             out, self._pending = self._pending[:nr_bytes], self._pending[nr_bytes:]
             return bytearray(out)
         if nr_bytes != _HEADER.size:
             # Not the DUL's header read (nothing else calls recv today); bounded anyway.
-            return bytearray(self._read_exact(nr_bytes, time.monotonic() + self.guard.network_timeout))
+            return self._read_exact(nr_bytes, time.monotonic() + self.guard.network_timeout)
         deadline = time.monotonic() + self.guard.network_timeout
         try:
             header = self._read_exact(_HEADER.size, deadline)
             if len(header) < _HEADER.size:
-                return bytearray(header)
+                return header
             pdu_type, _, length = _HEADER.unpack(header)
             limit = self.guard.max_pdu_length(pdu_type)
             if length > limit:
                 raise PduTooLarge(f"PDU of type 0x{pdu_type:02X} announces {length} bytes (limit {limit})")
-            body = self._read_exact(length, deadline)
+            body: bytes | bytearray = self._read_exact(length, deadline)
         except OSError as exc:
             log.warning("connection dropped", reason=str(exc)[:200], host=self._peer_host())
             raise
@@ -165,13 +184,13 @@ class GuardedSocket(AssociationSocket):
             except PduTooLarge as exc:
                 log.warning("connection dropped", reason=str(exc), host=self._peer_host())
                 raise
-            header = _HEADER.pack(pdu_type, 0, len(body))
+            header = bytearray(_HEADER.pack(pdu_type, 0, len(body)))
         self._pending = body
-        return bytearray(header)
+        return header
 
-    def _account(self, body: bytes) -> bytes:
+    def _account(self, body: bytes | bytearray) -> bytes | bytearray:
         """Count data-set bytes of the current message; drop those past the limit."""
-        out: list[bytes] | None = None
+        out: list[bytes | bytearray] | None = None
         offset = 0
         while offset + 6 <= len(body):
             (item_len,) = _PDV_LENGTH.unpack_from(body, offset)

@@ -141,3 +141,33 @@ def test_decompression_bomb_is_refused_and_listener_memory_stays_bounded(tmp_pat
         assert not [p for p in (tmp_path / "data" / "spool" / ".incoming").iterdir()]
     finally:
         lp.stop()
+
+
+def test_a_pdu_trickled_in_slowly_is_cut_off_at_the_deadline(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """The deadline covers the whole PDU however its bytes arrive: a peer that keeps sending a byte
+    every 0.2 s (each recv returns long before the socket's timeout) is dropped once network_timeout
+    has passed since the PDU began, not when its 200 KB PDU would be complete."""
+    import time
+
+    service = ListenerService(make_settings(listener={"network_timeout": TIMEOUT}))
+    service.start()
+    try:
+        assoc = RawAssociation(ATTACKER, service.settings.port, source=ATTACKER)
+        assert assoc.establish()
+        assoc.sock.sendall(struct.pack(">BBL", 0x04, 0, 200_000))
+        started = time.monotonic()
+        dropped_after = None
+        while time.monotonic() - started < TIMEOUT * 3:
+            try:
+                assoc.sock.sendall(b"\x00")
+            except OSError:
+                dropped_after = time.monotonic() - started
+                break
+            if rawscu.is_closed(assoc.sock, wait=0.2):
+                dropped_after = time.monotonic() - started
+                break
+        assoc.sock.close()
+        assert dropped_after is not None, "a trickling peer held its connection past three timeouts"
+        assert TIMEOUT * 0.9 <= dropped_after <= TIMEOUT * 1.1 + 0.6, dropped_after
+    finally:
+        service.stop()
