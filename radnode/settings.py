@@ -122,7 +122,9 @@ class ListenerSettings(_Section):
     allowed_hosts: list[str] | None = Field(
         default=None, description="If set, only these source IP addresses may associate."
     )
-    max_associations: int = Field(default=16, ge=1, le=1000)
+    max_associations: int = Field(
+        default=16, ge=1, le=1000, description="Associations the node holds at once (split evenly over the listener processes)."
+    )
     # --- security (issue 14): bounded reads, per-host slots, sizes, TLS ---
     max_associations_per_host: int = Field(
         default=4, ge=1, le=1000, description="Connections one source address may hold at once (checked on accept)."

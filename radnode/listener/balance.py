@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -36,6 +38,24 @@ class SharedCounts(Protocol):
 
 #: The count of a process that does not serve (not started yet, or gone): never the least busy.
 NOT_SERVING = 1 << 20
+#: Source addresses are counted across processes in this many buckets per process (by CRC-32); two
+#: addresses in one bucket (1 in 65536) share ``max_associations_per_host``.
+HOST_BUCKETS = 1 << 16
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What the listener processes share: connections per process, and per source address and process.
+
+    Each process writes only its own slot and its own row of ``hosts``, so no lock spans processes.
+    """
+
+    loads: SharedCounts
+    hosts: SharedCounts
+
+    @property
+    def processes(self) -> int:
+        return len(self.loads)
 
 
 class AcceptBalance:
@@ -49,10 +69,11 @@ class AcceptBalance:
     #: Pause between looks while another process is expected to accept.
     pause = 0.001
 
-    def __init__(self, counts: SharedCounts, slot: int) -> None:
-        if not 0 <= slot < len(counts):
-            raise ValueError(f"slot {slot} outside the {len(counts)} listener processes")
-        self.counts = counts
+    def __init__(self, shared: Shared, slot: int) -> None:
+        if not 0 <= slot < shared.processes:
+            raise ValueError(f"slot {slot} outside the {shared.processes} listener processes")
+        self.shared = shared
+        self.counts = shared.loads
         self.slot = slot
         self._lock = threading.Lock()
         self._waiting_since: float | None = None
@@ -69,17 +90,40 @@ class AcceptBalance:
         with self._lock:
             self.counts[self.slot] = NOT_SERVING
 
-    def opened(self) -> None:
-        """A connection was accepted by this process."""
+    def forget_hosts(self) -> None:
+        """Clear this slot's source-address counts (the supervisor, for a process that died with its connections)."""
+        start = self.slot * HOST_BUCKETS
+        with self._lock:
+            self.shared.hosts[start : start + HOST_BUCKETS] = [0] * HOST_BUCKETS  # type: ignore[index,assignment]
+
+    def opened(self, host: str) -> None:
+        """A connection from *host* was accepted by this process."""
+        cell = self._host_cell(host)
         with self._lock:
             if self.counts[self.slot] < NOT_SERVING:
                 self.counts[self.slot] = self.counts[self.slot] + 1
+            self.shared.hosts[cell] = self.shared.hosts[cell] + 1
 
-    def closed(self) -> None:
-        """A connection of this process ended (its association thread finished, or it never started)."""
+    def closed(self, host: str) -> None:
+        """A connection from *host* ended (its association thread finished, or it never started)."""
+        cell = self._host_cell(host)
         with self._lock:
             if self.counts[self.slot] < NOT_SERVING:
                 self.counts[self.slot] = max(self.counts[self.slot] - 1, 0)
+            self.shared.hosts[cell] = max(self.shared.hosts[cell] - 1, 0)
+
+    def connections_from(self, host: str) -> int:
+        """Open connections from *host* in all listener processes (this one's just accepted included).
+
+        Two processes accepting from one address at the same instant may each miss the other's
+        newest connection: the limit can be passed by at most the number of processes minus one.
+        """
+        bucket = _bucket(host)
+        hosts = self.shared.hosts
+        return sum(hosts[slot * HOST_BUCKETS + bucket] for slot in range(self.shared.processes))
+
+    def _host_cell(self, host: str) -> int:
+        return self.slot * HOST_BUCKETS + _bucket(host)
 
     @property
     def held(self) -> int:
@@ -112,9 +156,14 @@ class AcceptBalance:
         return False
 
 
-def new_counts(ctx: Any, processes: int) -> SharedCounts:
-    """A shared array for *processes* listener processes (from a multiprocessing context), none serving yet."""
-    counts: SharedCounts = ctx.RawArray("i", processes)
+def _bucket(host: str) -> int:
+    return zlib.crc32(host.encode()) % HOST_BUCKETS
+
+
+def new_shared(ctx: Any, processes: int) -> Shared:
+    """The shared arrays for *processes* listener processes (from a multiprocessing context), none serving yet."""
+    loads: SharedCounts = ctx.RawArray("i", processes)
     for slot in range(processes):
-        counts[slot] = NOT_SERVING
-    return counts
+        loads[slot] = NOT_SERVING
+    hosts: SharedCounts = ctx.RawArray("i", processes * HOST_BUCKETS)
+    return Shared(loads=loads, hosts=hosts)

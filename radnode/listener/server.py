@@ -110,6 +110,10 @@ def start_scp(
     and the first one's listening socket as *shared_socket*.
     """
     ae = build_ae(settings)
+    if balance is not None:
+        # listener.max_associations is the node's: each of the processes takes its share (connections are
+        # spread evenly, so a process reaches its share only when the others have theirs).
+        ae.maximum_associations = -(-settings.listener.max_associations // balance.shared.processes)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, handle_conn_open),
         (evt.EVT_REQUESTED, handle_requested, [peer_policy(settings), audit]),

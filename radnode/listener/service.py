@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radnode.audit import AuditQueue
 from radnode.listener.assembly import Assembler, LogSink, StudySink
-from radnode.listener.balance import AcceptBalance, new_counts
+from radnode.listener.balance import AcceptBalance, Shared, new_shared
 from radnode.listener.index_writer import IndexWriter, reconcile
 from radnode.listener.server import start_scp
 from radnode.listener.spool import Spool
@@ -38,7 +38,7 @@ PR_SET_PDEATHSIG = 1
 
 
 def _child_main(
-    settings: Settings, log_level: str, log_format: str, listening: Any, counts: Any, slot: int, ready: Any,
+    settings: Settings, log_level: str, log_format: str, listening: Any, shared: Shared, slot: int, ready: Any,
     parent: int,
 ) -> None:
     """Entry point of an extra listener process (spawned; accepts from the first process's socket)."""
@@ -54,7 +54,7 @@ def _child_main(
     writer = IndexWriter(make_sessionmaker(engine))
     audit = AuditQueue(make_sessionmaker(engine))
     spool = open_spool(settings)
-    balance = AcceptBalance(counts, slot)
+    balance = AcceptBalance(shared, slot)
     ae, _server = start_scp(settings, spool, writer, audit=audit, shared_socket=listening, balance=balance)
     settle_heap()
     ready.set()
@@ -134,7 +134,7 @@ class ListenerService:
         #: Extra listener processes by their slot in the shared connection counts (listener/balance.py).
         self._children: dict[int, multiprocessing.process.BaseProcess] = {}
         self._ready: dict[int, Any] = {}
-        self._counts: Any = None
+        self._shared: Shared | None = None
         self._listening: Any = None
         self._stopping = threading.Event()
 
@@ -143,11 +143,11 @@ class ListenerService:
         self._writer = IndexWriter(self.sessions, on_release=self.assembler.kick)
         self.audit = AuditQueue(self.sessions)
         processes = self.settings.listener.process_count()
-        counts = new_counts(self._ctx, processes) if processes > 1 else None
-        balance = AcceptBalance(counts, 0) if counts is not None else None
+        shared = new_shared(self._ctx, processes) if processes > 1 else None
+        balance = AcceptBalance(shared, 0) if shared is not None else None
         self._ae, server = start_scp(self.settings, self.spool, self._writer, audit=self.audit, balance=balance)
-        if counts is not None:
-            self._counts, self._listening = counts, server.socket
+        if shared is not None:
+            self._shared, self._listening = shared, server.socket
             readiness = [self._spawn(slot) for slot in range(1, processes)]
             # Until a process is ready the others take its share; waiting here means "started" is all of them.
             if not all(ready.wait(CHILD_START_TIMEOUT) for ready in readiness):
@@ -163,7 +163,7 @@ class ListenerService:
         lvl, fmt = self.settings.logging.level, self.settings.logging.format
         proc = self._ctx.Process(
             target=_child_main,
-            args=(self.settings, lvl, fmt, self._listening, self._counts, slot, ready, os.getpid()),
+            args=(self.settings, lvl, fmt, self._listening, self._shared, slot, ready, os.getpid()),
             daemon=True,
         )
         proc.start()
@@ -179,6 +179,7 @@ class ListenerService:
         """
         from multiprocessing.connection import wait
 
+        assert self._shared is not None
         while not self._stopping.is_set():
             by_sentinel = {proc.sentinel: slot for slot, proc in self._children.items()}
             for sentinel in wait(list(by_sentinel), timeout=1.0):
@@ -186,7 +187,9 @@ class ListenerService:
                 if self._stopping.is_set():
                     return
                 proc = self._children[slot]
-                AcceptBalance(self._counts, slot).withdraw()
+                dead = AcceptBalance(self._shared, slot)
+                dead.withdraw()
+                dead.forget_hosts()  # its connections died with it
                 log.error("listener process died; restarting it", slot=slot, exitcode=proc.exitcode)
                 self._stopping.wait(RESTART_PAUSE)  # a process that dies at once is not restarted in a tight loop
                 if not self._stopping.is_set():

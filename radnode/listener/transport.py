@@ -273,7 +273,7 @@ class GuardedRequestHandler(RequestHandler):
             # connection counted in neither or in both would let a 5th peer in or refuse a 4th.
             balance = self.server.balance
             if balance is not None:
-                assoc.run = _counted(assoc.run, balance)  # type: ignore[method-assign]  # the count drops when it ends
+                assoc.run = _counted(assoc.run, balance, host)  # type: ignore[method-assign]  # the count drops when it ends
             with self.server._pending_lock:
                 assoc.start()
                 started = True
@@ -283,7 +283,7 @@ class GuardedRequestHandler(RequestHandler):
             if not released:
                 self.server.release_pending(host)
             if not started and self.server.balance is not None:
-                self.server.balance.closed()
+                self.server.balance.closed(host)
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
@@ -337,8 +337,9 @@ class GuardedServer(ThreadedAssociationServer):
         if balance is not None and not balance.may_accept():
             raise BlockingIOError("a less busy listener process takes this connection")
         client, address = self.socket.accept()  # BlockingIOError (an OSError) when another process won
+        host = str(address[0])
         if balance is not None:
-            balance.opened()
+            balance.opened(host)
         try:
             client.settimeout(self.guard.network_timeout)  # sends too: a peer that never reads
             if self.ssl_context:
@@ -346,7 +347,7 @@ class GuardedServer(ThreadedAssociationServer):
                 # never in the accept loop, where one silent peer would stop every accept.
                 client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         except OSError:
-            self._uncount()
+            self._uncount(host)
             _close(client)
             raise
         return client, address
@@ -356,25 +357,30 @@ class GuardedServer(ThreadedAssociationServer):
         if not self.guard.host_allowed(host):
             log.warning("connection refused", reason="source address not allowed", host=host)
             self.notify_refused(host, "source address not allowed")
-            self._uncount()
+            self._uncount(host)
             return False
         with self._pending_lock:
-            live = sum(1 for a in self.active_associations if _assoc_host(a) == host)
-            if live + self._pending[host] >= self.guard.max_per_host:
-                log.warning("connection refused", reason="too many connections from this address", host=host, open=live + self._pending[host])
+            if self.balance is not None:
+                # Several listener processes: every process's connections from this address count,
+                # this one's (already counted on accept) included.
+                held = self.balance.connections_from(host) - 1
+            else:
+                held = sum(1 for a in self.active_associations if _assoc_host(a) == host) + self._pending[host]
+            if held >= self.guard.max_per_host:
+                log.warning("connection refused", reason="too many connections from this address", host=host, open=held)
                 refused = True
             else:
                 self._pending[host] += 1
                 refused = False
         if refused:
             self.notify_refused(host, "too many connections from this address")
-            self._uncount()
+            self._uncount(host)
             return False
         return True
 
-    def _uncount(self) -> None:
+    def _uncount(self, host: str) -> None:
         if self.balance is not None:
-            self.balance.closed()
+            self.balance.closed(host)
 
     def release_pending(self, host: str, *, locked: bool = False) -> None:
         if not locked:
@@ -397,14 +403,14 @@ class GuardedServer(ThreadedAssociationServer):
         return sum(1 for a in self.active_associations if _assoc_host(a) == host)
 
 
-def _counted(run: Callable[[], None], balance: AcceptBalance) -> Callable[[], None]:
+def _counted(run: Callable[[], None], balance: AcceptBalance, host: str) -> Callable[[], None]:
     """*run* (an association thread's body) that tells *balance* when it ends, however it ends."""
 
     def counted_run() -> None:
         try:
             run()
         finally:
-            balance.closed()
+            balance.closed(host)
 
     return counted_run
 

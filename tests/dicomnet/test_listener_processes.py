@@ -82,13 +82,36 @@ def test_associations_are_spread_evenly_over_the_listener_processes(two_processe
     finally:
         for a in assocs:
             a.release()
-    wait_until(lambda: _spread(service) == [0, 0] and list(service._counts) == [0, 0], timeout=20)
+    wait_until(lambda: _spread(service) == [0, 0] and list(service._shared.loads) == [0, 0], timeout=20)
     again = [_assoc(service.settings.port) for _ in range(2)]
     try:
         assert _spread(service) == [1, 1]
     finally:
         for a in again:
             a.release()
+
+
+def test_the_per_address_limit_holds_across_listener_processes(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """max_associations_per_host counts the connections every process holds, not one process's."""
+    from tests.support import rawscu
+
+    service = ListenerService(make_settings(listener={"processes": 2, "max_associations_per_host": 2}))
+    service.start()
+    try:
+        held = [_assoc(service.settings.port) for _ in range(2)]
+        try:
+            assert _spread(service) == [1, 1]  # one in each process: each alone is under the limit
+            third = rawscu.connect("127.0.0.1", service.settings.port)
+            assert rawscu.is_closed(third, wait=5), "a third connection from the address was kept"
+            third.close()
+        finally:
+            for a in held:
+                a.release()
+        wait_until(lambda: list(service._shared.loads) == [0, 0], timeout=20)
+        again = _assoc(service.settings.port)  # the limit frees with the connections
+        again.release()
+    finally:
+        service.stop()
 
 
 def test_a_listener_process_that_dies_is_replaced_and_its_share_taken_meanwhile(two_processes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -105,8 +128,8 @@ def test_a_listener_process_that_dies_is_replaced_and_its_share_taken_meanwhile(
     finally:
         assoc.release()
     # A new process takes the slot and serves its share again.
-    wait_until(lambda: service._children[1].pid != child.pid and service._counts[1] < NOT_SERVING, timeout=60)
-    wait_until(lambda: list(service._counts) == [0, 0], timeout=20)
+    wait_until(lambda: service._children[1].pid != child.pid and service._shared.loads[1] < NOT_SERVING, timeout=60)
+    wait_until(lambda: list(service._shared.loads) == [0, 0], timeout=20)
     assocs = [_assoc(service.settings.port) for _ in range(2)]
     try:
         assert [a.send_c_store(ds).Status for a, ds in zip(assocs, datasets[1:])] == [0, 0]
