@@ -84,11 +84,14 @@ class IndexWriter:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
+            if not (item is _STOP or isinstance(item, (threading.Event, _Released))):
+                # Let the batch gather while this thread sleeps: waiting on the queue instead woke it for
+                # every record (a thread hand-off and a turn of the interpreter lock per image, issue 18).
+                time.sleep(self._max_delay)
             batch: list[InstanceRecord] = []
             releases: list[_Released] = []
             waiters: list[threading.Event] = []
             stop = False
-            deadline = time.monotonic() + self._max_delay
             while True:
                 if item is _STOP:
                     stop = True
@@ -100,9 +103,8 @@ class IndexWriter:
                     batch.append(item)  # type: ignore[arg-type]
                 if stop or len(batch) >= self._max_batch:
                     break
-                remaining = deadline - time.monotonic()
                 try:
-                    item = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             self._commit(batch, releases)
