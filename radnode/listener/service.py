@@ -39,7 +39,7 @@ PR_SET_PDEATHSIG = 1
 
 def _child_main(
     settings: Settings, log_level: str, log_format: str, listening: Any, shared: Shared, slot: int, ready: Any,
-    parent: int,
+    parent: int, releases: Any,
 ) -> None:
     """Entry point of an extra listener process (spawned; accepts from the first process's socket)."""
     from radnode.logconfig import configure_logging
@@ -51,7 +51,7 @@ def _child_main(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     engine = make_engine(settings.database_url)
-    writer = IndexWriter(make_sessionmaker(engine))
+    writer = IndexWriter(make_sessionmaker(engine), on_release=lambda: _tell(releases))
     audit = AuditQueue(make_sessionmaker(engine))
     spool = open_spool(settings)
     balance = AcceptBalance(shared, slot)
@@ -81,6 +81,14 @@ def _die_with(parent: int) -> None:
         return
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
+
+
+def _tell(releases: Any) -> None:
+    """Wake the first process's study assembly: a release this process recorded may complete a study."""
+    try:
+        releases.send_bytes(b"r")
+    except (OSError, ValueError):
+        pass  # the first process is gone or stopping; its next start reconciles
 
 
 def open_spool(settings: Settings, *, journal: bool = True) -> Spool:
@@ -135,6 +143,8 @@ class ListenerService:
         self._children: dict[int, multiprocessing.process.BaseProcess] = {}
         self._ready: dict[int, Any] = {}
         self._shared: Shared | None = None
+        self._releases_in: Any = None
+        self._releases_out: Any = None
         self._listening: Any = None
         self._stopping = threading.Event()
 
@@ -148,6 +158,10 @@ class ListenerService:
         self._ae, server = start_scp(self.settings, self.spool, self._writer, audit=self.audit, balance=balance)
         if shared is not None:
             self._shared, self._listening = shared, server.socket
+            # Releases recorded by the other processes wake this process's study assembly at once
+            # (else a study delivered through them waited for the next assembly interval).
+            self._releases_in, self._releases_out = self._ctx.Pipe(duplex=False)
+            threading.Thread(target=self._relay_releases, name="radnode-listener-releases", daemon=True).start()
             readiness = [self._spawn(slot) for slot in range(1, processes)]
             # Until a process is ready the others take its share; waiting here means "started" is all of them.
             if not all(ready.wait(CHILD_START_TIMEOUT) for ready in readiness):
@@ -163,13 +177,25 @@ class ListenerService:
         lvl, fmt = self.settings.logging.level, self.settings.logging.format
         proc = self._ctx.Process(
             target=_child_main,
-            args=(self.settings, lvl, fmt, self._listening, self._shared, slot, ready, os.getpid()),
+            args=(self.settings, lvl, fmt, self._listening, self._shared, slot, ready, os.getpid(), self._releases_out),
             daemon=True,
         )
         proc.start()
         self._children[slot] = proc
         self._ready[slot] = ready  # held: the child unpickles it after start() returns
         return ready
+
+    def _relay_releases(self) -> None:
+        """Kick study assembly for every release another listener process recorded."""
+        inbox = self._releases_in
+        while not self._stopping.is_set():
+            try:
+                if not inbox.poll(1.0):
+                    continue
+                inbox.recv_bytes()
+            except (OSError, EOFError):
+                return
+            self.assembler.kick()
 
     def _supervise(self) -> None:
         """Restart an extra listener process that died; meanwhile the others take its share.

@@ -148,3 +148,37 @@ def test_a_gap_an_abort_or_an_opted_out_ae_title_waits_for_the_quiet_period(node
     assert node.study(study.study_instance_uid).released_at is not None  # type: ignore[union-attr]
     assert node.study(other.study_instance_uid).released_at is None  # type: ignore[union-attr]
     assert node.study(aborted.study_instance_uid).released_at is None  # type: ignore[union-attr]
+
+
+def test_a_study_released_through_another_listener_process_starts_at_once(make_settings, study: GeneratedStudy) -> None:  # type: ignore[no-untyped-def]
+    """With several listener processes, a release recorded by an extra one wakes the first one's study
+    assembly: the start does not wait for the assembly interval (30 s here) or the quiet period."""
+    import os
+
+    from tests.dicomnet.test_listener_processes import _assoc, _holder_pid
+
+    settings = make_settings(quiet_seconds=QUIET, listener={"processes": 2, "assembly_interval": 30.0})
+    n = Node(settings)
+    n.service.start()
+    try:
+        service = n.service
+        held = [_assoc(settings.port)]  # occupy the first process, so the study goes through the other one
+        if _holder_pid(service, held[0]) != os.getpid():
+            held.append(_assoc(settings.port))
+            held.pop(0).release()
+            wait_until(lambda: sorted(service._shared.loads) == [0, 1], timeout=20)  # type: ignore[union-attr]
+        sender = _assoc(settings.port)
+        assert _holder_pid(service, sender) != os.getpid()
+        assert all(sender.send_c_store(dcmread(f)).Status == 0 for f in study.files)
+        sender.release()
+        released = time.time()
+        jobs = wait_until(lambda: n.jobs(study.study_instance_uid), timeout=QUIET / 4)
+        assert [j.application for j in jobs] == ["glioma"]
+        latency = jobs[0].created_at - released
+        print(f"release through the second process -> job created: {latency:.2f} s")
+        assert latency < 10  # signal-driven: neither the 30 s interval nor the 60 s quiet period
+        for a in held:
+            a.release()
+    finally:
+        n.service.stop()
+        n.engine.dispose()

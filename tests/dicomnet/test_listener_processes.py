@@ -91,6 +91,35 @@ def test_associations_are_spread_evenly_over_the_listener_processes(two_processe
             a.release()
 
 
+def _peer_port_held(pid: int, local_port: int, peer_port: int) -> bool:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            if (int(parts[1].rsplit(":", 1)[1], 16), int(parts[2].rsplit(":", 1)[1], 16)) == (local_port, peer_port):
+                if parts[9] in inodes:
+                    return True
+    return False
+
+
+def _holder_pid(service: ListenerService, assoc) -> int:  # type: ignore[no-untyped-def]
+    """The pid of the listener process that holds *assoc* (a pynetdicom requestor association)."""
+    sock = assoc.dul.socket.socket
+    peer_port = sock.getsockname()[1]
+    pids = [os.getpid(), *(p.pid for p in service._children.values() if p.pid is not None)]
+    for pid in pids:
+        if _peer_port_held(pid, service.settings.port, peer_port):
+            return pid
+    raise AssertionError("no listener process holds the association")
+
+
 def test_the_per_address_limit_holds_across_listener_processes(make_settings) -> None:  # type: ignore[no-untyped-def]
     """max_associations_per_host counts the connections every process holds, not one process's."""
     from tests.support import rawscu
