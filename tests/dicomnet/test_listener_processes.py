@@ -34,8 +34,8 @@ def _assoc(port: int):  # type: ignore[no-untyped-def]
     return assoc
 
 
-def _server_connections(pid: int, port: int) -> int:
-    """Established TCP connections on local *port* whose socket process *pid* holds."""
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process *pid* holds open."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -44,20 +44,35 @@ def _server_connections(pid: int, port: int) -> int:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    held = 0
+    return inodes
+
+
+def _tcp_rows() -> list[tuple[int, int, str, str]]:
+    """The kernel's TCP table: (local port, remote port, state, socket inode) per socket."""
+    rows = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             parts = line.split()
-            local_port = int(parts[1].rsplit(":", 1)[1], 16)
-            if local_port == port and parts[3] == "01" and parts[9] in inodes:
-                held += 1
-    return held
+            rows.append((int(parts[1].rsplit(":", 1)[1], 16), int(parts[2].rsplit(":", 1)[1], 16), parts[3], parts[9]))
+    return rows
+
+
+def _server_connections(pid: int, port: int) -> int:
+    """Established TCP connections on local *port* whose socket process *pid* holds."""
+    inodes = _socket_inodes(pid)
+    return sum(1 for local, _, state, inode in _tcp_rows() if local == port and state == "01" and inode in inodes)
 
 
 def _spread(service: ListenerService) -> list[int]:
     port = service.settings.port
     pids = [os.getpid(), *(p.pid for p in service._children.values() if p.pid is not None)]
     return sorted(_server_connections(pid, port) for pid in pids)
+
+
+def _instances(tmp_path: Path, seed: int, count: int) -> list:  # type: ignore[type-arg]
+    """*count* MR instances of one generated series, read."""
+    study = generate_mr_study(tmp_path / "study", seed=seed, series=("t1",), slices=count)
+    return [dcmread(p) for p in study.files]
 
 
 @pytest.fixture
@@ -71,9 +86,7 @@ def two_processes(make_settings):  # type: ignore[no-untyped-def]
 
 
 def test_associations_are_spread_evenly_over_the_listener_processes(two_processes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    study = generate_mr_study(tmp_path / "study", seed=31, series=("t1",), slices=4)
-    datasets = [dcmread(p) for p in study.files]
-    service = two_processes
+    datasets, service = _instances(tmp_path, seed=31, count=4), two_processes
     assocs = [_assoc(service.settings.port) for _ in range(4)]
     try:
         # Each one stores through whichever process holds it.
@@ -92,21 +105,9 @@ def test_associations_are_spread_evenly_over_the_listener_processes(two_processe
 
 
 def _peer_port_held(pid: int, local_port: int, peer_port: int) -> bool:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            parts = line.split()
-            if (int(parts[1].rsplit(":", 1)[1], 16), int(parts[2].rsplit(":", 1)[1], 16)) == (local_port, peer_port):
-                if parts[9] in inodes:
-                    return True
-    return False
+    """Whether process *pid* holds the connection between *local_port* and *peer_port*."""
+    inodes = _socket_inodes(pid)
+    return any((local, remote) == (local_port, peer_port) and inode in inodes for local, remote, _, inode in _tcp_rows())
 
 
 def _holder_pid(service: ListenerService, assoc) -> int:  # type: ignore[no-untyped-def]
@@ -144,9 +145,7 @@ def test_the_per_address_limit_holds_across_listener_processes(make_settings) ->
 
 
 def test_a_listener_process_that_dies_is_replaced_and_its_share_taken_meanwhile(two_processes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    study = generate_mr_study(tmp_path / "study", seed=32, series=("t1",), slices=3)
-    datasets = [dcmread(p) for p in study.files]
-    service = two_processes
+    datasets, service = _instances(tmp_path, seed=32, count=3), two_processes
     child = service._children[1]
     os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
     child.join(10)
