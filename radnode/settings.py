@@ -104,7 +104,7 @@ class PeerTls(_Section):
     verify_hostname: bool = False
 
 
-#: Most listener processes ``listener.processes: auto`` starts (each imports radnode: ~100 MB).
+#: Most listener processes ``listener.processes: auto`` starts (each extra one: ~250 MB resident, a 128 MiB journal slot).
 AUTO_PROCESSES_MAX = 8
 
 
