@@ -211,7 +211,7 @@ class ListenerService:
             for sentinel in wait(list(by_sentinel), timeout=1.0):
                 slot = by_sentinel[sentinel]  # type: ignore[index]
                 if self._stopping.is_set():
-                    return
+                    break
                 proc = self._children[slot]
                 dead = AcceptBalance(self._shared, slot)
                 dead.withdraw()
@@ -220,6 +220,10 @@ class ListenerService:
                 self._stopping.wait(RESTART_PAUSE)  # a process that dies at once is not restarted in a tight loop
                 if not self._stopping.is_set():
                     self._spawn(slot)
+        # A process this thread started gets SIGKILL when the thread ends (PR_SET_PDEATHSIG follows the
+        # spawning thread): stay until stop() has seen them finish their clean shutdown.
+        for proc in list(self._children.values()):
+            proc.join(timeout=20)
 
     def flush(self) -> None:
         if self._writer is not None:
