@@ -40,10 +40,13 @@ import threading
 import time
 from typing import Any
 
+import structlog
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
+
+log = structlog.get_logger(__name__)
 
 #: Longest a reactor blocks without an event (timers, kill flags set without a wake-up).
 _SAFETY_WAIT = 0.05
@@ -155,6 +158,21 @@ class EventDrivenDUL(DULServiceProvider):
             pass  # the socket closed under us; the next loop's read reports it (Evt17)
         self._waker.drain()
 
+    def _abort_broken(self) -> None:
+        """Send an A-ABORT (service provider) and end the association, as pynetdicom does on a failed read."""
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        try:
+            assert self.socket is not None
+            self.socket.send(abort_pdu.encode())
+        except Exception:  # noqa: BLE001 - the peer may be gone already
+            pass
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
     def run_reactor(self) -> None:
         """pynetdicom's ``DULServiceProvider.run_reactor`` with ``time.sleep`` replaced by :meth:`_wait`."""
         self._idle_timer.start()
@@ -176,24 +194,20 @@ class EventDrivenDUL(DULServiceProvider):
                     elif self._is_transport_event():
                         self._idle_timer.restart()
                 except Exception:  # as pynetdicom: bypass the state machine and abort
-                    abort_pdu = A_ABORT_RQ()
-                    abort_pdu.source = 0x02
-                    abort_pdu.reason_diagnostic = 0x00
-                    try:
-                        self.socket.send(abort_pdu.encode())
-                    except Exception:  # noqa: BLE001 - the peer may be gone already
-                        pass
-                    self.assoc.is_aborted = True
-                    self.assoc.is_established = False
-                    self.assoc._kill = True
-                    self._kill_thread = True
+                    self._abort_broken()
                     return
                 try:
                     event = self.event_queue.get(block=False)
                 except queue.Empty:
                     idle = True
                     continue
-                self.state_machine.do_action(event)
+                try:
+                    self.state_machine.do_action(event)
+                except Exception as exc:  # noqa: BLE001 - e.g. a command set pynetdicom cannot decode
+                    # pynetdicom let this end the thread with a traceback; the peer is aborted the same way.
+                    log.warning("association aborted: message could not be handled", error=str(exc)[:200])
+                    self._abort_broken()
+                    return
                 if self.state_machine.current_state != "Sta1":
                     self._left_sta1 = True
                 idle = False
