@@ -12,7 +12,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
 
 from radnode.synth.mr_study import generate_mr_study
-from tests.conftest import ListenerProcess
+from radnode.listener.spool import Spool
+from tests.conftest import TEST_JOURNAL_MIB, ListenerProcess
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
@@ -64,6 +65,9 @@ def test_sigkill_during_a_1000_instance_send_loses_nothing_acknowledged(tmp_path
             t.join(30)
         assert 400 <= len(acked) < 1000
         spool = lp.data_dir / "spool"
+        # What a restart does first: replay the journal. An instance is acknowledged once its journal record
+        # is durable; its spool file is placed just after the answer, so the kill can land in between.
+        Spool(spool, segment_size=TEST_JOURNAL_MIB * 1024 * 1024).close()
         stored = {p.stem: p for p in spool.rglob("*.dcm")}
         missing = [uid for uid in acked if uid not in stored]
         assert not missing, f"{len(missing)} acknowledged instance(s) missing after SIGKILL"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ListenerProcess
+from tests.conftest import ListenerProcess, wait_until
 from tests.support import dcmtk
 from tests.support.ports import free_port
 
@@ -55,9 +55,12 @@ def test_ingest_ratio_to_storescp_stays_above_the_floor(tmp_path: Path) -> None:
         finally:
             proc.terminate()
             proc.wait(10)
-        lp = ListenerProcess(tmp_path / f"radnode-{rnd}", free_port(), env={"RADNODE_LOGGING__LEVEL": "warning"})
+        lp = ListenerProcess(tmp_path / f"radnode-{rnd}", free_port(), env={"RADNODE_LOGGING__LEVEL": "info"})
         lp.start()
         try:
+            # The port opens before the other listener processes have imported radnode: measuring then
+            # would time their start-up, not ingest.
+            wait_until(lambda: "dicom listener serving" in lp.log.read_text(errors="replace"), timeout=90)
             time.sleep(0.3)
             radnode_s.append(_send(lp.port, tmp_path / "study", "RADNODE"))
         finally:
