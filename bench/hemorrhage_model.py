@@ -38,14 +38,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from radnode.analyzers.hemorrhage.inference import read_inside
 from radnode.analyzers.hemorrhage.cache import StudySpec, build_study, study_spec
 from radnode.analyzers.hemorrhage.train import (
     SLICE_OUTPUTS,
     load_cache,
     ort_runner,
     predict_study,
-    slice_probs_from_labels,
+    read_answer,
     stack_context,
 )
 from radnode.synth.hemorrhage import SUBTYPES
@@ -94,22 +93,29 @@ def make_cache(folder: Path, anatomy: str, seed: int, cases: int, none_every: in
 
 
 def evaluate(folder: Path, seeds: list[int], onnx: Path, thresholds: dict[str, float], masked: bool = False,
-             merge_share: float = 0.0) -> dict:
+             ct: dict | None = None) -> dict:
+    """The model read as the analyzer reads it (manifest ``ct`` block: mask, merge, soft "any", neighbours, volume)."""
+    ct = ct or {}
     run = ort_runner(onnx)
     studies = {s.name: s for s in load_cache(folder)}
     rows, all_p, all_t = [], [], []
     seg = {n: {"dice": [], "vol_true": [], "vol_pred": []} for n in SUBTYPES}
+    min_volume = float(ct.get("min_subtype_volume_ml", 0.0))
     for seed in seeds:
         s = studies[str(seed)]
-        lab, probs = predict_study(run, s.windows)
-        if masked:  # the analyzer's reading: bleed pixels only inside the intracranial mask
-            lab, probs = read_inside(lab, s.mask > 0, merge_share, [None, *range(1, len(SLICE_OUTPUTS))])
+        lab, probs, area = predict_study(run, s.windows, inside=s.mask if masked else None)
+        lab, probs = read_answer(s, lab, probs, area, float(ct.get("merge_minor_labels", 0.0)), masked,
+                                 any_soft=ct.get("any_probability") == "soft-area",
+                                 neighbour_share=float(ct.get("neighbour_share", 0.0)))
         sp = probs.max(0)
         truth = s.slice_truth.any(0)
         pred = np.array([sp[j] >= thresholds[n] for j, n in enumerate(SLICE_OUTPUTS)])
         if masked and not pred[0]:  # the analyzer: no subtype present without "any"
             pred[:] = False
         voxel_ml = float(np.prod(s.spacing)) / 1000.0
+        for v, n in enumerate(SUBTYPES, start=1):  # the analyzer: no subtype under the reporting volume
+            if masked and pred[v] and (lab == v).sum() * voxel_ml < min_volume:
+                pred[v] = False
         for v, n in enumerate(SUBTYPES, start=1):
             t, p = s.labels == v, lab == v
             if t.any():
@@ -257,10 +263,14 @@ def run_real(onnx: Path, ct: dict, thresholds: dict[str, float], masked: bool = 
                     grid = model_grid(img, in_plane_mm=ct["in_plane_mm"], in_plane_size=ct["in_plane_size"])
                     arr = sitk.GetArrayFromImage(window_image(resample_ct(img, grid)))
                     w = np.ascontiguousarray(np.moveaxis(arr, -1, 1)).astype(np.float32)
-            lab, probs = predict_study(run, w)
+            lab, probs, area = predict_study(run, w, inside=mask)
             if mask is not None and masked:
-                lab = np.where(mask > 0, lab, 0)
-                probs = slice_probs_from_labels(lab)
+                from radnode.analyzers.hemorrhage.inference import read_inside
+
+                lab, probs = read_inside(lab, mask > 0, float(ct.get("merge_minor_labels", 0.0)),
+                                         [None, *range(1, len(SLICE_OUTPUTS))],
+                                         any_area=area if ct.get("any_probability") == "soft-area" else None,
+                                         neighbour_share=float(ct.get("neighbour_share", 0.0)))
             lab, probs = lab[1:2], probs[1:2]  # the real image only
             sp = probs.max(0)
             info.update(slices=int(w.shape[0]), any_prob=round(float(sp[0]), 3),
@@ -292,8 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = tempfile.TemporaryDirectory(prefix="hembench_")
         a.cache = Path(tmp.name)
     make_cache(a.cache, a.anatomy, a.seed, a.cases, a.none_every, ct)
-    res = evaluate(a.cache, list(range(a.seed, a.seed + a.cases)), onnx, th, masked=not a.raw,
-                   merge_share=float(ct.get("merge_minor_labels", 0.0)))
+    res = evaluate(a.cache, list(range(a.seed, a.seed + a.cases)), onnx, th, masked=not a.raw, ct=ct)
     res["masked"] = not a.raw
     res["seconds_per_40_slices"] = round(speed(onnx, ct), 2)
     res["anatomy"] = a.anatomy

@@ -131,7 +131,7 @@ def _analyze(ctx: click.Context, application: str, directory: Path, out: Path, a
             raise CommandFailed(f"{application}: writing results failed: {exc}", application=application) from exc
         objects = {k: ([str(x) for x in v] if isinstance(v, list) else (str(v) if v else None)) for k, v in written.paths.items()}
     summary = dict(result.extra.get("summary", {}))
-    model = spec.model
+    model = result.model_or(spec.model)
     summary["model"] = {"name": model.name, "version": model.version, "demo": model.demo} if model else None
     summary["series"] = {role: {"series_instance_uid": c.series_instance_uid, "label": c.label, "probability": round(c.probability, 3)} for role, c in selection.chosen.items()}
     summary["flags"] = result.flags

@@ -177,6 +177,13 @@ class AnalyzerResult:
     #: Reasons this case deserves a human look (kept for retraining).
     flags: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The model that produced this result, where the analyzer knows it: a job's ``model`` option can
+    #: name another than the spec's default, and the output objects must name the one that ran.
+    model: ModelInfo | None = None
+
+    def model_or(self, default: ModelInfo | None) -> ModelInfo | None:
+        """The model that ran (:attr:`model`), else *default* (the analyzer spec's)."""
+        return self.model if self.model is not None else default
 
 
 #: Called by an analyzer when it enters a stage ("preprocessing", "inferring").

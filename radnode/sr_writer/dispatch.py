@@ -52,12 +52,13 @@ def write_objects(
     prior_results: list[tuple[str, dict[str, float]]] | None = None,
 ) -> WrittenObjects:
     """Build SEG, SR, PDF, Encapsulated PDF and secondary captures into *out_dir*."""
-    if spec.model is None:
+    model = result.model_or(spec.model)
+    if model is None:
         raise ValueError(f"analyzer {spec.name} declares no model; results need one for provenance")
     return write_results(
         job_id=job_id,
         result=result,
-        model=spec.model,
+        model=model,
         out_dir=out_dir,
         application=spec.name,
         source_series={role: list(s.files) for role, s in inputs.series.items()},

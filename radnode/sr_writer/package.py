@@ -55,8 +55,9 @@ def build_package(
     )
     findings = tuple(PackagedFinding(f.name, f.present, f.probability, f.detail, f.critical) for f in result.findings)
     extra: dict[str, Any] = {}
-    if spec.model is not None:
-        extra = {"model_name": spec.model.name, "model_version": spec.model.version, "demo": spec.model.demo}
+    model = result.model_or(spec.model)
+    if model is not None:
+        extra = {"model_name": model.name, "model_version": model.version, "demo": model.demo}
     return ResultPackage(
         job_id=job.job_id,
         application=job.application,

@@ -37,6 +37,7 @@ from radnode.analyzers.base import (
 from radnode.analyzers.glioma.followup import PRIOR_ROW_NAMES, annotate
 from radnode.analyzers.glioma.lesions import IslandRule, clean_label_map, find_lesions
 from radnode.analyzers.glioma.measure import glioma_measurements
+from radnode.analyzers.model_backed import model_info
 from radnode.analyzers.preprocessing import run_preprocessing
 from radnode.analyzers.registry import GLIOMA
 from radnode.analyzers.runtime import (
@@ -237,4 +238,5 @@ class GliomaAnalyzer:
                 "preprocessing_workdir": str(pre.workdir),
                 "model": {"name": manifest.name, "version": manifest.version, "demo": manifest.demo},
             },
+            model=model_info(manifest),
         )

@@ -51,7 +51,7 @@ from radnode.analyzers.hemorrhage.measure import ABC2, abc2, label_volumes, larg
 from radnode.analyzers.hemorrhage.preprocessing import WINDOWS, CTPreprocessResult, run_ct_preprocessing
 from radnode.analyzers.hemorrhage.subtypes import ANY, DISPLAY, HEMORRHAGE_TYPE, LABELS, SUBTYPES, Output, layout_of
 from radnode.analyzers.registry import HEMORRHAGE
-from radnode.analyzers.model_backed import ModelBackedAnalyzer
+from radnode.analyzers.model_backed import ModelBackedAnalyzer, model_info
 from radnode.model.analysis import ImageRef, KeySlice, SliceCurves
 
 log = structlog.get_logger(__name__)
@@ -146,22 +146,26 @@ class HemorrhageAnalyzer(ModelBackedAnalyzer):
         progress("inferring")
         t0 = time.perf_counter()
         windows = window_stack(sitk.GetArrayViewFromImage(grid), ct.windows)
-        labels, probs = infer_slices(model, windows, batch_size=opts.batch_size)
+        labels, probs, bleed_area = infer_slices(model, windows, batch_size=opts.batch_size, inside=mask)
         del windows
         if ct.slice_probability == "masked-segmentation":
             outputs: list[int | None] = [None] * len(ct.slice_outputs)
             for o in layout.values():
                 outputs[o.slice_index] = o.value
-            labels, probs = read_inside(labels, mask, ct.merge_minor_labels, outputs)
+            labels, probs = read_inside(labels, mask, ct.merge_minor_labels, outputs,
+                                        any_area=bleed_area if ct.any_probability == "soft-area" else None,
+                                        neighbour_share=ct.neighbour_share)
         elif ct.merge_minor_labels:
             labels = merge_minor_labels(labels, ct.merge_minor_labels)
         timings["infer"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        result = _assemble(pre, grid, mask, labels, probs, layout, workdir, ct.context_slices)
+        result = _assemble(pre, grid, mask, labels, probs, layout, workdir, ct.context_slices,
+                           ct.min_subtype_volume_ml)
         timings["postprocess"] = time.perf_counter() - t0
         result.extra["timings"] = timings
         result.extra["model"] = {"name": manifest.name, "version": manifest.version, "demo": manifest.demo}
+        result.model = model_info(manifest)
         summary = result.extra["summary"]
         log.info("hemorrhage analysed", job_id=inputs.job_id, slices=n, any_present=summary["any"]["present"],
                  present=[s for s, v in summary["subtypes"].items() if v["present"]], volume_ml=summary["volume_ml"],
@@ -170,7 +174,7 @@ class HemorrhageAnalyzer(ModelBackedAnalyzer):
 
 
 def _assemble(pre: CTPreprocessResult, grid: sitk.Image, mask: np.ndarray, labels: np.ndarray, probs: np.ndarray,
-              layout: dict[str, Output], workdir: Path, context: int) -> AnalyzerResult:
+              layout: dict[str, Output], workdir: Path, context: int, min_volume_ml: float = 0.0) -> AnalyzerResult:
     """From the model's raw answer to findings, measurements, the source label map and the report data."""
     geometry = pre.geometry
     sx, sy, sz = grid.GetSpacing()
@@ -189,6 +193,14 @@ def _assemble(pre: CTPreprocessResult, grid: sitk.Image, mask: np.ndarray, label
         keep[value_of[name]] = present[name]
     labels = np.where(mask & keep[labels], labels, 0).astype(np.uint8)
     counted = label_volumes(labels, list(value_of.values()), spacing)
+    # The model's reporting volume (manifest min_subtype_volume_ml): a subtype whose segment stays
+    # under it is not reported, and its voxels leave the label map; "any" keeps its own answer.
+    small = [s for s in SUBTYPES if present[s] and counted[value_of[s]] < min_volume_ml]
+    if small:
+        for name in small:
+            present[name] = False
+            keep[value_of[name]] = False
+        labels = np.where(keep[labels], labels, 0).astype(np.uint8)
     volumes = {s: counted[value_of[s]] if present[s] else 0.0 for s in SUBTYPES}
     total = sum(volumes.values())
     iph = layout["intraparenchymal"]
@@ -213,6 +225,9 @@ def _assemble(pre: CTPreprocessResult, grid: sitk.Image, mask: np.ndarray, label
     for s in SUBTYPES:
         if present[s] and volumes[s] == 0.0:
             flags.append(f"{DISPLAY[s].lower()} present by the slice classifier but not segmented")
+    for s in small:
+        flags.append(f"{DISPLAY[s].lower()} reached its threshold but its segment ({counted[value_of[s]]:.2f} mL) "
+                     f"is under the model's reporting volume of {min_volume_ml:g} mL: not reported")
 
     slices, evidence = _slices(pre, probs, layout)
     findings = [
@@ -270,7 +285,7 @@ def _assemble(pre: CTPreprocessResult, grid: sitk.Image, mask: np.ndarray, label
                 title="Per-slice probability (slice 1 = most inferior)",
             ),
             "key_image_heading": "Key slices (brain, subdural and bone windows; haemorrhage outlined)",
-            "method_steps": _method_steps(pre, layout, context),
+            "method_steps": _method_steps(pre, layout, context, min_volume_ml),
         },
     )
 
@@ -347,7 +362,8 @@ def _source_spacing(pre: CTPreprocessResult) -> float:
     return float(np.median(np.diff(pos))) if len(pos) > 1 else 0.0
 
 
-def _method_steps(pre: CTPreprocessResult, layout: dict[str, Output], context: int) -> list[str]:
+def _method_steps(pre: CTPreprocessResult, layout: dict[str, Output], context: int,
+                  min_volume_ml: float = 0.0) -> list[str]:
     tilt = pre.geometry.tilt_deg
     return [
         "Series selection by DICOM header rules and the series classifier (non-contrast head CT).",
@@ -359,7 +375,8 @@ def _method_steps(pre: CTPreprocessResult, layout: dict[str, Output], context: i
         f"with {context} neighbouring slice(s) on each side, in the brain 40/80, subdural 80/200 and bone 600/2800 "
         "windows.",
         "Study level: a label's probability is its highest slice probability; present when it reaches the model's "
-        "threshold (" + ", ".join(f"{name} {o.threshold:.2f}" for name, o in layout.items()) + ").",
+        "threshold (" + ", ".join(f"{name} {o.threshold:.2f}" for name, o in layout.items()) + ")"
+        + (f"; a subtype whose segment is under {min_volume_ml:g} mL is not reported." if min_volume_ml else "."),
         "Volumes: voxels of each present subtype inside the intracranial mask on the model grid. ABC/2 (Kothari 1996): "
         "largest intraparenchymal haematoma; A longest diameter on its largest slice, B longest perpendicular, "
         "C slices counted 1 (>= 75 % of the largest area) or 0.5 (25-75 %) times the slice spacing.",

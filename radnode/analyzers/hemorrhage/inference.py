@@ -12,6 +12,7 @@ arg-max label map is kept, not the per-label probabilities.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,12 +39,26 @@ def context_batches(windows: np.ndarray, context: int, batch_size: int) -> Itera
         yield first, np.ascontiguousarray(batch, dtype=np.float32)
 
 
-def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Run *model* over every slice: ``(label values (Z, H, X) uint8, slice probabilities (Z, S))``.
+class SliceAnswer(NamedTuple):
+    """What a slice model says about a stack: the arg-max label map, its slice probabilities, the bleed area."""
 
-    Label values are the manifest's (arg-max over ``seg_logits``, which is the
-    arg-max of their softmax); slice probabilities are the sigmoid of
-    ``slice_logits`` in ``ct.slice_outputs`` order.
+    #: Manifest label values, ``(Z, H, X)`` uint8 (arg-max over ``seg_logits``).
+    labels: np.ndarray
+    #: Sigmoid of ``slice_logits``, ``(Z, S)`` in ``ct.slice_outputs`` order.
+    probabilities: np.ndarray
+    #: Per slice, the expected number of bleed pixels: the sum of 1 − P(background) over the pixels
+    #: inside the mask given to :func:`infer_slices` (every pixel without one), ``(Z,)`` float64.
+    bleed_area: np.ndarray
+
+
+def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8,
+                 inside: np.ndarray | None = None) -> SliceAnswer:
+    """Run *model* over every slice: labels, slice probabilities and the soft bleed area (:class:`SliceAnswer`).
+
+    Why the soft area: a count of arg-max pixels is 0 on most slices, so slices
+    the model half-sees rank level with clean ones; the softmax mass inside
+    *inside* (the intracranial mask, ``(Z, H, X)`` bool) keeps that ranking
+    without keeping the per-label probabilities (only one number per slice).
     """
     m = model.manifest
     ct = m.ct
@@ -55,8 +70,12 @@ def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8
         batch_size = min(batch_size, model.max_batch)
     values = m.label_values
     z, _, h, w = windows.shape
+    if inside is not None and inside.shape != (z, h, w):
+        raise ValueError(f"inside: expected a mask of shape {(z, h, w)}, got {inside.shape}")
+    background = np.flatnonzero(values == 0)
     labels = np.zeros((z, h, w), dtype=np.uint8)
     probs = np.zeros((z, len(ct.slice_outputs)), dtype=np.float32)
+    area = np.zeros(z, dtype=np.float64)
     for first, batch in context_batches(windows, ct.context_slices, batch_size):
         out = model.run_outputs(batch, (SLICE_SEG_OUTPUT, SLICE_CLASS_OUTPUT))
         seg, cls = out[SLICE_SEG_OUTPUT], out[SLICE_CLASS_OUTPUT]
@@ -67,7 +86,19 @@ def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8
                              f"[{n}, {len(values)}, {h}, {w}] and [{n}, {len(ct.slice_outputs)}]")
         labels[first:first + n] = values[np.argmax(seg, axis=1)]
         probs[first:first + n] = sigmoid(cls)
-    return labels, probs
+        if background.size:
+            bleed = 1.0 - softmax_channel(seg, int(background[0]))
+            if inside is not None:
+                bleed = bleed * inside[first:first + n]
+            area[first:first + n] = bleed.sum(axis=(1, 2))
+    return SliceAnswer(labels, probs, area)
+
+
+def softmax_channel(logits: np.ndarray, channel: int) -> np.ndarray:
+    """Softmax probability of one *channel* of ``(N, C, H, X)`` logits, ``(N, H, X)`` float32 (max-shifted)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted, dtype=np.float32)
+    return (e[:, channel] / e.sum(axis=1)).astype(np.float32)
 
 
 #: Pixels of a label in a slice at which a ``masked-segmentation`` slice probability is 0.5.
@@ -88,22 +119,52 @@ def slice_probabilities_from_labels(labels: np.ndarray, outputs: Sequence[int | 
     for value in outputs:
         region = labels > 0 if value is None else labels == value
         counts.append(region.sum(axis=(1, 2)))
-    a = np.stack(counts, axis=1).astype(np.float64)
+    return area_probability(np.stack(counts, axis=1))
+
+
+def area_probability(area: np.ndarray) -> np.ndarray:
+    """``sigmoid(2·(ln(a + 0.5) − ln 4))`` of a pixel area *a* (count or expected count), float32."""
+    a = np.asarray(area, dtype=np.float64)
     return sigmoid(2.0 * (np.log(a + 0.5) - np.log(AREA_AT_HALF_PX))).astype(np.float32)
 
 
+def with_neighbours(column: np.ndarray, share: float) -> np.ndarray:
+    """Each slice's probability raised to at least *share* × its higher neighbour's (``(Z,)``; share 0: unchanged).
+
+    Why: a thick slab beside a bleeding slab often holds the bleed's edge by
+    partial volume, too thin for a pixel of its own on the model grid; with
+    *share* below the study threshold a neighbour alone never makes a slice
+    positive evidence, it only ranks it above slices far from any bleed.
+    """
+    if share <= 0.0 or column.size < 2:
+        return column
+    neighbour = np.zeros_like(column)
+    neighbour[1:] = column[:-1]
+    neighbour[:-1] = np.maximum(neighbour[:-1], column[1:])
+    return np.maximum(column, share * neighbour).astype(column.dtype)
+
+
 def read_inside(labels: np.ndarray, mask: np.ndarray, merge_share: float,
-                outputs: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
+                outputs: Sequence[int | None], *, any_area: np.ndarray | None = None,
+                neighbour_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """A ``masked-segmentation`` model's answer read inside the intracranial *mask*: ``(labels, slice probabilities)``.
 
     Bleed labels outside the mask are dropped, minor labels of a bleed region
     merged (:func:`merge_minor_labels`), and the slice probabilities recomputed
     from what remains (:func:`slice_probabilities_from_labels`, *outputs* in
-    slice-output order). The analyzer and ``bench/hemorrhage_model.py`` read
-    the model through this one function.
+    slice-output order). With *any_area* (``SliceAnswer.bleed_area`` inside
+    the same mask) the "any" output (``None`` in *outputs*) comes from that
+    expected area instead of the arg-max count, then takes its neighbours into
+    account (:func:`with_neighbours`). The analyzer and
+    ``bench/hemorrhage_model.py`` read the model through this one function.
     """
     kept = merge_minor_labels(np.where(mask, labels, 0).astype(np.uint8), merge_share)
-    return kept, slice_probabilities_from_labels(kept, outputs)
+    probs = slice_probabilities_from_labels(kept, outputs)
+    if any_area is not None:
+        for j, value in enumerate(outputs):
+            if value is None:
+                probs[:, j] = with_neighbours(area_probability(any_area), neighbour_share)
+    return kept, probs
 
 
 def merge_minor_labels(labels: np.ndarray, share: float) -> np.ndarray:

@@ -41,7 +41,7 @@ from radnode.analyzers.metastasis.measure import measure_lesions, renumber_by_si
 from radnode.analyzers.metastasis.tracking import PRIOR_ROW_NAMES, annotate, compare, result_rows, summary
 from radnode.analyzers.preprocessing import run_preprocessing
 from radnode.analyzers.registry import METASTASIS
-from radnode.analyzers.model_backed import ModelBackedAnalyzer
+from radnode.analyzers.model_backed import ModelBackedAnalyzer, model_info
 from radnode.analyzers.runtime import bounding_box, read_model_grid
 from radnode.model.lesion_rows import metastasis_segments
 from radnode.uids import patient_key_of
@@ -176,4 +176,5 @@ class MetastasisAnalyzer(ModelBackedAnalyzer):
                 "preprocessing_workdir": str(pre.workdir),
                 "model": {"name": manifest.name, "version": manifest.version, "demo": manifest.demo},
             },
+            model=model_info(manifest),
         )

@@ -108,6 +108,21 @@ class CTSpec(BaseModel):
     #: also merges a genuinely small second subtype touching a larger bleed, so it is a choice
     #: measured on validation studies, never a default.
     merge_minor_labels: float = Field(default=0.0, ge=0.0, lt=0.5)
+    #: How a ``masked-segmentation`` model's "any" slice probability is read. ``label-area``: the
+    #: arg-max pixel count, as for the subtypes. ``soft-area``: the expected bleed area inside the
+    #: mask, the sum of 1 − P(background) of ``seg_logits``' softmax, in the same formula — it
+    #: ranks the slices the model half-sees above clean ones instead of level with them. It suits a
+    #: confident model: one that leaks a little bleed probability on every pixel sums it over the
+    #: whole brain, so the choice is measured per model on validation studies (MODEL_CARD.md).
+    any_probability: Literal["label-area", "soft-area"] = "label-area"
+    #: "any" slice probability at least this share of its higher neighbour's (partial volume of a
+    #: bleed's edge in the next slab); below the "any" threshold, so a neighbour alone never makes
+    #: a slice positive evidence; 0 = off.
+    neighbour_share: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: A subtype is reported present only when its segmented volume inside the intracranial mask
+    #: reaches this many mL (a few voxels of a second subtype at a bleed's border are the demo
+    #: model's commonest false call); "any" never depends on it; 0 = off.
+    min_subtype_volume_ml: float = Field(default=0.0, ge=0.0, le=100.0)
 
     @field_validator("windows")
     @classmethod
@@ -142,6 +157,12 @@ class CTSpec(BaseModel):
         bad = {k: v for k, v in self.thresholds.items() if not (math.isfinite(v) and 0.0 < v < 1.0)}
         if bad:
             raise ValueError(f"thresholds: each must be a probability strictly between 0 and 1 (got {bad})")
+        if (self.any_probability != "label-area" or self.neighbour_share) and self.slice_probability != "masked-segmentation":
+            raise ValueError("any_probability and neighbour_share read a masked-segmentation model: "
+                             "set slice_probability: masked-segmentation")
+        if self.neighbour_share and self.neighbour_share >= self.thresholds.get("any", 1.0):
+            raise ValueError(f"neighbour_share ({self.neighbour_share}) must stay below the 'any' threshold "
+                             f"({self.thresholds['any']}) so that a neighbour alone never makes a slice positive")
         return self
 
     @property

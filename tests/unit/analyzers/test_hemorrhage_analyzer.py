@@ -323,7 +323,8 @@ def test_the_shipped_head_ct_rules_route_to_the_installed_analyzer(positive: Cas
 
     settings = Settings(data_dir=tmp_path / "data", analyzers={"model_dirs": [str(tmp_path / "models")],
                                                                 "providers": [CPU_PROVIDER]})
-    write_oracle_model(tmp_path / "models" / "hemorrhage-oracle")
+    # A site's model with a version above the shipped demo's is the one a job takes.
+    write_oracle_model(tmp_path / "models" / "hemorrhage-oracle", version="9.0.0")
     registry = Registry.from_settings(settings)
     classifier = load_classifier(settings)
     study = positive.series.files[0].parent
@@ -337,7 +338,7 @@ def test_the_shipped_head_ct_rules_route_to_the_installed_analyzer(positive: Cas
         assert app.application.name == "hemorrhage", rules
         assert app.request.error is None and app.request.needs_input is None, rules
         assert app.selection.chosen["ct_brain"].series_instance_uid == series_uid
-        assert app.model_version == "0.1.0+hemorrhage-oracle-0.1.0"
+        assert app.model_version == "0.1.0+hemorrhage-oracle-9.0.0"
         if rules.name == "routing.yaml":  # critical results also go to the stroke team
             assert [d.name for d in app.request.destinations if d.notify] == ["stroke_pager", "stroke_chat"]
 
@@ -387,3 +388,92 @@ def test_no_subtype_is_reported_without_any(tmp_path: Path) -> None:
     assert s["any"]["present"] is False
     assert not any(v["present"] for v in s["subtypes"].values()) and s["volume_ml"] == 0.0
     assert not any(f.present for f in case.result.findings)
+
+
+def test_a_slice_probability_takes_a_share_of_its_higher_neighbour() -> None:
+    from radnode.analyzers.hemorrhage.inference import with_neighbours
+
+    column = np.array([0.0, 0.9, 0.0, 0.0, 0.2], dtype=np.float32)
+    assert np.allclose(with_neighbours(column, 0.5), [0.45, 0.9, 0.45, 0.1, 0.2])
+    assert np.array_equal(with_neighbours(column, 0.0), column)
+    assert np.array_equal(with_neighbours(column[:1], 0.5), column[:1])
+
+
+def test_soft_area_ranks_a_half_seen_slice_above_a_clean_one_and_leaves_subtypes_to_the_map() -> None:
+    from radnode.analyzers.hemorrhage.inference import area_probability, read_inside, softmax_channel
+
+    logits = np.random.default_rng(3).normal(size=(2, 6, 4, 4)).astype(np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert np.allclose(softmax_channel(logits, 0), p[:, 0], atol=1e-6)
+
+    labels = np.zeros((3, 8, 8), dtype=np.uint8)
+    labels[1, 2:5, 2:5] = 3                       # 9 intraparenchymal pixels on the middle slice
+    mask = np.ones_like(labels, dtype=bool)
+    area = np.array([0.0, 9.0, 2.5])              # the last slice: no arg-max pixel, but 2.5 expected ones
+    outputs = [None, 1, 2, 3, 4, 5]
+    _, by_count = read_inside(labels, mask, 0.0, outputs)
+    _, by_area = read_inside(labels, mask, 0.0, outputs, any_area=area)
+    assert by_count[0, 0] == by_count[2, 0]       # level by the pixel count
+    assert by_area[2, 0] > by_area[0, 0]          # ranked by the expected area
+    assert np.isclose(by_area[2, 0], area_probability(np.array([2.5]))[0])
+    assert np.array_equal(by_area[:, 1:], by_count[:, 1:])  # subtypes still from the map
+
+
+@pytest.mark.parametrize(("ct", "message"), [
+    ({"any_probability": "soft-area"}, "set slice_probability: masked-segmentation"),
+    ({"slice_probability": "masked-segmentation", "neighbour_share": 0.5}, "must stay below the 'any' threshold"),
+    ({"slice_probability": "masked-segmentation", "neighbour_share": 1.0}, "neighbour_share"),
+    ({"min_subtype_volume_ml": -1}, "min_subtype_volume_ml"),
+    ({"any_probability": "mean"}, "any_probability"),
+])
+def test_reading_rules_are_validated_in_the_manifest(tmp_path: Path, ct: dict, message: str) -> None:
+    data = oracle_graph(context=1, size=64)
+    m = oracle_manifest(data, size=64)
+    m["ct"].update(ct)   # the oracle's "any" threshold is 0.5
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(m))
+    with pytest.raises(ModelError, match=message):
+        read_manifest(tmp_path)
+
+
+def _oracle_with(tmp_path: Path, data: bytes | None = None, **ct: object) -> HemorrhageAnalyzer:
+    folder = tmp_path / "models" / "hemorrhage-oracle"
+    write_oracle_model(folder, data=data)
+    m = yaml.safe_load((folder / "manifest.yaml").read_text())
+    m["ct"].update(ct)
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(m, sort_keys=False))
+    return HemorrhageAnalyzer(ModelStore([tmp_path / "models"], builtin_dir=None), SessionCache([CPU_PROVIDER]))
+
+
+def test_a_subtype_under_the_reporting_volume_is_not_reported_but_any_stays(positive: Case, tmp_path: Path) -> None:
+    truth_ml = positive.summary["subtypes"]["intraparenchymal"]["volume_ml"]
+    strict = _oracle_with(tmp_path, min_subtype_volume_ml=round(truth_ml * 2, 1))
+    case = run_case(strict, tmp_path / "case")
+    s = case.summary
+    assert s["any"]["present"] is True                       # the triage answer does not depend on it
+    assert s["subtypes"]["intraparenchymal"]["probability"] == positive.summary["subtypes"]["intraparenchymal"]["probability"]
+    assert s["subtypes"]["intraparenchymal"]["present"] is False and s["volume_ml"] == 0.0
+    assert any("under the model's reporting volume" in f for f in case.result.flags)
+    [lm] = case.result.label_maps
+    assert not lm.array.any() and not lm.segments
+    # Under the volume of the bleed nothing changes.
+    loose = _oracle_with(tmp_path / "loose", min_subtype_volume_ml=round(truth_ml / 2, 1))
+    assert run_case(loose, tmp_path / "loose_case").summary["subtypes"]["intraparenchymal"]["present"] is True
+
+
+def test_soft_any_with_neighbours_through_the_analyzer(positive: Case, tmp_path: Path) -> None:
+    """The manifest's reading reaches the analyzer: "any" from the soft area inside the intracranial mask,
+    the blob's neighbouring slices raised to a share of it, the study answer and its evidence unchanged."""
+    soft = _oracle_with(tmp_path, data=oracle_graph(logit=12.0), slice_probability="masked-segmentation",
+                        any_probability="soft-area", neighbour_share=0.4)
+    s = run_case(soft, tmp_path / "case").summary
+    assert s["any"]["present"] is True and s["subtypes"]["intraparenchymal"]["present"] is True
+    anyp = np.array([row["probabilities"]["any"] for row in s["slices"]])
+    ref = np.array([row["probabilities"]["any"] for row in positive.summary["slices"]])
+    top = int(np.argmax(anyp))
+    assert anyp[top] > 0.9
+    blob = np.flatnonzero(ref >= 0.5)
+    edge = [k for k in (blob.min() - 1, blob.max() + 1) if 0 <= k < len(anyp)]
+    assert edge and all(anyp[k] >= 0.4 * max(anyp[k - 1], anyp[min(k + 1, len(anyp) - 1)]) - 1e-3 for k in edge)
+    assert all(anyp[k] < 0.5 for k in edge)                  # a neighbour alone is never evidence
+    far = [k for k in range(len(anyp)) if abs(k - blob.min()) > 2 and abs(k - blob.max()) > 2]
+    assert far and max(anyp[k] for k in far) < 0.1

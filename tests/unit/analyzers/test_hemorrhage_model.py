@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from radnode.analyzers.hemorrhage.train import choose_thresholds, stack_context
+from radnode.analyzers.hemorrhage.train import choose_thresholds, count_subtypes, stack_context
 
 MODEL = Path(__file__).resolve().parents[3] / "radnode" / "models" / "hemorrhage-demo"
 
@@ -33,6 +33,28 @@ def test_thresholds_separate_studies() -> None:
     st = np.array([[True] * 6, [False] * 6, [True] * 6])
     th = choose_thresholds(sp, st, sp, st)
     assert all(0.2 < v <= 0.7 for v in th.values())
+
+
+def test_the_threshold_sits_in_the_middle_of_the_gap() -> None:
+    """Normals reach 0.3, bleeds start at 0.8: every value between separates them; the middle is taken."""
+    sp = np.array([[0.1] * 6, [0.3] * 6, [0.8] * 6, [0.95] * 6])
+    st = np.array([[False] * 6, [False] * 6, [True] * 6, [True] * 6])
+    th = choose_thresholds(sp, st, sp, st)
+    assert all(abs(v - 0.555) < 0.011 for v in th.values()), th
+
+
+def test_subtype_calls_follow_the_analyzers_rule() -> None:
+    th = {"any": 0.5, "epidural": 0.5, "subdural": 0.5, "intraparenchymal": 0.5, "intraventricular": 0.5,
+          "subarachnoid": 0.5}
+    truth = np.array([True, False, True, False, False, False])
+    rows = [
+        (np.array([0.9, 0.1, 0.9, 0.0, 0.0, 0.0]), truth, np.array([0.0, 5.0, 0.0, 0.0, 0.0])),   # subdural right
+        (np.array([0.9, 0.8, 0.9, 0.0, 0.0, 0.0]), truth, np.array([0.2, 5.0, 0.0, 0.0, 0.0])),   # + a small epidural
+        (np.array([0.4, 0.0, 0.9, 0.0, 0.0, 0.0]), truth, np.array([0.0, 5.0, 0.0, 0.0, 0.0])),   # no "any": nothing
+    ]
+    assert count_subtypes(rows, th, 0.0) == (2, 1)
+    assert count_subtypes(rows, th, 0.25) == (2, 0)     # the epidural is under the reporting volume
+    assert count_subtypes(rows, th, 10.0) == (0, 0)
 
 
 def test_manifest_and_onnx_agree() -> None:

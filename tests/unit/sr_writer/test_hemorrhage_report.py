@@ -248,7 +248,13 @@ def test_the_command_prints_the_issue_schema_and_writes_the_objects(tmp_path: Pa
         assert set(v) == {"present", "probability", "volume_ml"}
         assert isinstance(v["present"], bool) and isinstance(v["probability"], float) and isinstance(v["volume_ml"], float)
     assert isinstance(doc["volume_ml"], float) and doc["volume_ml"] > 10
+    # The option names the oracle although the shipped demo (a higher version) is the default: the
+    # summary and every written object name the model that ran, not the default.
     assert doc["model"] == {"name": "hemorrhage-oracle", "version": "0.1.0", "demo": True}
+    for name in ("seg.dcm", "sr.dcm", "report_pdf.dcm"):
+        ds = pydicom.dcmread(tmp_path / "out" / name, stop_before_pixels=True)
+        assert ds.ManufacturerModelName == "radnode hemorrhage-oracle", name
+        assert "hemorrhage-oracle 0.1.0" in list(ds.SoftwareVersions), name
     assert len(doc["slices"]) == 30
     for row, w in zip(doc["slices"], series.slices):
         assert set(row) == {"sop_instance_uid", "instance_number", "probabilities"}
