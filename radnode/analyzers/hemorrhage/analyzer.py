@@ -146,14 +146,16 @@ class HemorrhageAnalyzer(ModelBackedAnalyzer):
         progress("inferring")
         t0 = time.perf_counter()
         windows = window_stack(sitk.GetArrayViewFromImage(grid), ct.windows)
-        labels, probs, bleed_area = infer_slices(model, windows, batch_size=opts.batch_size, inside=mask)
+        soft_any = ct.any_probability == "soft-area"
+        labels, probs, bleed_area = infer_slices(model, windows, batch_size=opts.batch_size,
+                                                 inside=mask if soft_any else None)
         del windows
         if ct.slice_probability == "masked-segmentation":
             outputs: list[int | None] = [None] * len(ct.slice_outputs)
             for o in layout.values():
                 outputs[o.slice_index] = o.value
             labels, probs = read_inside(labels, mask, ct.merge_minor_labels, outputs,
-                                        any_area=bleed_area if ct.any_probability == "soft-area" else None,
+                                        any_area=bleed_area,
                                         neighbour_share=ct.neighbour_share)
         elif ct.merge_minor_labels:
             labels = merge_minor_labels(labels, ct.merge_minor_labels)

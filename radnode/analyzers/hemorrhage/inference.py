@@ -46,9 +46,9 @@ class SliceAnswer(NamedTuple):
     labels: np.ndarray
     #: Sigmoid of ``slice_logits``, ``(Z, S)`` in ``ct.slice_outputs`` order.
     probabilities: np.ndarray
-    #: Per slice, the expected number of bleed pixels: the sum of 1 − P(background) over the pixels
-    #: inside the mask given to :func:`infer_slices` (every pixel without one), ``(Z,)`` float64.
-    bleed_area: np.ndarray
+    #: Per slice, the expected number of bleed pixels inside the mask given to :func:`infer_slices`
+    #: (:func:`bleed_area`), ``(Z,)`` float64; None when no mask was given (the reading does not use it).
+    bleed_area: np.ndarray | None
 
 
 def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8,
@@ -59,6 +59,7 @@ def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8
     the model half-sees rank level with clean ones; the softmax mass inside
     *inside* (the intracranial mask, ``(Z, H, X)`` bool) keeps that ranking
     without keeping the per-label probabilities (only one number per slice).
+    Without *inside* no softmax is computed (a reading that does not ask for it).
     """
     m = model.manifest
     ct = m.ct
@@ -75,7 +76,7 @@ def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8
     background = np.flatnonzero(values == 0)
     labels = np.zeros((z, h, w), dtype=np.uint8)
     probs = np.zeros((z, len(ct.slice_outputs)), dtype=np.float32)
-    area = np.zeros(z, dtype=np.float64)
+    area = np.zeros(z, dtype=np.float64) if inside is not None and background.size else None
     for first, batch in context_batches(windows, ct.context_slices, batch_size):
         out = model.run_outputs(batch, (SLICE_SEG_OUTPUT, SLICE_CLASS_OUTPUT))
         seg, cls = out[SLICE_SEG_OUTPUT], out[SLICE_CLASS_OUTPUT]
@@ -86,12 +87,17 @@ def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8
                              f"[{n}, {len(values)}, {h}, {w}] and [{n}, {len(ct.slice_outputs)}]")
         labels[first:first + n] = values[np.argmax(seg, axis=1)]
         probs[first:first + n] = sigmoid(cls)
-        if background.size:
-            bleed = 1.0 - softmax_channel(seg, int(background[0]))
-            if inside is not None:
-                bleed = bleed * inside[first:first + n]
-            area[first:first + n] = bleed.sum(axis=(1, 2))
+        if area is not None:
+            area[first:first + n] = bleed_area(seg, int(background[0]), inside[first:first + n])  # type: ignore[index]
     return SliceAnswer(labels, probs, area)
+
+
+def bleed_area(seg_logits: np.ndarray, background: int, inside: np.ndarray | None = None) -> np.ndarray:
+    """Per slice, the sum of 1 − P(*background*) of ``(N, C, H, X)`` logits over *inside* (every pixel without it)."""
+    bleed = 1.0 - softmax_channel(seg_logits, background)
+    if inside is not None:
+        bleed = bleed * inside
+    return bleed.sum(axis=(1, 2), dtype=np.float64)
 
 
 def softmax_channel(logits: np.ndarray, channel: int) -> np.ndarray:

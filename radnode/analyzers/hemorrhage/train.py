@@ -282,20 +282,6 @@ def seg_derived_slices(model):  # -> torch.nn.Module
     return SegDerived().eval()
 
 
-def slice_probs_from_labels(labels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """What ``slice_logits`` of the exported model are, recomputed from a (masked) arg-max map: (z, 6) probs.
-
-    With *mask* (the preprocessing's ``mask_grid``) bleed pixels outside the
-    intracranial space are dropped first — how the analyzer should read the
-    model (see MODEL_CARD.md): on the held-out head, nearly all false bleed
-    pixels lie at the skull base outside that mask.
-    """
-    from radnode.analyzers.hemorrhage.inference import slice_probabilities_from_labels
-
-    lab = labels if mask is None else np.where(mask > 0, labels, 0)
-    return slice_probabilities_from_labels(lab, [None, *range(1, N_CLASSES)])
-
-
 def _loss(seg, cls, y, t):  # type: ignore[no-untyped-def]
     """Cross-entropy + soft Dice on the bleed classes (batch-wise), BCE on the slice labels."""
     import torch
@@ -331,7 +317,7 @@ def predict_study(run, windows: np.ndarray, batch: int = 16,  # type: ignore[no-
     The bleed area is the analyzer's ``SliceAnswer.bleed_area``: per slice the sum
     of 1 − P(background) inside *inside* (every pixel without it).
     """
-    from radnode.analyzers.hemorrhage.inference import softmax_channel
+    from radnode.analyzers.hemorrhage.inference import bleed_area
 
     x = stack_context(windows.astype(np.float32))
     labs, probs, areas = [], [], []
@@ -339,10 +325,7 @@ def predict_study(run, windows: np.ndarray, batch: int = 16,  # type: ignore[no-
         seg, cls = run(x[i:i + batch])
         labs.append(np.argmax(seg, 1).astype(np.uint8))
         probs.append(sigmoid(cls))
-        bleed = 1.0 - softmax_channel(seg, 0)
-        if inside is not None:
-            bleed = bleed * (inside[i:i + batch] > 0)
-        areas.append(bleed.sum((1, 2)).astype(np.float64))
+        areas.append(bleed_area(seg, 0, None if inside is None else inside[i:i + batch] > 0))
     return np.concatenate(labs), np.concatenate(probs), np.concatenate(areas)
 
 
@@ -504,13 +487,6 @@ def ort_runner(path: Path, threads: int = 2):  # type: ignore[no-untyped-def]
 NEIGHBOUR_SHARE = 0.5
 
 
-def read_study(run, s: Study, merge_share: float, masked: bool = True, any_soft: bool = True,  # type: ignore[no-untyped-def]
-               neighbour_share: float = NEIGHBOUR_SHARE) -> tuple[np.ndarray, np.ndarray]:
-    """One cached study through the model, read as the analyzer reads it: (label map, slice probabilities)."""
-    lab, probs, area = predict_study(run, s.windows, inside=s.mask if masked else None)
-    return read_answer(s, lab, probs, area, merge_share, masked, any_soft, neighbour_share)
-
-
 def read_answer(s: Study, lab: np.ndarray, probs: np.ndarray, area: np.ndarray, merge_share: float,
                 masked: bool = True, any_soft: bool = True,
                 neighbour_share: float = NEIGHBOUR_SHARE) -> tuple[np.ndarray, np.ndarray]:
@@ -583,7 +559,7 @@ ct:
   slice_outputs: [{", ".join(SLICE_OUTPUTS)}]
   # slice_logits = 2·(ln(pixels of the label in the slice's arg-max map + 0.5) − ln 4). Read the model inside the
   # intracranial mask (mask_grid): drop seg labels outside it and recompute the slice probabilities from the masked
-  # map (train.slice_probs_from_labels); see MODEL_CARD.md. Thresholds chosen that way on validation studies of the
+  # map (inference.read_inside); see MODEL_CARD.md. Thresholds chosen that way on validation studies of the
   # training heads ({info.get("val_studies", "?")} studies, MNI152 and warps, other seeds) by
   # radnode/analyzers/hemorrhage/train.py; never on the held-out Colin27 head.
   slice_probability: masked-segmentation
