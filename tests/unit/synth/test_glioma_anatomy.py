@@ -33,6 +33,33 @@ def test_heads_differ_and_warps_are_new_heads() -> None:
     assert load_template(2.0, "mni152-warp1") is warp  # cached, deterministic
 
 
+@pytest.mark.usefixtures("oasis")
+def test_the_oasis_head_is_a_smaller_brain_placed_and_oriented_like_mni152() -> None:
+    """OASIS is stored with its axes permuted; the loader must reorient and centre it, or tumours
+    would be drawn in the wrong lobe and the model would see a rotated head."""
+    mni, oasis = load_template(1.0, "mni152"), load_template(1.0, "oasis")
+    ml = float(oasis.brain.sum()) / 1000
+    assert 1200 < ml < 0.8 * float(mni.brain.sum()) / 1000  # a real-sized brain, not MNI152's enlarged one
+    assert oasis.candidates.any() and (oasis.nonbrain > 0.3).sum() > 5000  # a real skull and scalp
+    assert np.allclose(oasis.index_to_lps(np.argwhere(oasis.brain).mean(0)),
+                       mni.index_to_lps(np.argwhere(mni.brain).mean(0)), atol=0.5)
+    on_mni = sitk.GetArrayFromImage(sitk.Resample(oasis.image(oasis.brain.astype(np.uint8)), mni.image(mni.brain.astype(np.uint8)),
+                                                  sitk.Transform(), sitk.sitkNearestNeighbor)) > 0
+    inside = (on_mni & mni.brain).sum() / on_mni.sum()
+    assert inside > 0.98, inside  # the smaller brain fits inside MNI152's (flipped head to foot: 0.79, front to back: 0.92)
+    wm, gm = float(oasis.p_wm[oasis.brain].mean()), float(oasis.p_gm[oasis.brain].mean())
+    assert 0.3 < wm < 0.5 and 0.35 < gm < 0.6
+
+
+@pytest.mark.usefixtures("oasis")
+def test_a_study_on_oasis_keeps_the_tumour_in_the_brain(tmp_path: Path) -> None:
+    s = generate_glioma_study(tmp_path / "o", seed=12, scale=0.25, localizer=False, write_all_labels=False, anatomy="oasis")
+    assert s.truth["anatomy"] == "oasis"
+    b = sitk.GetArrayFromImage(sitk.ReadImage(str(s.labels_path.parent / "brain_t1c.nii.gz"))) > 0
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(s.labels_path))) > 0
+    assert lab.any() and (lab & ~b).sum() <= 0.02 * lab.sum()
+
+
 def test_a_study_on_mni152_with_its_brain_mask(tmp_path: Path) -> None:
     s = generate_glioma_study(tmp_path / "m", seed=11, scale=0.25, localizer=False, write_all_labels=False, anatomy="mni152")
     assert s.truth["anatomy"] == "mni152"
