@@ -25,14 +25,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _cases(spec: str) -> tuple[str, list[int]]:
-    anatomy, seed, n = spec.split(":")
-    return anatomy, list(range(int(seed), int(seed) + int(n)))
+def _cases(spec: str) -> list[tuple[str, int]]:
+    """``ANATOMY:SEED:N[,ANATOMY:SEED:N…]`` → (anatomy, seed) pairs."""
+    cases = []
+    for part in spec.split(","):
+        anatomy, seed, n = part.split(":")
+        cases += [(anatomy, s) for s in range(int(seed), int(seed) + int(n))]
+    return cases
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--tune", required=True, help="ANATOMY:SEED:N, the studies that choose the threshold")
+    ap.add_argument("--tune", required=True, help="ANATOMY:SEED:N[,…], the studies that choose the threshold")
     ap.add_argument("--test", required=True, help="ANATOMY:SEED:N, held-out studies (reported, never used to choose)")
     ap.add_argument("--thresholds", default="none,0.5,0.55,0.6,0.65,0.7,0.75")
     args = ap.parse_args()
@@ -58,8 +62,7 @@ def main() -> None:
     classifier = load_default()
     rows: dict[str, dict[str, list[dict[str, float]]]] = {"tune": {}, "test": {}}
     for split, spec in (("tune", args.tune), ("test", args.test)):
-        anatomy, seeds = _cases(spec)
-        for seed in seeds:
+        for anatomy, seed in _cases(spec):
             with tempfile.TemporaryDirectory() as tmp:
                 root = Path(tmp)
                 study = generate_glioma_study(root / "study", seed=seed, anatomy=anatomy)
@@ -83,6 +86,10 @@ def main() -> None:
                 brain = sitk.GetArrayFromImage(resample_like(sitk.Cast(sitk.ReadImage(result.extra["brain_mask_nifti"]) > 0, sitk.sitkUInt8),
                                                              reference, sitk.sitkNearestNeighbor, default_value=0)) > 0
                 truth_img = sitk.ReadImage(str(study.labels_path))
+                brain_truth = sitk.ReadImage(str(study.labels_path.parent / "brain_t1c.nii.gz"))
+                brain_found = sitk.Resample(sitk.Cast(sitk.ReadImage(result.extra["brain_mask_nifti"]) > 0, sitk.sitkUInt8),
+                                            brain_truth, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+                brain_dice = dice(sitk.GetArrayFromImage(brain_found) > 0, sitk.GetArrayFromImage(brain_truth) > 0)
                 truth = sitk.GetArrayFromImage(truth_img)
                 t_geo = readings(truth_img)
                 sx, sy, sz = reference.GetSpacing()
@@ -94,6 +101,7 @@ def main() -> None:
                     c = compare(readings(image), t_geo)
                     rows[split].setdefault(str(t), []).append({
                         "seed": seed,
+                        "anatomy": anatomy,
                         "wt": dice(clean > 0, truth > 0),
                         "tc": dice(np.isin(clean, (1, 3)), np.isin(truth, (1, 3))),
                         "et": dice(clean == 3, truth == 3),
@@ -101,6 +109,7 @@ def main() -> None:
                         "centroid_mm": c["centroid_error_mm"],
                         "diameter_pct": c["diameter_error_pct"],
                         "volume_pct": c["volume_error_pct"],
+                        "brain_dice": brain_dice,
                     })
             print(f"{split} {anatomy} seed {seed}: " + ", ".join(f"{t}: WT {rows[split][str(t)][-1]['wt']:.3f}" for t in thresholds), flush=True)
     summary = {
@@ -111,6 +120,7 @@ def main() -> None:
                     "max_centroid_mm": round(max(r["centroid_mm"] for r in rs), 2),
                     "max_abs_diameter_pct": round(max(abs(r["diameter_pct"]) for r in rs), 1),
                     "mean_abs_volume_pct": round(float(np.mean([abs(r["volume_pct"]) for r in rs])), 1),
+                    "brain_extraction_dice": round(float(np.mean([r["brain_dice"] for r in rs])), 3),
                     "cases": rs}
                 for t, rs in by_t.items()}
         for split, by_t in rows.items()
