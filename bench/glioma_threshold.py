@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--tune", required=True, help="ANATOMY:SEED:N[,…], the studies that choose the threshold")
     ap.add_argument("--test", required=True, help="ANATOMY:SEED:N, held-out studies (reported, never used to choose)")
     ap.add_argument("--thresholds", default="none,0.5,0.55,0.6,0.65,0.7,0.75")
+    ap.add_argument("--model", help="a model by manifest name (default: the newest glioma model), e.g. an older one "
+                    "in a folder named by RADNODE_ANALYZERS__MODEL_DIRS")
     args = ap.parse_args()
 
     import numpy as np
@@ -58,7 +60,9 @@ def main() -> None:
 
     configure_logging("warning", "console")
     thresholds = [None if t == "none" else float(t) for t in args.thresholds.split(",")]
-    analyzer = GliomaAnalyzer()
+    from radnode.settings import Settings
+
+    analyzer = GliomaAnalyzer.from_settings(Settings())  # analyzers.model_dirs, e.g. RADNODE_ANALYZERS__MODEL_DIRS
     classifier = load_default()
     rows: dict[str, dict[str, list[dict[str, float]]]] = {"tune": {}, "test": {}}
     for split, spec in (("tune", args.tune), ("test", args.test)):
@@ -73,7 +77,7 @@ def main() -> None:
                     study_instance_uid=summaries[0].study_instance_uid,
                     series={r: SeriesInput(r, c.series_instance_uid, tuple(sorted(by_uid[c.series_instance_uid].paths)))
                             for r, c in selection.chosen.items()},
-                    options=GliomaOptions(save_probabilities=True),
+                    options=GliomaOptions(save_probabilities=True, model=args.model),
                     job_id=f"threshold-{seed}",
                 )
                 work = root / "work"

@@ -71,7 +71,7 @@ def test_full_run_matches_the_ground_truth_and_writes_valid_dicom(tmp_path: Path
     assert abs(out["max_axial_diameter_mm"] - true_diameter) <= 0.2 * true_diameter
     lesion = out["lesions"][0]
     assert lesion["hemisphere"] in ("left", "right", "midline") and lesion["rano"] is not None
-    assert out["model"] == {"name": "glioma-demo-unet", "version": "0.1.1", "demo": True}
+    assert out["model"] == {"name": "glioma-demo-unet", "version": "0.2.0", "demo": True}
     assert set(out["series"]) == {"t1c", "flair", "t2", "t1"}
 
     # The DICOM objects: valid, and the SEG reads back to the same voxels.
