@@ -86,10 +86,10 @@ _INTENSITY: dict[str, dict[str, float]] = {
 
 @dataclass(frozen=True)
 class Template:
-    """Colin27 anatomy as fuzzy tissue classes on a regular LPS grid.
+    """A head (Colin27, MNI152, OASIS or a warp) as fuzzy tissue classes on a regular LPS grid.
 
     Arrays are in SimpleITK order (z, y, x). ``p_*`` are tissue fractions,
-    ``nonbrain`` the normalised Colin27 signal outside the brain (scalp fat,
+    ``nonbrain`` the normalised signal outside the brain (scalp fat,
     muscle, marrow; skull and air are dark), ``brain`` the brain mask and
     ``candidates`` the voxels where a tumour centre may be drawn
     (hemispheric, supratentorial white matter at least 12 mm inside the brain).
@@ -183,19 +183,27 @@ def load_template(spacing: float = 1.0, anatomy: str = "colin27") -> Template:
 
 def _load_colin27() -> Template:
     head_img = sitk.ReadImage(str(_TEMPLATE_DIR / "ch2.nii.gz"), sitk.sitkFloat32)
-    bet_img = sitk.ReadImage(str(_TEMPLATE_DIR / "ch2bet.nii.gz"), sitk.sitkUInt8)
-    head = sitk.GetArrayFromImage(head_img)
-    brain = sitk.GetArrayFromImage(bet_img) > 0
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(_TEMPLATE_DIR / "ch2bet.nii.gz"), sitk.sitkUInt8)) > 0
+    return _head_with_skull(sitk.GetArrayFromImage(head_img), brain, head_img.GetOrigin(), head_img.GetDirection())
+
+
+def _head_with_skull(head: np.ndarray, brain: np.ndarray, origin: tuple[float, ...], direction: tuple[float, ...]
+                     ) -> Template:
+    """A real head with skull (T1 on Colin27's intensity scale, its brain mask) as a 1 mm template.
+
+    Tissue fractions from the T1 intensity; the scalp, marrow and muscle keep
+    their own signal (``nonbrain``) relative to white matter.
+    """
     wm, gm, csf = _fuzzy_classes(head, brain)
     dist = _outside_distance(brain)
     # Extra-axial CSF: dark voxels in a 4 mm band just outside the brain mask
-    # (Colin27 draws them dark on T1; they must turn bright on T2).
+    # (a real head's T1 draws them dark; they must turn bright on T2).
     band = (~brain) & (dist <= 4.0) & (head < 40.0)
     csf = np.where(band, np.float32(1.0), csf)
     wm_ref = float(np.median(head[brain & (wm > 0.9)]))
     nonbrain = np.where(brain | band, 0.0, head / wm_ref).astype(np.float32)
-    return _with_candidates(Template(1.0, head_img.GetOrigin(), head_img.GetDirection(), wm, gm, csf, nonbrain,
-                                     brain, np.zeros(brain.shape, dtype=bool)), dist)
+    return _with_candidates(Template(1.0, tuple(origin), tuple(direction), wm, gm, csf, nonbrain, brain,  # type: ignore[arg-type]
+                                     np.zeros(brain.shape, dtype=bool)), dist)
 
 
 def _outside_distance(brain: np.ndarray) -> np.ndarray:
@@ -301,22 +309,13 @@ def _load_oasis() -> Template:
         return sitk.DICOMOrient(sitk.ReadImage(str(folder / name), pixel), code)
 
     head_img = read("T_template0.nii.gz", sitk.sitkFloat32)
-    head_raw = sitk.GetArrayFromImage(head_img)
     brain = sitk.GetArrayFromImage(read("T_template0_BrainCerebellumMask.nii.gz", sitk.sitkFloat32)) > 0.5
     brain = ndimage.binary_fill_holes(brain)
-    head = np.interp(head_raw, *_OASIS_KNOTS).astype(np.float32)
-    wm, gm, csf = _fuzzy_classes(head, brain)
-    dist = _outside_distance(brain)
-    band = (~brain) & (dist <= 4.0) & (head < 40.0)
-    csf = np.where(band, np.float32(1.0), csf)
-    wm_ref = float(np.median(head[brain & (wm > 0.9)]))
-    nonbrain = np.where(brain | band, 0.0, head / wm_ref).astype(np.float32)
-    shell = Template(1.0, head_img.GetOrigin(), head_img.GetDirection(), wm, gm, csf, nonbrain, brain,
-                     np.zeros(brain.shape, dtype=bool))
-    shift = (mni.index_to_lps(np.argwhere(mni.brain).mean(0)) - shell.index_to_lps(np.argwhere(brain).mean(0)))
-    origin = tuple(float(o) for o in np.asarray(head_img.GetOrigin()) + shift)
-    return _with_candidates(Template(1.0, origin, head_img.GetDirection(), wm, gm, csf, nonbrain, brain,
-                                     np.zeros(brain.shape, dtype=bool)), dist)
+    centroid = head_img.TransformContinuousIndexToPhysicalPoint([float(c) for c in np.argwhere(brain).mean(0)[::-1]])
+    shift = mni.index_to_lps(np.argwhere(mni.brain).mean(0)) - np.asarray(centroid)
+    head = np.interp(sitk.GetArrayFromImage(head_img), *_OASIS_KNOTS).astype(np.float32)
+    return _head_with_skull(head, brain, tuple(float(o) for o in np.asarray(head_img.GetOrigin()) + shift),
+                            head_img.GetDirection())
 
 
 def _elastic(t: Template, seed: int) -> Template:
