@@ -1,7 +1,7 @@
 """The metastasis application end to end on generated studies of a head it was not trained on.
 
 Each case is a DICOM study written by ``radnode synth metastasis`` on the
-held-out anatomy (Colin27; the demo model trains on MNI152 and its warps),
+held-out anatomy (OASIS; the demo model 0.2.0 trains on Colin27, MNI152 and their warps),
 run through :class:`~radnode.analyzers.metastasis.analyzer.MetastasisAnalyzer`
 exactly as a job runs it (series from the folder, nipype preprocessing, ONNX
 model, candidate step, measurements), and scored lesion by lesion against the
@@ -20,7 +20,7 @@ positive per study, centroid ≤ 2 mm and volume within 25 % (≥ 5 mm), ≤ 45 
 
 Run::
 
-    python bench/metastasis.py --cases 10 --out /tmp/met-bench [--seed 930000] [--anatomy colin27]
+    python bench/metastasis.py --cases 10 --out /tmp/met-bench [--seed 930000] [--anatomy oasis]
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--seed", type=int, default=930_000)
-    parser.add_argument("--anatomy", default="colin27")
+    parser.add_argument("--anatomy", default="oasis")
     parser.add_argument("--out", type=Path, default=Path("/tmp/met-bench"))
     args = parser.parse_args(argv)
 

@@ -1,8 +1,8 @@
 """Held-out evaluation of the demo metastasis model and its candidate step (prints JSON).
 
 Synthesizes metastasis cases on a head never used in training (default
-``colin27``; the model saw MNI152 and its warps, and its thresholds were
-chosen on MNI152 validation seeds), degrades the ideal T1c like a study
+``oasis``; model 0.2.0 saw Colin27, MNI152 and their warps, and its thresholds
+were chosen on validation seeds of those two heads), degrades the ideal T1c like a study
 (gain, bias field, Rician noise, resampling blur), z-scores it in the brain,
 runs the shipped ONNX model through the runtime (``ModelStore`` →
 ``SessionCache`` → ``predict_volume``, 2 threads), zeroes P(lesion) outside
@@ -18,7 +18,7 @@ Product acceptance target on the held-out head: sensitivity ≥ 0.90 (≥ 5 mm),
 ≥ 0.6 (3–5 mm), ≤ 1 false positive per study, centroid ≤ 2 mm and volume
 within 25 % (≥ 5 mm).
 
-    python bench/metastasis_model.py [--anatomy colin27] [--seed 900000] [--cases 20] [--model DIR]
+    python bench/metastasis_model.py [--anatomy oasis] [--seed 900000] [--cases 20] [--model DIR]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ MODEL = ROOT / "radnode" / "models" / "metastasis-demo"
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--anatomy", default="colin27")
+    ap.add_argument("--anatomy", default="oasis")
     ap.add_argument("--seed", type=int, default=HELDOUT_SEEDS[0])
     ap.add_argument("--cases", type=int, default=len(HELDOUT_SEEDS))
     ap.add_argument("--model", type=Path, default=MODEL)

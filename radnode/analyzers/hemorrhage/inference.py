@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radnode.analyzers.runtime import LoadedModel, ModelError, sigmoid
+from radnode.analyzers.runtime import LoadedModel, ModelError, sigmoid, softmax
 from radnode.analyzers.runtime.manifests import SLICE_CLASS_OUTPUT, SLICE_SEG_OUTPUT
 
 
@@ -94,17 +94,10 @@ def infer_slices(model: LoadedModel, windows: np.ndarray, *, batch_size: int = 8
 
 def bleed_area(seg_logits: np.ndarray, background: int, inside: np.ndarray | None = None) -> np.ndarray:
     """Per slice, the sum of 1 − P(*background*) of ``(N, C, H, X)`` logits over *inside* (every pixel without it)."""
-    bleed = 1.0 - softmax_channel(seg_logits, background)
+    bleed = 1.0 - softmax(seg_logits, axis=1)[:, background]
     if inside is not None:
         bleed = bleed * inside
     return bleed.sum(axis=(1, 2), dtype=np.float64)
-
-
-def softmax_channel(logits: np.ndarray, channel: int) -> np.ndarray:
-    """Softmax probability of one *channel* of ``(N, C, H, X)`` logits, ``(N, H, X)`` float32 (max-shifted)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted, dtype=np.float32)
-    return (e[:, channel] / e.sum(axis=1)).astype(np.float32)
 
 
 #: Pixels of a label in a slice at which a ``masked-segmentation`` slice probability is 0.5.

@@ -400,11 +400,14 @@ def test_a_slice_probability_takes_a_share_of_its_higher_neighbour() -> None:
 
 
 def test_soft_area_ranks_a_half_seen_slice_above_a_clean_one_and_leaves_subtypes_to_the_map() -> None:
-    from radnode.analyzers.hemorrhage.inference import area_probability, read_inside, softmax_channel
+    from radnode.analyzers.hemorrhage.inference import area_probability, bleed_area, read_inside
 
     logits = np.random.default_rng(3).normal(size=(2, 6, 4, 4)).astype(np.float32)
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    assert np.allclose(softmax_channel(logits, 0), p[:, 0], atol=1e-6)
+    assert np.allclose(bleed_area(logits, 0), (1.0 - p[:, 0]).sum(axis=(1, 2)), atol=1e-5)
+    inside = np.zeros((2, 4, 4), dtype=bool)
+    inside[:, 1:3, 1:3] = True
+    assert np.allclose(bleed_area(logits, 0, inside), ((1.0 - p[:, 0]) * inside).sum(axis=(1, 2)), atol=1e-5)
 
     labels = np.zeros((3, 8, 8), dtype=np.uint8)
     labels[1, 2:5, 2:5] = 3                       # 9 intraparenchymal pixels on the middle slice

@@ -1,0 +1,128 @@
+"""Choose the metastasis candidate rule on end-to-end studies of the *training* heads (prints JSON).
+
+Why this exists: the training script chooses the manifest's ``lesions:``
+rule at template level (exact brain masks, ideal geometry). Through the
+DICOM pipeline the probability map is blurred by two resamplings and the
+deepbet brain mask keeps a rim of dura, so small lesions peak lower and
+false candidates appear at the mask's edge — figures the template level
+cannot show. This script runs :class:`MetastasisAnalyzer` exactly as a job
+runs it (``save_probabilities``) on DICOM studies of the heads the model was
+trained on (seeds never trained on), keeps each study's P(lesion) map, brain
+mask and truth labels on the model grid, and searches the same grid as
+``choose_rule`` plus the depth test. The held-out head is never passed here:
+its figures come from ``bench/metastasis.py`` with the rule this script
+chose.
+
+Per lesion it also reports the peak probability and the depth inside the
+brain mask of every missed lesion ≥ 3 mm, which says whether a miss is the
+model's (low peak) or the rule's.
+
+    python bench/metastasis_rule.py --anatomies colin27,mni152 --seed 800100 --cases 10 --out /tmp/met-rule
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+#: Depth thresholds searched besides the template-level grid (None = no depth test).
+DEPTH_GRID: tuple[float | None, ...] = (None, 3.0, 5.0)
+
+
+def run_study(analyzer, anatomy: str, seed: int, root: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Analyze one generated study and save (probability, brain, truth labels, diameters) on the model grid."""
+    from radnode.analyzers.base import AnalyzerInputs, SeriesInput
+    from radnode.analyzers.metastasis.analyzer import MetastasisOptions
+    from radnode.synth.metastasis import generate_metastasis_study
+
+    out = root / f"{anatomy}-{seed}.npz"
+    if out.exists():
+        return out
+    study = generate_metastasis_study(root / f"{anatomy}-{seed}", seed=seed, anatomy=anatomy)
+    series = {s.label: SeriesInput(s.label, s.series_instance_uid, tuple(sorted(s.files)), s.label, 1.0)
+              for s in study.study.series}
+    inputs = AnalyzerInputs(study_instance_uid=study.study.study_instance_uid, series=series,
+                            options=MetastasisOptions(save_probabilities=True), job_id=f"rule-{seed}")
+    work = root / f"{anatomy}-{seed}" / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    result = analyzer.run(inputs, work, lambda stage: None)
+    prob_img = sitk.ReadImage(str(work / "lesion_probability.nii.gz"))
+
+    def onto_grid(path: str | Path) -> np.ndarray:
+        img = sitk.ReadImage(str(path))
+        return sitk.GetArrayFromImage(sitk.Resample(img, prob_img, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+
+    brain = onto_grid(result.extra["brain_mask_nifti"]) > 0
+    labels = onto_grid(study.labels_path).astype(np.uint8)
+    diam = {int(t["id"]): float(t["longest_diameter_mm"]) for t in study.truth["lesions"] if t["voxels"] > 0}
+    np.savez_compressed(out, prob=sitk.GetArrayFromImage(prob_img).astype(np.float16), brain=brain, labels=labels,
+                        ids=np.array(list(diam), dtype=np.int32), diameters=np.array(list(diam.values())),
+                        spacing_zyx=np.array(prob_img.GetSpacing()[::-1]), seed=seed)
+    return out
+
+
+def load(path: Path):  # type: ignore[no-untyped-def]
+    """(Prepared-like case, probability) as ``choose_rule`` takes them."""
+    from radnode.analyzers.metastasis.data import Prepared
+
+    z = np.load(path)
+    diam = {int(i): float(d) for i, d in zip(z["ids"], z["diameters"])}
+    brain = z["brain"]
+    p = Prepared(np.zeros((1, 1, 1), np.float32), brain, z["labels"], np.zeros((1, 1, 1), bool), diam,
+                 int(z["seed"]), path.stem.rsplit("-", 1)[0], (slice(None),) * 3)
+    return p, z["prob"].astype(np.float32)
+
+
+def misses(cases, rule) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Lesions ≥ 3 mm the rule misses: diameter, peak P inside (1-voxel margin) and depth in the brain mask."""
+    from scipy import ndimage
+
+    from radnode.analyzers.metastasis.candidates import find_candidates
+    from radnode.analyzers.metastasis.evaluation import score_case
+    from radnode.analyzers.metastasis.train import SPACING_ZYX
+
+    out = []
+    for p, prob in cases:
+        lesion_map, cands = find_candidates(prob, p.brain, SPACING_ZYX, rule)
+        sc = score_case(p.seed, lesion_map, cands, p.labels, p.diameters, SPACING_ZYX)
+        hit = {i for s in sc.candidates for i in s.matches}
+        depth = ndimage.distance_transform_edt(p.brain)
+        for les in sc.lesions:
+            if les.id in hit or les.diameter_mm < 3.0:
+                continue
+            m = ndimage.binary_dilation(p.labels == les.id)
+            out.append({"study": f"{p.anatomy}-{p.seed}", "diameter_mm": round(les.diameter_mm, 1),
+                        "peak": round(float(prob[m].max()), 3), "depth_mm": round(float(depth[p.labels == les.id].max()), 1)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--anatomies", default="colin27,mni152", help="training heads only (comma-separated)")
+    ap.add_argument("--seed", type=int, default=800_100)
+    ap.add_argument("--cases", type=int, default=10, help="studies per head")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/met-rule"))
+    args = ap.parse_args(argv)
+    from radnode.logconfig import configure_logging
+
+    configure_logging("warning", "console")
+    from radnode.analyzers.metastasis.analyzer import MetastasisAnalyzer
+    from radnode.analyzers.metastasis.train import choose_rule
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    analyzer = MetastasisAnalyzer()
+    paths = [run_study(analyzer, a, args.seed + k, args.out)
+             for a in args.anatomies.split(",") for k in range(args.cases)]
+    cases = [load(p) for p in paths]
+    rule, summary, table = choose_rule(cases, depth_grid=DEPTH_GRID)
+    print(json.dumps({"model": f"{analyzer.spec.model.name} {analyzer.spec.model.version}",  # type: ignore[union-attr]
+                      "studies": [p.stem for p in paths], "rule": rule.model_dump(), "summary": summary,
+                      "missed": misses(cases, rule), "rules_searched": len(table)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
