@@ -84,6 +84,7 @@ def find_candidates(
     brain: np.ndarray | None,
     spacing_zyx: tuple[float, float, float],
     rule: CandidateRule,
+    depth_mm: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Candidate]]:
     """Lesion map (int32, ids 1..n by volume, largest first; 0 elsewhere) and the candidates.
 
@@ -96,7 +97,9 @@ def find_candidates(
     ``max_elongation`` is set and it has at least ``elongation_min_volume_mm3``,
     its elongation does not exceed that (and likewise its flatness
     ``max_flatness``); with ``min_depth_mm`` it must reach that depth inside
-    *brain* (distance to the mask's outside). Equal volumes sort by confidence.
+    *brain* (distance to the mask's outside; *depth_mm*, when given, is that
+    distance map already computed — a search over many rules on one study
+    would otherwise compute it per rule). Equal volumes sort by confidence.
     """
     prob = np.asarray(probability, dtype=np.float32)
     if prob.ndim != 3:
@@ -119,8 +122,9 @@ def find_candidates(
     size = np.bincount(comps.ravel(), minlength=n + 1)[1:]
     keep = (peak >= rule.seed_threshold) & (peak >= rule.min_confidence) & (size * voxel_mm3 >= rule.min_volume_mm3)
     objects = ndimage.find_objects(comps)
-    depth = (ndimage.distance_transform_edt(brain, sampling=spacing_zyx)
-             if rule.min_depth_mm is not None and brain is not None and keep.any() else None)
+    depth = None
+    if rule.min_depth_mm is not None and brain is not None and keep.any():
+        depth = depth_mm if depth_mm is not None else ndimage.distance_transform_edt(brain, sampling=spacing_zyx)
     kept: list[tuple[int, float, int, tuple[float, float, float], float]] = []
     dropped_shape = 0
     for i in np.flatnonzero(keep):

@@ -289,13 +289,15 @@ def choose_rule(probs: list[tuple[Prepared, np.ndarray]],
     (``bench/metastasis_rule.py``; template brain masks are exact).
     """
     table = []
+    depths = ([ndimage.distance_transform_edt(np.asarray(p.brain), sampling=SPACING_ZYX) for p, _ in probs]
+              if any(d is not None for d in depth_grid) else [None] * len(probs))
     for s, g, dep in itertools.product(SEED_GRID, GROW_GRID, depth_grid):
         if g > s:
             continue
         base_rule = CandidateRule(seed_threshold=s, grow_threshold=g, min_depth_mm=dep)
         scores = []
-        for p, prob in probs:
-            lesion_map, cands = find_candidates(prob, np.asarray(p.brain), SPACING_ZYX, base_rule)
+        for (p, prob), depth in zip(probs, depths):
+            lesion_map, cands = find_candidates(prob, np.asarray(p.brain), SPACING_ZYX, base_rule, depth)
             scores.append(score_case(p.seed, lesion_map, cands, np.asarray(p.labels), p.diameters, SPACING_ZYX))
         for mv, me in itertools.product(MIN_VOLUME_GRID, ELONGATION_GRID):
             rule = CandidateRule(seed_threshold=s, grow_threshold=g, min_volume_mm3=mv, max_elongation=me,
