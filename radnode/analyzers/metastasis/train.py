@@ -278,20 +278,23 @@ ELONGATION_GRID = (None, 2.5, 3.5)
 FP_BUDGET = 0.5
 
 
-def choose_rule(probs: list[tuple[Prepared, np.ndarray]],
-                depth_grid: tuple[float | None, ...] = (None,)) -> tuple[CandidateRule, dict, list[dict]]:
+def choose_rule(probs: list[tuple[Prepared, np.ndarray]], depth_grid: tuple[float | None, ...] = (None,),
+                seed_grid: tuple[float, ...] = SEED_GRID,
+                grow_grid: tuple[float, ...] = GROW_GRID) -> tuple[CandidateRule, dict, list[dict]]:
     """The rule that finds the most validation lesions ≥ 3 mm within ``FP_BUDGET`` false positives per study.
 
     Among those, the fewest false positives, then the lowest median volume
     error for lesions ≥ 5 mm, then higher seed thresholds and larger minimum
     volumes (fewer false positives on an unseen head). *depth_grid* adds the
     depth test (``min_depth_mm``), which only end-to-end studies can judge
-    (``bench/metastasis_rule.py``; template brain masks are exact).
+    (``bench/metastasis_rule.py``; template brain masks are exact). A narrower
+    *seed_grid* / *grow_grid* keeps an end-to-end search affordable: every
+    (seed, grow, depth) triple labels every study's whole probability map.
     """
     table = []
     depths = ([ndimage.distance_transform_edt(np.asarray(p.brain), sampling=SPACING_ZYX) for p, _ in probs]
               if any(d is not None for d in depth_grid) else [None] * len(probs))
-    for s, g, dep in itertools.product(SEED_GRID, GROW_GRID, depth_grid):
+    for s, g, dep in itertools.product(seed_grid, grow_grid, depth_grid):
         if g > s:
             continue
         base_rule = CandidateRule(seed_threshold=s, grow_threshold=g, min_depth_mm=dep)
