@@ -48,7 +48,7 @@ import numpy as np
 import structlog
 from scipy import ndimage
 
-from radnode.analyzers.glioma.train import _bias, _rotate, build_model, export, load_onnx_weights
+from radnode.analyzers.glioma.train import _bias, _init_text, _rotate, build_model, export, load_onnx_weights
 from radnode.analyzers.metastasis.candidates import CandidateRule, find_candidates
 from radnode.analyzers.metastasis.data import (
     Prepared,
@@ -395,11 +395,6 @@ def _fmt(summ: dict) -> str:
             f"| centroid error ≥ 5 mm (mm), median / p90 | {c.get('median')} / {c.get('p90')} |\n"
             f"| relative volume error ≥ 5 mm, median / p90 | {v.get('median')} / {v.get('p90')} |\n"
             f"| ≥ 5 mm lesions with centroid ≤ 2 mm / volume ≤ 25 % | {summ['ge5_within_2mm']} / {summ['ge5_volume_within_25pct']} |")
-
-
-def _init_text(info: dict) -> str:
-    return (f"Fine-tuned from the weights of `{Path(info['init']).name}` (version 0.1.0: 35 min from scratch on "
-            "MNI152 and 10 warps). ") if info.get("init") else ""
 
 
 def write_card(out: Path, info: dict, size_bytes: int, sha: str, rule: CandidateRule) -> None:
