@@ -467,20 +467,26 @@ def synthesize_metastasis_case(seed: int, *, spacing: float = 1.0, anatomy: str 
         img[box] = img[box] * (1 - f) + f * _INTENSITY["t1c"][key]
     labels = np.zeros(tpl.shape, dtype=np.uint16)
     edema_ml: dict[int, float] = {}
-    for les in les_now:
-        p = _render(tpl, les)
-        if p is None:
-            continue
-        lab = labels[p.box]
-        lab[p.inside] = les.id
+    painted = [(les, p) for les in les_now if (p := _render(tpl, les)) is not None]
+    # Two passes: every lesion's oedema first, then every lesion's enhancing and necrotic tissue.
+    # Oedema reaches ~2.6 radii and lesions are only 3 mm apart, so painting lesion by lesion let a
+    # later lesion's oedema paint over an earlier lesion: labelled, but invisible on the image.
+    for les, p in painted:
         edema_ml[les.id] = round(float((p.f_edema > 0.5).sum()) * tpl.spacing**3 / 1000.0, 4)
         for contrast, v in _INTENSITY.items():
             img = images[contrast]
             base_img = img[p.box]
-            f_all = np.clip(p.f_enh + p.f_nec + p.f_edema, 0, 1)
             edema_t = 0.75 * v["edema"] * jitter["edema"] + 0.25 * base_img
-            img[p.box] = (base_img * (1 - f_all) + p.f_enh * v["enh"] * jitter["enh"]
-                          + p.f_nec * v["nec"] * jitter["nec"] + p.f_edema * edema_t)
+            img[p.box] = base_img * (1 - p.f_edema) + p.f_edema * edema_t
+    for les, p in painted:
+        lab = labels[p.box]
+        lab[p.inside] = les.id
+        f_les = np.clip(p.f_enh + p.f_nec, 0, 1)
+        for contrast, v in _INTENSITY.items():
+            img = images[contrast]
+            base_img = img[p.box]
+            img[p.box] = (base_img * (1 - f_les) + p.f_enh * v["enh"] * jitter["enh"]
+                          + p.f_nec * v["nec"] * jitter["nec"])
     return MetCase(tpl, images, labels, les_now, look, int(seed), edema_ml)
 
 

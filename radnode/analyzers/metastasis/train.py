@@ -64,7 +64,7 @@ from radnode.synth.metastasis import synthesize_metastasis_case
 log = structlog.get_logger(__name__)
 
 NAME = "metastasis-demo"
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 SPACING_MM = 1.0
 #: Training patch (voxels per side) and the sliding-window patch written to the manifest.
 PATCH = 64
@@ -111,6 +111,7 @@ class _Case:
     brain_voxels: np.ndarray
     mu: float
     sd: float
+    weights: np.ndarray  # loss weight per lesion id (lesion_weights)
 
 
 def _index(p: Prepared) -> _Case:
@@ -122,7 +123,8 @@ def _index(p: Prepared) -> _Case:
     vals = np.asarray(p.t1c, dtype=np.float32)[brain]
     step = max(1, int(brain.sum()) // 20000)
     return _Case(p, lesion_voxels, np.argwhere(np.asarray(p.lookalike)),
-                 np.argwhere(brain)[::step], float(vals.mean()), float(vals.std()))
+                 np.argwhere(brain)[::step], float(vals.mean()), float(vals.std()),
+                 lesion_weights({i: len(v) for i, v in lesion_voxels.items()}))
 
 
 def _crop(arr: np.ndarray, lo: np.ndarray, size: int, fill: float = 0) -> np.ndarray:
@@ -134,8 +136,28 @@ def _crop(arr: np.ndarray, lo: np.ndarray, size: int, fill: float = 0) -> np.nda
     return out
 
 
-def sample_patch(c: _Case, rng: np.random.Generator, size: int = PATCH) -> tuple[np.ndarray, np.ndarray]:
-    """(1, size³) z-scored augmented T1c and (size³) lesion mask around a lesion, a look-alike or anywhere."""
+#: Cross-entropy weight of a lesion voxel (background 1).
+LESION_WEIGHT = 3.0
+#: A lesion of fewer voxels than this (~9 mm across at 1 mm) has its voxels weighted up to this size, so a
+#: 3-mm lesion (~15 voxels) counts in the loss about as much as a 9-mm one. Without it, models 0.1.0 and
+#: 0.2.0 learned that small bright blobs are vessels: every 3–5 mm lesion had P(lesion) < 0.01 end to end.
+SMALL_LESION_VOXELS = 400
+#: Cap on that boost (a 2-voxel lesion is not worth 200 voxels of a large one).
+MAX_SMALL_BOOST = 20.0
+
+
+def lesion_weights(sizes: dict[int, int]) -> np.ndarray:
+    """Per-id cross-entropy weight (index = lesion id; 0 = background): small lesions weighted up."""
+    w = np.ones(256, dtype=np.float32)
+    for i, n in sizes.items():
+        w[i] = LESION_WEIGHT * float(np.clip(SMALL_LESION_VOXELS / max(n, 1), 1.0, MAX_SMALL_BOOST))
+    return w
+
+
+def sample_patch(c: _Case, rng: np.random.Generator,
+                 size: int = PATCH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(1, size³) z-scored augmented T1c, (size³) lesion mask and (size³) loss weights, around a lesion,
+    a look-alike or anywhere."""
     u = rng.random()
     if u < 0.55 and c.lesion_voxels:
         ids = list(c.lesion_voxels)
@@ -148,7 +170,7 @@ def sample_patch(c: _Case, rng: np.random.Generator, size: int = PATCH) -> tuple
     lo = np.asarray(centre) - size // 2 + rng.integers(-size // 4, size // 4 + 1, 3)
     img = _crop(c.p.t1c, lo, size).astype(np.float32)
     mask = _crop(c.p.brain, lo, size)
-    y = _crop(c.p.labels, lo, size) > 0
+    y = _crop(c.p.labels, lo, size)  # lesion ids until the end (weights are per lesion)
     # Intensity: gain, contrast remap, resampling blur, bias, Rician noise, gamma.
     gain = rng.uniform(0.8, 1.2)
     img *= gain
@@ -176,21 +198,21 @@ def sample_patch(c: _Case, rng: np.random.Generator, size: int = PATCH) -> tuple
         mask = (ndimage.binary_dilation(mask, st, iterations=r) if rng.random() < 0.6
                 else ndimage.binary_erosion(mask, st, iterations=r))
     x = np.where(mask, (img - mu) / sd, 0.0).astype(np.float32)[None]
-    y = y & mask
+    y = np.where(mask, y, 0).astype(np.uint8)
     if rng.random() < 0.5:
         x, y = x[..., ::-1], y[..., ::-1]
     if rng.random() < 0.3:
-        x, yi = _rotate(np.ascontiguousarray(x), np.ascontiguousarray(y).astype(np.uint8), rng, 10.0)
-        y = yi > 0
-    return np.ascontiguousarray(x), np.ascontiguousarray(y).astype(np.int64)
+        x, y = _rotate(np.ascontiguousarray(x), np.ascontiguousarray(y), rng, 10.0)
+    w = c.weights[y]
+    return np.ascontiguousarray(x), (np.ascontiguousarray(y) > 0).astype(np.int64), np.ascontiguousarray(w)
 
 
-def _loss(logits, target):  # type: ignore[no-untyped-def]
-    """Weighted cross-entropy + batch soft Dice of the lesion class (lesions are a tiny share of voxels)."""
+def _loss(logits, target, weight):  # type: ignore[no-untyped-def]
+    """Voxel-weighted cross-entropy (:func:`lesion_weights`) + batch soft Dice of the lesion class."""
     import torch
     import torch.nn.functional as F
 
-    ce = F.cross_entropy(logits, target, weight=torch.tensor([1.0, 3.0]))
+    ce = (F.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
     p = torch.softmax(logits, dim=1)[:, 1]
     t = (target == 1).float()
     dice = (2 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
@@ -231,8 +253,9 @@ def train(minutes: float, seed: int, base: int, batch: int, cases: list[Path], *
         pairs = [sample_patch(pool[int(rng.integers(len(pool)))], rng) for _ in range(batch)]
         xb = torch.from_numpy(np.stack([p[0] for p in pairs]))
         yb = torch.from_numpy(np.stack([p[1] for p in pairs]))
+        wb = torch.from_numpy(np.stack([p[2] for p in pairs]))
         t_data += time.perf_counter() - td
-        loss = _loss(model(xb), yb)
+        loss = _loss(model(xb), yb, wb)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from scipy import ndimage
 
 from radnode.synth.metastasis import (
+    _INTENSITY,
     SITES,
     generate_metastasis_study,
     synthesize_metastasis_case,
@@ -110,6 +111,20 @@ def test_lesions_enhance_on_t1c(study) -> None:
         assert t1c[m].mean() > 1.25 * np.median(t1c[shell]), les["id"]
         checked += 1
     assert checked >= 3
+
+
+def test_every_labelled_lesion_enhances_even_beside_another_lesions_oedema() -> None:
+    """A lesion labelled in the truth must show on the image: a later lesion's oedema once painted over
+    an earlier lesion (seed 800101: a 13-mm lesion at white-matter intensity), so a model was scored
+    on lesions nobody could see."""
+    c = synthesize_metastasis_case(800101, spacing=1.0)
+    t1c = c.images["t1c"]
+    enh = _INTENSITY["t1c"]["enh"]
+    assert len(c.lesions) >= 10 and any(v > 1.0 for v in c.edema_ml.values())
+    for les in c.lesions:
+        m = c.labels == les.id
+        wall = m & ~(t1c < 0.5 * enh) if les.kind == "ring" else m  # necrotic centre excluded
+        assert np.percentile(t1c[wall], 75) > 0.8 * enh, (les.id, les.diameter_mm)
 
 
 def test_ring_lesions_have_dark_centres_and_oedema_scales(case) -> None:
