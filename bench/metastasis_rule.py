@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/met-rule"))
     ap.add_argument("--seed-thresholds", help="comma-separated seed thresholds to search (default: choose_rule's grid)")
     ap.add_argument("--grow-thresholds", help="comma-separated grow thresholds to search (default: choose_rule's grid)")
+    ap.add_argument("--depths", help="comma-separated depth tests in mm, 'none' for no test (default: none,3,5)")
     args = ap.parse_args(argv)
     from radnode.logconfig import configure_logging
 
@@ -135,11 +136,26 @@ def main(argv: list[str] | None = None) -> None:
     paths = [run_study(analyzer, a, args.seed + k, args.out)
              for a in args.anatomies.split(",") for k in range(args.cases)]
     cases = [load(p) for p in paths]
-    rule, summary, table = choose_rule(cases, depth_grid=DEPTH_GRID, seed_grid=floats(args.seed_thresholds, SEED_GRID),
+    depths = (tuple(None if v.strip().lower() == "none" else float(v) for v in args.depths.split(","))
+              if args.depths else DEPTH_GRID)
+    rule, summary, table = choose_rule(cases, depth_grid=depths, seed_grid=floats(args.seed_thresholds, SEED_GRID),
                                        grow_grid=floats(args.grow_thresholds, GROW_GRID))
     print(json.dumps({"model": f"{analyzer.spec.model.name} {analyzer.spec.model.version}",  # type: ignore[union-attr]
                       "studies": [p.stem for p in paths], "rule": rule.model_dump(), "summary": summary,
-                      "missed": misses(cases, rule), "rules_searched": len(table)}, indent=1))
+                      "missed": misses(cases, rule), "rules_searched": len(table),
+                      "thresholds": [compact(t) for t in table if t["rule"]["min_volume_mm3"] == 0.0
+                                     and t["rule"]["max_elongation"] == 2.5]}, indent=1))
+
+
+def compact(row: dict) -> dict:
+    """One searched rule in a line: thresholds, lesions found per size class, false positives, volumes."""
+    r, s = row["rule"], row["summary"]
+    vol = s.get("relative_volume_error_ge5") or {}
+    return {"seed": r["seed_threshold"], "grow": r["grow_threshold"], "depth": r["min_depth_mm"],
+            "ge5": f"{s['lesions']['ge5']['found']}/{s['lesions']['ge5']['total']}",
+            "3to5": f"{s['lesions']['3to5']['found']}/{s['lesions']['3to5']['total']}",
+            "fp_per_study": s["false_positives_per_study"], "volume_median_error": vol.get("median"),
+            "volume_within_25pct": s.get("ge5_volume_within_25pct")}
 
 
 if __name__ == "__main__":
