@@ -65,7 +65,8 @@ def run_study(analyzer, anatomy: str, seed: int, root: Path) -> Path:  # type: i
     brain = onto_grid(result.extra["brain_mask_nifti"]) > 0
     labels = onto_grid(study.labels_path).astype(np.uint8)
     diam = {int(t["id"]): float(t["longest_diameter_mm"]) for t in study.truth["lesions"] if t["voxels"] > 0}
-    np.savez_compressed(out, prob=sitk.GetArrayFromImage(prob_img).astype(np.float16), brain=brain, labels=labels,
+    t1c = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "t1c_model_input.nii.gz"))).astype(np.float16)
+    np.savez_compressed(out, prob=sitk.GetArrayFromImage(prob_img).astype(np.float16), t1c=t1c, brain=brain, labels=labels,
                         ids=np.array(list(diam), dtype=np.int32), diameters=np.array(list(diam.values())), seed=seed)
     return out
 
@@ -77,7 +78,7 @@ def load(path: Path):  # type: ignore[no-untyped-def]
     z = np.load(path)
     diam = {int(i): float(d) for i, d in zip(z["ids"], z["diameters"])}
     brain = z["brain"]
-    p = Prepared(np.zeros((1, 1, 1), np.float32), brain, z["labels"], np.zeros((1, 1, 1), bool), diam,
+    p = Prepared(z["t1c"].astype(np.float32), brain, z["labels"], np.zeros((1, 1, 1), bool), diam,
                  int(z["seed"]), path.stem.rsplit("-", 1)[0], (slice(None),) * 3)
     return p, z["prob"].astype(np.float32)
 
@@ -96,7 +97,7 @@ def misses(cases, rule) -> list[dict]:  # type: ignore[no-untyped-def]
 
     out = []
     for p, prob in cases:
-        lesion_map, cands = find_candidates(prob, p.brain, SPACING_ZYX, rule)
+        lesion_map, cands = find_candidates(prob, p.brain, SPACING_ZYX, rule, image=p.t1c)
         sc = score_case(p.seed, lesion_map, cands, p.labels, p.diameters, SPACING_ZYX)
         hit = {i for s in sc.candidates for i in s.matches}
         depth = ndimage.distance_transform_edt(p.brain, sampling=SPACING_ZYX)
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/met-rule"))
     ap.add_argument("--seed-thresholds", help="comma-separated seed thresholds to search (default: choose_rule's grid)")
     ap.add_argument("--grow-thresholds", help="comma-separated grow thresholds to search (default: choose_rule's grid)")
+    ap.add_argument("--small", action="store_true",
+                    help="then search the small-lesion detector's thresholds (lesions.small) on top of the chosen rule")
     ap.add_argument("--depths", help="comma-separated depth tests in mm, 'none' for no test (default: none,3,5)")
     args = ap.parse_args(argv)
     from radnode.logconfig import configure_logging
@@ -140,11 +143,60 @@ def main(argv: list[str] | None = None) -> None:
               if args.depths else DEPTH_GRID)
     rule, summary, table = choose_rule(cases, depth_grid=depths, seed_grid=floats(args.seed_thresholds, SEED_GRID),
                                        grow_grid=floats(args.grow_thresholds, GROW_GRID))
+    small_rule, model_only, small_summary, small_table = (choose_small(cases, rule) if args.small
+                                                           else (rule, summary, summary, []))
     print(json.dumps({"model": f"{analyzer.spec.model.name} {analyzer.spec.model.version}",  # type: ignore[union-attr]
-                      "studies": [p.stem for p in paths], "rule": rule.model_dump(), "summary": summary,
-                      "missed": misses(cases, rule), "rules_searched": len(table),
+                      "studies": [p.stem for p in paths], "rule": small_rule.model_dump(), "summary": small_summary,
+                      "model_only_summary": model_only, "small_thresholds": small_table,
+                      "missed": misses(cases, small_rule), "rules_searched": len(table),
                       "thresholds": [compact(t) for t in table if t["rule"]["min_volume_mm3"] == 0.0
                                      and t["rule"]["max_elongation"] == 2.5]}, indent=1))
+
+
+#: Small-lesion detector thresholds searched (``lesions.small``): blobness × smoothed intensity (z).
+BLOBNESS_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
+INTENSITY_GRID = (0.8, 1.0, 1.2, 1.5)
+#: The detector may add at most this many false positives per study to the model's.
+SMALL_FP_BUDGET = 0.5
+
+
+def choose_small(cases, rule):  # type: ignore[no-untyped-def]
+    """The ``lesions.small`` thresholds finding the most lesions >= 3 mm within ``SMALL_FP_BUDGET`` more false
+    positives per study than *rule* alone (ties: fewer false positives, then higher thresholds)."""
+    from scipy import ndimage
+
+    from radnode.analyzers.metastasis.candidates import find_candidates
+    from radnode.analyzers.metastasis.evaluation import score_case, summarize
+    from radnode.analyzers.metastasis.train import SPACING_ZYX
+    from radnode.analyzers.runtime.manifests import SmallLesionSpec
+
+    depths = [ndimage.distance_transform_edt(p.brain, sampling=SPACING_ZYX) for p, _ in cases]
+
+    def run(r) -> dict:  # type: ignore[no-untyped-def]
+        scores = []
+        for (p, prob), depth in zip(cases, depths):
+            lesion_map, cands = find_candidates(prob, p.brain, SPACING_ZYX, r, depth, image=p.t1c)
+            scores.append(score_case(p.seed, lesion_map, cands, p.labels, p.diameters, SPACING_ZYX))
+        return summarize(scores)
+
+    base = run(rule)
+    rows = []
+    for b in BLOBNESS_GRID:
+        for i in INTENSITY_GRID:
+            r = rule.model_copy(update={"small": SmallLesionSpec(min_blobness=b, min_intensity=i)})
+            rows.append({"rule": r, "summary": run(r)})
+    budget = base["false_positives_per_study"] + SMALL_FP_BUDGET
+    ok = [t for t in rows if t["summary"]["false_positives_per_study"] <= budget]
+
+    def found(summ: dict) -> int:
+        return summ["lesions"]["ge5"]["found"] + summ["lesions"]["3to5"]["found"]
+
+    best = max(ok, key=lambda t: (found(t["summary"]), -t["summary"]["false_positives_per_study"],
+                                  t["rule"].small.min_blobness, t["rule"].small.min_intensity)) if ok else None
+    table = [{**compact({"rule": t["rule"].model_dump(), "summary": t["summary"]}),
+              "min_blobness": t["rule"].small.min_blobness, "min_intensity": t["rule"].small.min_intensity}
+             for t in rows]
+    return (best["rule"] if best else rule), base, (best["summary"] if best else base), table
 
 
 def compact(row: dict) -> dict:

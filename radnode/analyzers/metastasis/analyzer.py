@@ -130,7 +130,9 @@ class MetastasisAnalyzer(ModelBackedAnalyzer):
 
         t0 = time.perf_counter()
         sx, sy, sz = grid.GetSpacing()
-        lesion_map, candidates = find_candidates(lesion_prob, brain, (sz, sy, sx), rule)
+        # The small-lesion detector (rule.small) reads the same z-scored T1c the model read.
+        t1c_z = channels[list(manifest.inputs).index("t1c")] if "t1c" in manifest.inputs else None
+        lesion_map, candidates = find_candidates(lesion_prob, brain, (sz, sy, sx), rule, image=t1c_z)
         confidences = {c.id: c.confidence for c in candidates}
         grid_map = sitk.GetImageFromArray(lesion_map.astype(np.uint16))
         grid_map.CopyInformation(grid)
@@ -138,6 +140,10 @@ class MetastasisAnalyzer(ModelBackedAnalyzer):
             p = sitk.GetImageFromArray(lesion_prob)
             p.CopyInformation(grid)
             sitk.WriteImage(p, str(workdir / "lesion_probability.nii.gz"))
+            if t1c_z is not None:
+                t = sitk.GetImageFromArray(np.asarray(t1c_z, dtype=np.float32))
+                t.CopyInformation(grid)
+                sitk.WriteImage(t, str(workdir / "t1c_model_input.nii.gz"))
         reference = sitk.ReadImage(str(pre.reference))
         native = sitk.GetArrayFromImage(sitk.Resample(grid_map, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                                                        sitk.sitkUInt16)).astype(np.int32)

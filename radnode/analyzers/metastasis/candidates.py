@@ -22,6 +22,8 @@ import numpy as np
 import structlog
 from scipy import ndimage
 
+from radnode.analyzers.metastasis.blobs import find_blobs
+from radnode.analyzers.runtime import bounding_box
 from radnode.analyzers.runtime.manifests import LesionCandidateSpec, ModelError, ModelManifest
 
 log = structlog.get_logger(__name__)
@@ -79,12 +81,24 @@ def flatness(points_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) ->
     return float(np.sqrt(ev[1] / ev[2]))
 
 
+def brain_depth(brain: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """Distance (mm) of each brain voxel to the mask's outside, 0 outside; computed on the brain's bounding
+    box (the same numbers as the whole grid: outside the box is all outside) — about half the time."""
+    brain = np.asarray(brain, dtype=bool)
+    out = np.zeros(brain.shape, dtype=np.float64)
+    if brain.any():
+        box = bounding_box(brain, 1)
+        out[box] = ndimage.distance_transform_edt(brain[box], sampling=spacing_zyx)
+    return out
+
+
 def find_candidates(
     probability: np.ndarray,
     brain: np.ndarray | None,
     spacing_zyx: tuple[float, float, float],
     rule: CandidateRule,
     depth_mm: np.ndarray | None = None,
+    image: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Candidate]]:
     """Lesion map (int32, ids 1..n by volume, largest first; 0 elsewhere) and the candidates.
 
@@ -100,6 +114,11 @@ def find_candidates(
     *brain* (distance to the mask's outside; *depth_mm*, when given, is that
     distance map already computed — a search over many rules on one study
     would otherwise compute it per rule). Equal volumes sort by confidence.
+
+    With ``rule.small`` and the z-scored T1c *image* (same grid), small
+    lesions the model missed are added from the image itself
+    (:mod:`radnode.analyzers.metastasis.blobs`), away from the model's
+    candidates and subject to the same depth test.
     """
     prob = np.asarray(probability, dtype=np.float32)
     if prob.ndim != 3:
@@ -115,7 +134,8 @@ def find_candidates(
     grow = prob >= rule.grow_threshold
     comps, n = ndimage.label(grow, structure=_STRUCTURE_26)
     out_map = np.zeros(prob.shape, dtype=np.int32)
-    if n == 0:
+    small = rule.small if image is not None else None
+    if n == 0 and small is None:
         return out_map, []
     ids = np.arange(1, n + 1)
     peak = np.asarray(ndimage.maximum(prob, comps, ids), dtype=np.float64)
@@ -123,8 +143,8 @@ def find_candidates(
     keep = (peak >= rule.seed_threshold) & (peak >= rule.min_confidence) & (size * voxel_mm3 >= rule.min_volume_mm3)
     objects = ndimage.find_objects(comps)
     depth = None
-    if rule.min_depth_mm is not None and brain is not None and keep.any():
-        depth = depth_mm if depth_mm is not None else ndimage.distance_transform_edt(brain, sampling=spacing_zyx)
+    if rule.min_depth_mm is not None and brain is not None and (keep.any() or small is not None):
+        depth = depth_mm if depth_mm is not None else brain_depth(brain, spacing_zyx)
     kept: list[tuple[int, float, int, tuple[float, float, float], float]] = []
     dropped_shape = 0
     for i in np.flatnonzero(keep):
@@ -148,13 +168,29 @@ def find_candidates(
         w = prob[sl][local].astype(np.float64)
         centre = tuple(float(c) for c in (pts * w[:, None]).sum(axis=0) / w.sum())
         kept.append((label, float(peak[i]), int(size[i]), centre, elong))  # type: ignore[arg-type]
+    blob_voxels: dict[int, np.ndarray] = {}
+    if small is not None:
+        lut0 = np.zeros(n + 1, dtype=bool)
+        lut0[[k[0] for k in kept]] = True
+        blobs = find_blobs(np.asarray(image), brain if brain is not None else np.ones(prob.shape, bool), spacing_zyx,
+                           small, min_depth_mm=rule.min_depth_mm, depth_mm=depth, exclude=lut0[comps])
+        for k, b in enumerate(blobs, start=n + 1):
+            blob_voxels[k] = b.voxels
+            centre = tuple(float(c) for c in b.voxels.mean(axis=0))
+            kept.append((k, b.confidence(small), len(b.voxels), centre,  # type: ignore[arg-type]
+                         elongation(b.voxels, spacing_zyx)))
     kept.sort(key=lambda k: (-k[2], -k[1]))
     lut = np.zeros(n + 1, dtype=np.int32)
     cands: list[Candidate] = []
     for new_id, (label, conf, vox, centre, elong) in enumerate(kept, start=1):
-        lut[label] = new_id
+        if label <= n:
+            lut[label] = new_id
         cands.append(Candidate(new_id, conf, vox * voxel_mm3, vox, centre, elong))
     if kept:
         out_map = lut[comps]
-    log.debug("metastasis.candidates", components=n, kept=len(cands), dropped_shape=dropped_shape)
+        for new_id, (label, *_rest) in enumerate(kept, start=1):
+            if label in blob_voxels:
+                out_map[tuple(blob_voxels[label].T)] = new_id
+    log.debug("metastasis.candidates", components=n, kept=len(cands), dropped_shape=dropped_shape,
+              small=len(blob_voxels))
     return out_map, cands

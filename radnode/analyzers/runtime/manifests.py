@@ -171,6 +171,34 @@ class CTSpec(BaseModel):
         return len(self.windows) * (2 * self.context_slices + 1)
 
 
+class SmallLesionSpec(BaseModel):
+    """``lesions.small:``: a second detector for small lesions, on the T1c itself (see
+    :mod:`radnode.analyzers.metastasis.blobs`). Closed and typed for the same reason as the block
+    around it: the numbers are chosen on validation studies and trade missed lesions against false ones.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: A blob's peak must reach this scale-normalised blobness (−σ²·λ, λ the Hessian eigenvalue
+    #: nearest zero, all three negative) of the z-scored T1c.
+    min_blobness: float = Field(gt=0.0, le=100.0)
+    #: ... and this smoothed intensity (z-score in the brain) at the peak.
+    min_intensity: float = Field(ge=-10.0, le=50.0)
+    #: Gaussian scales (mm) the Hessian is taken at; a ball of radius r answers best at σ ≈ r/√3.
+    scales_mm: tuple[float, ...] = Field(default=(1.0, 1.5), min_length=1, max_length=4)
+    #: A blob's extent (its half-maximum region) stops at this radius (mm): larger lesions are the model's.
+    max_radius_mm: float = Field(default=3.5, gt=0.0, le=10.0)
+    #: No blob within this distance (mm) of a model candidate (its rim, a fragment of it).
+    exclusion_mm: float = Field(default=3.0, ge=0.0, le=20.0)
+
+    @field_validator("scales_mm")
+    @classmethod
+    def _positive(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(s <= 0 or s > 5 for s in v):
+            raise ValueError(f"scales_mm must be in (0, 5] mm, got {list(v)}")
+        return v
+
+
 class LesionCandidateSpec(BaseModel):
     """The ``lesions:`` block of a lesion-detection model: how its probability map becomes lesions.
 
@@ -203,6 +231,8 @@ class LesionCandidateSpec(BaseModel):
     #: A candidate must reach at least this depth (mm) inside the brain mask: enhancement confined
     #: to the mask's outer rim is dura, a vessel on the surface or the mask's own edge; ``None`` = no test.
     min_depth_mm: float | None = Field(default=None, ge=0.0, le=50.0)
+    #: Small lesions the model misses, found as bright round blobs on the T1c; ``None`` = model only.
+    small: SmallLesionSpec | None = None
 
     @model_validator(mode="after")
     def _order(self) -> "LesionCandidateSpec":
