@@ -29,6 +29,7 @@ training script's template-level choice).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -154,8 +155,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 #: Small-lesion detector thresholds searched (``lesions.small``): blobness × smoothed intensity (z).
-BLOBNESS_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
-INTENSITY_GRID = (0.8, 1.0, 1.2, 1.5)
+BLOBNESS_GRID = (0.25, 0.3, 0.35, 0.4)
+INTENSITY_GRID = (1.0,)
+#: ... × roundness of the blob's region (None = no test); blobs above ``SMALL_MAX_VOLUME_MM3`` are dropped.
+ROUNDNESS_GRID: tuple[float | None, ...] = (1.4, 1.6)
+SMALL_MAX_VOLUME_MM3 = 40.0
 #: The detector may add at most this many false positives per study to the model's.
 SMALL_FP_BUDGET = 0.5
 
@@ -181,10 +185,10 @@ def choose_small(cases, rule):  # type: ignore[no-untyped-def]
 
     base = run(rule)
     rows = []
-    for b in BLOBNESS_GRID:
-        for i in INTENSITY_GRID:
-            r = rule.model_copy(update={"small": SmallLesionSpec(min_blobness=b, min_intensity=i)})
-            rows.append({"rule": r, "summary": run(r)})
+    for b, i, e in itertools.product(BLOBNESS_GRID, INTENSITY_GRID, ROUNDNESS_GRID):
+        small = SmallLesionSpec(min_blobness=b, min_intensity=i, max_elongation=e, max_volume_mm3=SMALL_MAX_VOLUME_MM3)
+        r = rule.model_copy(update={"small": small})
+        rows.append({"rule": r, "summary": run(r)})
     budget = base["false_positives_per_study"] + SMALL_FP_BUDGET
     ok = [t for t in rows if t["summary"]["false_positives_per_study"] <= budget]
 
@@ -194,7 +198,8 @@ def choose_small(cases, rule):  # type: ignore[no-untyped-def]
     best = max(ok, key=lambda t: (found(t["summary"]), -t["summary"]["false_positives_per_study"],
                                   t["rule"].small.min_blobness, t["rule"].small.min_intensity)) if ok else None
     table = [{**compact({"rule": t["rule"].model_dump(), "summary": t["summary"]}),
-              "min_blobness": t["rule"].small.min_blobness, "min_intensity": t["rule"].small.min_intensity}
+              "min_blobness": t["rule"].small.min_blobness, "min_intensity": t["rule"].small.min_intensity,
+              "max_elongation": t["rule"].small.max_elongation}
              for t in rows]
     return (best["rule"] if best else rule), base, (best["summary"] if best else base), table
 

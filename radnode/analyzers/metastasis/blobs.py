@@ -16,7 +16,9 @@ smoothed intensity ``min_intensity`` (z-score in the brain), lies at least
 ``min_depth_mm`` inside the brain mask (the rule's depth test: dura and
 surface vessels) and away from every model candidate (``exclusion_mm``).
 Its extent is the half-maximum region around the peak (between the peak's
-smoothed intensity and the local background), at most ``max_radius_mm``.
+smoothed intensity and the local background), at most ``max_radius_mm``;
+that region must be round (``max_elongation``: a vessel's bend passes the
+Hessian test but stretches along the vessel) and small (``max_volume_mm3``).
 Its confidence is ``min(0.99, 0.5 · blobness / min_blobness)``: 0.5 at the
 threshold — a blob is reported as a lesion on weaker evidence than the
 model's, and the number says so.
@@ -34,6 +36,7 @@ import numpy as np
 import structlog
 from scipy import ndimage
 
+from radnode.analyzers.metastasis.shape import elongation
 from radnode.analyzers.runtime import bounding_box
 from radnode.analyzers.runtime.manifests import SmallLesionSpec
 
@@ -122,6 +125,7 @@ def find_blobs(image: np.ndarray, brain: np.ndarray, spacing_zyx: tuple[float, f
     order = np.argwhere(peaks)
     order = order[np.argsort(-best[tuple(order.T)], kind="stable")]
     sp = np.asarray(spacing_zyx, dtype=np.float64)
+    voxel_mm3 = float(np.prod(sp))
     reach = np.ceil((spec.max_radius_mm + 3.0) / sp).astype(int)
     taken = np.zeros(img.shape, dtype=bool)
     blobs: list[Blob] = []
@@ -152,6 +156,10 @@ def find_blobs(image: np.ndarray, brain: np.ndarray, spacing_zyx: tuple[float, f
         local = comps == lab
         vox = np.argwhere(local) + np.array([s.start for s in box])
         taken[tuple(vox.T)] = True
+        if spec.max_volume_mm3 is not None and len(vox) * voxel_mm3 > spec.max_volume_mm3:
+            continue
+        if spec.max_elongation is not None and elongation(vox, spacing_zyx) > spec.max_elongation:
+            continue
         blobs.append(Blob(tuple(int(v) for v in pk + origin), float(best[pk_t]),  # type: ignore[arg-type]
                           float(smooth_min[pk_t]), vox + origin))
     log.debug("metastasis.blobs", peaks=len(order), kept=len(blobs))

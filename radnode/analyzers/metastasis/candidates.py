@@ -23,6 +23,7 @@ import structlog
 from scipy import ndimage
 
 from radnode.analyzers.metastasis.blobs import find_blobs
+from radnode.analyzers.metastasis.shape import elongation, flatness
 from radnode.analyzers.runtime import bounding_box
 from radnode.analyzers.runtime.manifests import LesionCandidateSpec, ModelError, ModelManifest
 
@@ -55,30 +56,6 @@ def rule_from_manifest(manifest: ModelManifest) -> CandidateRule:
         raise ModelError(f"model {manifest.name} {manifest.version}: manifest.yaml has no 'lesions:' block "
                          "(seed_threshold, grow_threshold, ...); a lesion-detection analyzer needs it")
     return manifest.lesions
-
-
-def _axes_variances(points_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
-    """Variances along the principal axes (mm², largest first), each at least a voxel's own (1/12 of a
-    voxel edge squared: a voxel grid has that variance per axis even for a line or a plane)."""
-    pts = points_zyx * np.asarray(spacing_zyx, dtype=np.float64)
-    ev = np.sort(np.linalg.eigvalsh(np.cov(pts, rowvar=False)))[::-1]
-    return ev + min(spacing_zyx) ** 2 / 12.0
-
-
-def elongation(points_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> float:
-    """sqrt(λ1/λ2) of the covariance of voxel positions in mm: ~1 for blobs, large for tubes."""
-    if len(points_zyx) < 3:
-        return 1.0
-    ev = _axes_variances(points_zyx, spacing_zyx)
-    return float(np.sqrt(ev[0] / ev[1]))
-
-
-def flatness(points_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> float:
-    """sqrt(λ2/λ3) of the covariance of voxel positions in mm: ~1 for blobs and tubes, large for plates."""
-    if len(points_zyx) < 4:
-        return 1.0
-    ev = _axes_variances(points_zyx, spacing_zyx)
-    return float(np.sqrt(ev[1] / ev[2]))
 
 
 def brain_depth(brain: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:

@@ -454,7 +454,7 @@ ONNX opset 17, {size_bytes / 1e6:.2f} MB, sha256 `{sha}`.
 - Augmentation: gain, smooth contrast remap, Gaussian blur 0.2–0.9 mm, bias field, Rician noise
   up to 5 % of white matter, gamma, z-score statistics perturbed (mean ±7 %, SD −15/+20 %), brain
   mask dilated (dura inside) or eroded by 1–3 voxels, left-right flip, rotation ≤ 10° (30 %).
-- Loss: cross-entropy (lesion weight 3) + batch soft Dice. {_init_text(info)}AdamW, lr {info['lr_max']:g} cosine, batch {info['batch']},
+- Loss: cross-entropy (lesion weight {LESION_WEIGHT:g}, times up to {MAX_SMALL_BOOST:g} for lesions under {SMALL_LESION_VOXELS} voxels, so each counts like a ~9-mm one) + batch soft Dice. {_init_text(info)}AdamW, lr {info['lr_max']:g} cosine, batch {info['batch']},
   {info['steps']} steps in {info['minutes']:.1f} min on 2 CPU threads; seed {info['seed']}.
 
 ## Validation (threshold choice; training heads {', '.join(VALIDATION_ANATOMIES)}, seeds {VALIDATION_SEEDS[0]}–{VALIDATION_SEEDS[-1]})

@@ -190,6 +190,11 @@ class SmallLesionSpec(BaseModel):
     max_radius_mm: float = Field(default=3.5, gt=0.0, le=10.0)
     #: No blob within this distance (mm) of a model candidate (its rim, a fragment of it).
     exclusion_mm: float = Field(default=3.0, ge=0.0, le=20.0)
+    #: A blob's half-maximum region must be round (ratio of its two largest principal axes at most
+    #: this: a bend of a vessel passes the Hessian test but stretches along the vessel) ...
+    max_elongation: float | None = Field(default=None, ge=1.0, le=10.0)
+    #: ... and small (mm³): a broad bright region is not a small lesion the model missed.
+    max_volume_mm3: float | None = Field(default=None, gt=0.0, le=1000.0)
 
     @field_validator("scales_mm")
     @classmethod

@@ -89,3 +89,27 @@ def test_the_manifest_block_is_closed_and_checked() -> None:
     rule = CandidateRule.model_validate({"seed_threshold": 0.8, "grow_threshold": 0.2,
                                          "small": {"min_blobness": 0.3, "min_intensity": 1.2}})
     assert rule.small == SmallLesionSpec(min_blobness=0.3, min_intensity=1.2)
+
+
+def test_round_and_small_tests_drop_stretched_and_broad_blobs() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    brain = _dist((40, 40, 40)) <= 36
+    z, y, x = np.ogrid[:N, :N, :N]
+    ball = _dist((40, 30, 30)) <= 1.75
+    stretched = ((z - 40) / 1.6) ** 2 + ((y - 50) / 1.6) ** 2 + ((x - 50) / 4.0) ** 2 <= 1.0  # a vessel's bend
+    img = np.zeros((N, N, N), np.float32)
+    img[ball | stretched] = 5.0
+    img = (ndimage.gaussian_filter(img, 0.6) + rng.normal(0, 0.1, img.shape)).astype(np.float32)
+    img[~brain] = 0
+
+    def hits(spec: SmallLesionSpec) -> set[str]:
+        found = find_blobs(img, brain, SP, spec)
+        return {name for name, m in (("ball", ball), ("stretched", stretched))
+                if any(m[tuple(b.voxels.T)].any() for b in found)}
+
+    loose = SmallLesionSpec(min_blobness=0.2, min_intensity=1.0)
+    assert hits(loose) == {"ball", "stretched"}
+    assert hits(loose.model_copy(update={"max_elongation": 1.4})) == {"ball"}
+    assert hits(loose.model_copy(update={"max_volume_mm3": 5.0})) == set()
